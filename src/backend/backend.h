@@ -1,0 +1,133 @@
+// The Backend interface: memory and every op of the forward pass. CPU and CUDA implement it;
+// the model and the engine talk only to this.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "common/tensor.h"
+
+namespace tidal {
+
+class Backend;
+
+// Owning device allocation; freed through the backend that made it. Move-only.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend* owner, void* data, size_t bytes)
+      : owner_(owner), data_(data), bytes_(bytes) {}
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : owner_(std::exchange(other.owner_, nullptr)),
+        data_(std::exchange(other.data_, nullptr)),
+        bytes_(std::exchange(other.bytes_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Backend* owner_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// One layer of the paged KV cache: key and value pools of [num_blocks, block_size, kv_heads,
+// head_dim].
+struct KvCacheLayer {
+  Tensor key;
+  Tensor value;
+};
+
+// Per-step sequence layout for attention, as device tensors (int32), plus host-side maxima so
+// kernels can be launched without reading device memory.
+struct AttentionInputs {
+  Tensor query_start;   // [num_seqs + 1] row offsets of each sequence's new tokens
+  Tensor context_lens;  // [num_seqs] tokens in the cache after this step's tokens are stored
+  Tensor block_tables;  // [num_seqs, max_blocks_per_seq]
+  int64_t num_seqs = 0;
+  int64_t max_query_len = 0;
+  int64_t max_context_len = 0;
+};
+
+// A layer's experts in slot order: gate and up stacked on the output dimension.
+struct ExpertSlots {
+  Tensor gate_up;  // [num_slots, 2 * intermediate, hidden]
+  Tensor down;     // [num_slots, hidden, intermediate]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceKind device() const = 0;
+  virtual std::string name() const = 0;
+  // The dtype of activations, KV cache and workspace tensors on this backend.
+  virtual DType activation_dtype() const = 0;
+  // True when device tensors may point straight into host memory (the CPU backend reads
+  // memory-mapped checkpoint weights in place instead of copying them).
+  virtual bool shares_host_memory() const { return false; }
+
+  // Memory.
+  DeviceBuffer allocate(size_t bytes) { return DeviceBuffer(this, raw_allocate(bytes), bytes); }
+  virtual void copy_from_host(void* device_dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
+  virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(const Tensor& tensor) = 0;
+  virtual void synchronize() = 0;
+
+  // Ops. Activations are [tokens, features] in activation_dtype(); weights are [out, in] in
+  // F32/F16/BF16; integer inputs are I32 device tensors. Outputs are fully written.
+  virtual void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
+  virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // out = x * weight^T (+ bias).
+  virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
+                      const Tensor& out) = 0;
+  // Rotary embedding in place on q [tokens, heads, head_dim] and k [tokens, kv_heads, head_dim],
+  // rotate-half ("neox") layout as Hugging Face Llama/Qwen.
+  virtual void rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) = 0;
+  virtual void store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                        const KvCacheLayer& cache) = 0;
+  // Causal attention of q [tokens, heads, head_dim] over each sequence's cached keys/values.
+  virtual void paged_attention(const Tensor& q, const KvCacheLayer& cache,
+                               const AttentionInputs& inputs, float scale, const Tensor& out) = 0;
+  // out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i].
+  virtual void silu_and_mul(const Tensor& gate_up, const Tensor& out) = 0;
+  // Softmax over experts, top-k (ties to the lower index), optional renormalisation.
+  virtual void router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
+                           const Tensor& topk_ids) = 0;
+  // out[t] = sum_j topk_weights[t, j] * expert(topk_slots[t, j])(x[t]); a slot < 0 contributes 0.
+  virtual void moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
+                           const ExpertSlots& experts, const Tensor& out) = 0;
+  virtual void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) = 0;
+
+ protected:
+  virtual void* raw_allocate(size_t bytes) = 0;
+  virtual void raw_free(void* data) noexcept = 0;
+  friend class DeviceBuffer;
+};
+
+inline DeviceBuffer::~DeviceBuffer() {
+  if (owner_ != nullptr && data_ != nullptr) owner_->raw_free(data_);
+}
+
+inline DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    if (owner_ != nullptr && data_ != nullptr) owner_->raw_free(data_);
+    owner_ = std::exchange(other.owner_, nullptr);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+// The backend for `device` ("cpu" or "cuda:N"); throws tidal::Error naming what is unavailable.
+std::unique_ptr<Backend> make_backend(const std::string& device);
+
+}  // namespace tidal

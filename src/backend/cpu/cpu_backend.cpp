@@ -1,0 +1,172 @@
+// CpuBackend: shape and dtype checks, then the reference kernels of kernels/cpu.
+#include "backend/cpu/cpu_backend.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/dense.h"
+#include "kernels/cpu/moe.h"
+
+namespace tidal {
+namespace {
+
+constexpr size_t kAlignment = 64;
+
+void expect_f32(const Tensor& tensor, const char* what) {
+  TIDAL_CHECK(tensor.dtype == DType::kF32, what, " must be F32 on the CPU backend, got ",
+              dtype_name(tensor.dtype));
+}
+void expect_i32(const Tensor& tensor, const char* what) {
+  TIDAL_CHECK(tensor.dtype == DType::kI32, what, " must be I32, got ", dtype_name(tensor.dtype));
+}
+int64_t last_dim(const Tensor& tensor) {
+  return tensor.shape.back();
+}
+int64_t leading_rows(const Tensor& tensor) {
+  return tensor.num_elements() / last_dim(tensor);
+}
+
+}  // namespace
+
+void* CpuBackend::raw_allocate(size_t bytes) {
+  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  void* data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
+  if (data == nullptr) throw std::bad_alloc();
+  return data;
+}
+
+void CpuBackend::raw_free(void* data) noexcept {
+  std::free(data);
+}
+
+void CpuBackend::copy_from_host(void* device_dst, const void* host_src, size_t bytes) {
+  if (bytes > 0) std::memcpy(device_dst, host_src, bytes);
+}
+void CpuBackend::copy_to_host(void* host_dst, const void* device_src, size_t bytes) {
+  if (bytes > 0) std::memcpy(host_dst, device_src, bytes);
+}
+void CpuBackend::copy_on_device(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memmove(dst, src, bytes);
+}
+void CpuBackend::fill_zero(const Tensor& tensor) {
+  std::memset(tensor.data, 0, tensor.num_bytes());
+}
+
+void CpuBackend::embedding(const Tensor& table, const Tensor& ids, const Tensor& out) {
+  expect_i32(ids, "token ids");
+  expect_f32(out, "embedding output");
+  TIDAL_CHECK(out.dim(0) == ids.num_elements() && out.dim(1) == table.dim(1),
+              "embedding output shape mismatch");
+  cpu::embedding(table.data, table.dtype, table.dim(0), table.dim(1), ids.as<int32_t>(),
+                 ids.num_elements(), out.as<float>());
+}
+
+void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  expect_f32(x, "rms_norm input");
+  expect_f32(out, "rms_norm output");
+  TIDAL_CHECK(last_dim(x) == weight.num_elements(), "rms_norm width ", last_dim(x),
+              " vs weight of ", weight.num_elements());
+  cpu::rms_norm(x.as<float>(), leading_rows(x), last_dim(x), weight.data, weight.dtype, eps,
+                out.as<float>());
+}
+
+void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  TIDAL_CHECK(a.num_elements() == b.num_elements() && a.num_elements() == out.num_elements(),
+              "add operands differ in size");
+  cpu::add(a.as<float>(), b.as<float>(), a.num_elements(), out.as<float>());
+}
+
+void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
+                        const Tensor& out) {
+  expect_f32(x, "linear input");
+  expect_f32(out, "linear output");
+  TIDAL_CHECK(weight.shape.size() == 2 && last_dim(x) == weight.dim(1), "linear: input width ",
+              last_dim(x), " does not match weight [", weight.dim(0), ", ", weight.dim(1), "]");
+  TIDAL_CHECK(last_dim(out) == weight.dim(0) && leading_rows(out) == leading_rows(x),
+              "linear output shape mismatch");
+  cpu::linear(x.as<float>(), leading_rows(x), last_dim(x), weight.data, weight.dtype, weight.dim(0),
+              bias ? bias->data : nullptr, bias ? bias->dtype : DType::kF32, out.as<float>());
+}
+
+void CpuBackend::rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) {
+  expect_i32(positions, "positions");
+  const int64_t tokens = positions.num_elements();
+  cpu::rope(q.as<float>(), tokens, q.dim(1), q.dim(2), positions.as<int32_t>(), theta);
+  cpu::rope(k.as<float>(), tokens, k.dim(1), k.dim(2), positions.as<int32_t>(), theta);
+}
+
+namespace {
+cpu::PagedKvLayout layout_of(const KvCacheLayer& cache) {
+  return {.num_blocks = cache.key.dim(0),
+          .block_size = cache.key.dim(1),
+          .num_kv_heads = cache.key.dim(2),
+          .head_dim = cache.key.dim(3)};
+}
+}  // namespace
+
+void CpuBackend::store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                          const KvCacheLayer& cache) {
+  expect_i32(slot_mapping, "slot mapping");
+  cpu::store_kv(k.as<float>(), v.as<float>(), slot_mapping.num_elements(),
+                slot_mapping.as<int32_t>(), layout_of(cache), cache.key.as<float>(),
+                cache.value.as<float>());
+}
+
+void CpuBackend::paged_attention(const Tensor& q, const KvCacheLayer& cache,
+                                 const AttentionInputs& inputs, float scale, const Tensor& out) {
+  expect_f32(q, "attention query");
+  cpu::paged_attention({.q = q.as<float>(),
+                        .key_cache = cache.key.as<float>(),
+                        .value_cache = cache.value.as<float>(),
+                        .layout = layout_of(cache),
+                        .num_heads = q.dim(1),
+                        .query_start = inputs.query_start.as<int32_t>(),
+                        .context_lens = inputs.context_lens.as<int32_t>(),
+                        .block_tables = inputs.block_tables.as<int32_t>(),
+                        .num_seqs = inputs.num_seqs,
+                        .max_blocks_per_seq = inputs.block_tables.dim(1),
+                        .scale = scale,
+                        .out = out.as<float>()});
+}
+
+void CpuBackend::silu_and_mul(const Tensor& gate_up, const Tensor& out) {
+  TIDAL_CHECK(last_dim(gate_up) == 2 * last_dim(out), "silu_and_mul widths mismatch");
+  cpu::silu_and_mul(gate_up.as<float>(), leading_rows(gate_up), last_dim(out), out.as<float>());
+}
+
+void CpuBackend::router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
+                             const Tensor& topk_ids) {
+  expect_f32(logits, "router logits");
+  expect_i32(topk_ids, "top-k ids");
+  cpu::router_topk(logits.as<float>(), logits.dim(0), logits.dim(1), topk_ids.dim(1), renormalize,
+                   topk_weights.as<float>(), topk_ids.as<int32_t>());
+}
+
+void CpuBackend::moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
+                             const ExpertSlots& experts, const Tensor& out) {
+  expect_f32(x, "MoE input");
+  expect_i32(topk_slots, "top-k slots");
+  TIDAL_CHECK(experts.gate_up.dtype == experts.down.dtype, "expert weights of mixed dtypes");
+  cpu::moe_experts({.x = x.as<float>(),
+                    .num_tokens = x.dim(0),
+                    .hidden = x.dim(1),
+                    .intermediate = experts.down.dim(2),
+                    .k = topk_slots.dim(1),
+                    .topk_slots = topk_slots.as<int32_t>(),
+                    .topk_weights = topk_weights.as<float>(),
+                    .gate_up = experts.gate_up.data,
+                    .down = experts.down.data,
+                    .weight_dtype = experts.gate_up.dtype,
+                    .num_slots = experts.gate_up.dim(0),
+                    .out = out.as<float>()});
+}
+
+void CpuBackend::gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) {
+  expect_i32(row_ids, "row ids");
+  cpu::gather_rows(x.as<float>(), last_dim(x), row_ids.as<int32_t>(), row_ids.num_elements(),
+                   out.as<float>());
+}
+
+}  // namespace tidal

@@ -1,0 +1,44 @@
+// The CPU backend: f32 activations, weights read in place in their checkpoint dtype. It is the
+// reference every other backend is checked against.
+#pragma once
+
+#include "backend/backend.h"
+
+namespace tidal {
+
+class CpuBackend final : public Backend {
+ public:
+  DeviceKind device() const override { return DeviceKind::kCpu; }
+  std::string name() const override { return "cpu"; }
+  DType activation_dtype() const override { return DType::kF32; }
+  bool shares_host_memory() const override { return true; }
+
+  void copy_from_host(void* device_dst, const void* host_src, size_t bytes) override;
+  void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override;
+  void copy_on_device(void* dst, const void* src, size_t bytes) override;
+  void fill_zero(const Tensor& tensor) override;
+  void synchronize() override {}
+
+  void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
+  void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
+              const Tensor& out) override;
+  void rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) override;
+  void store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                const KvCacheLayer& cache) override;
+  void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionInputs& inputs,
+                       float scale, const Tensor& out) override;
+  void silu_and_mul(const Tensor& gate_up, const Tensor& out) override;
+  void router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
+                   const Tensor& topk_ids) override;
+  void moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
+                   const ExpertSlots& experts, const Tensor& out) override;
+  void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) override;
+
+ protected:
+  void* raw_allocate(size_t bytes) override;
+  void raw_free(void* data) noexcept override;
+};
+
+}  // namespace tidal

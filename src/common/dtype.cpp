@@ -1,0 +1,34 @@
+// f32 -> f16 with round to nearest even (the rarer direction, kept out of line).
+#include "common/dtype.h"
+
+#include <cmath>
+
+namespace tidal {
+
+uint16_t f32_to_f16(float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const float magnitude = std::fabs(value);
+  if (std::isnan(value)) return static_cast<uint16_t>(sign | 0x7e00u);
+  if (magnitude >= 65520.0f) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
+  if (magnitude < 6.103515625e-05f) {
+    // Subnormal range: quantise to multiples of 2^-24 with round-half-even.
+    const float scaled = magnitude * 16777216.0f;
+    const auto rounded = static_cast<uint16_t>(std::nearbyint(scaled));
+    return static_cast<uint16_t>(sign | rounded);
+  }
+  uint32_t exponent = ((bits >> 23) & 0xffu) - 112u;
+  uint32_t mantissa = bits & 0x7fffffu;
+  const uint32_t round_bits = mantissa & 0x1fffu;
+  mantissa >>= 13;
+  if (round_bits > 0x1000u || (round_bits == 0x1000u && (mantissa & 1u))) {
+    ++mantissa;
+    if (mantissa == 0x400u) {
+      mantissa = 0;
+      ++exponent;
+    }
+  }
+  return static_cast<uint16_t>(sign | (exponent << 10) | mantissa);
+}
+
+}  // namespace tidal

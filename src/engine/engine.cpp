@@ -1,0 +1,202 @@
+// Engine: request admission, the step loop, stop conditions and streaming text.
+#include "engine/engine.h"
+
+#include <algorithm>
+
+#include "common/logging.h"
+#include "engine/sampler.h"
+
+namespace tidal {
+namespace {
+
+int64_t resolve_num_blocks(const EngineOptions& options, const ModelConfig& config, DType dtype) {
+  if (options.num_kv_blocks > 0) return options.num_kv_blocks;
+  const size_t per_block = KvCache::bytes_per_block(config, options.block_size, dtype);
+  const auto blocks = static_cast<int64_t>(options.kv_cache_bytes / per_block);
+  TIDAL_CHECK(blocks > 0, "kv_cache_bytes ", options.kv_cache_bytes, " holds no block of ",
+              per_block, " bytes");
+  return blocks;
+}
+
+// The largest position <= end that does not split a UTF-8 character of `text`.
+size_t utf8_boundary_before(const std::string& text, size_t end) {
+  while (end > 0 && end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
+    --end;
+  }
+  return end;
+}
+
+}  // namespace
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kNone:
+      return "";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+  }
+  return "";
+}
+
+Engine::Engine(Backend& backend, Qwen3MoeModel& model, const Tokenizer& tokenizer,
+               EngineOptions options)
+    : backend_(&backend),
+      model_(&model),
+      tokenizer_(&tokenizer),
+      options_(options),
+      kv_cache_(backend, model.config(),
+                resolve_num_blocks(options, model.config(), backend.activation_dtype()),
+                options.block_size),
+      blocks_(kv_cache_.num_blocks(), options.block_size),
+      scheduler_(options.scheduler, blocks_),
+      runner_(backend, model, kv_cache_) {
+  const int64_t capacity = kv_cache_.num_blocks() * options.block_size;
+  max_model_len_ = std::min(model.config().max_position_embeddings, capacity);
+  if (options.max_model_len > 0) {
+    TIDAL_CHECK(options.max_model_len <= max_model_len_, "max_model_len ", options.max_model_len,
+                " exceeds what the model and KV cache allow (", max_model_len_, " tokens)");
+    max_model_len_ = options.max_model_len;
+  }
+}
+
+void Engine::warm_up() {
+  runner_.warm_up(options_.scheduler.max_num_seqs, options_.scheduler.max_num_batched_tokens);
+  log_info("warm-up done: workspace locked at ", runner_.workspace().capacity_bytes(), " bytes, ",
+           kv_cache_.num_blocks(), " KV blocks of ", options_.block_size, " tokens");
+}
+
+Status Engine::add_request(const std::string& id, std::vector<int32_t> prompt_ids,
+                           SamplingParams params) {
+  if (live_ids_.contains(id))
+    return Status::invalid_argument(cat("duplicate request id '", id, "'"));
+  if (prompt_ids.empty()) return Status::invalid_argument("the prompt is empty");
+  const int32_t vocab = static_cast<int32_t>(model_->config().vocab_size);
+  for (const int32_t token : prompt_ids) {
+    if (token < 0 || token >= vocab) {
+      return Status::invalid_argument(
+          cat("prompt token id ", token, " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  if (static_cast<int64_t>(prompt_ids.size()) >= max_model_len_) {
+    return Status::invalid_argument(cat("the prompt has ", prompt_ids.size(),
+                                        " tokens; the maximum model length is ", max_model_len_,
+                                        " tokens including the output"));
+  }
+  if (Status status = params.validate(vocab); !status.is_ok()) return status;
+
+  auto request = std::make_unique<Request>();
+  request->id = id;
+  request->prompt_ids = std::move(prompt_ids);
+  request->rng.seed(params.seed ? *params.seed : (uint64_t{entropy_()} << 32) ^ entropy_());
+  request->detokenizer =
+      std::make_unique<IncrementalDetokenizer>(*tokenizer_, params.skip_special_tokens);
+  request->params = std::move(params);
+  live_ids_.insert(id);
+  scheduler_.add(std::move(request));
+  return Status::ok();
+}
+
+void Engine::append_token(Request& request, int32_t token, std::span<const float> logits) {
+  const SamplingParams& params = request.params;
+  request.output_ids.push_back(token);
+  if (params.logprobs)
+    request.logprobs.push_back(compute_logprobs(logits, token, *params.logprobs));
+  const size_t text_before = request.text.size();
+  request.text += request.detokenizer->push(token);
+
+  const auto num_output = static_cast<int64_t>(request.output_ids.size());
+  const std::vector<int32_t>& eos = model_->config().eos_token_ids;
+  const bool stop_token =
+      (!params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
+      std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(), token) !=
+          params.stop_token_ids.end();
+  if (num_output >= params.min_tokens && stop_token) {
+    request.finish_reason = FinishReason::kStop;
+  } else if (num_output >= params.min_tokens && !params.stop.empty()) {
+    // Only text that this token added can complete a stop string.
+    size_t longest = 0;
+    for (const std::string& stop : params.stop) longest = std::max(longest, stop.size());
+    const size_t search_from = text_before >= longest ? text_before - longest + 1 : 0;
+    size_t cut = std::string::npos;
+    for (const std::string& stop : params.stop) {
+      cut = std::min(cut, request.text.find(stop, search_from));
+    }
+    if (cut != std::string::npos) {
+      request.text.resize(cut);
+      request.text_sent = std::min(request.text_sent, cut);
+      request.finish_reason = FinishReason::kStop;
+      return;
+    }
+  }
+  if (!request.finished() &&
+      (num_output >= params.max_tokens || request.num_tokens() >= max_model_len_)) {
+    request.finish_reason = FinishReason::kLength;
+  }
+  if (request.finished()) request.text += request.detokenizer->flush();
+}
+
+RequestOutput Engine::drain_output(Request& request, std::vector<int32_t> new_ids,
+                                   std::vector<TokenLogprob> new_logprobs) {
+  RequestOutput output{.request_id = request.id,
+                       .new_token_ids = std::move(new_ids),
+                       .new_text = {},
+                       .new_logprobs = std::move(new_logprobs),
+                       .finish_reason = request.finish_reason,
+                       .num_prompt_tokens = static_cast<int64_t>(request.prompt_ids.size()),
+                       .num_output_tokens = static_cast<int64_t>(request.output_ids.size())};
+  // While running, hold back text that could still turn out to be the start of a stop string.
+  size_t end = request.text.size();
+  if (!request.finished()) {
+    size_t longest = 0;
+    for (const std::string& stop : request.params.stop) longest = std::max(longest, stop.size());
+    if (longest > 1) end = end > longest - 1 ? end - (longest - 1) : 0;
+    end = utf8_boundary_before(request.text, end);
+  }
+  if (end > request.text_sent) {
+    output.new_text = request.text.substr(request.text_sent, end - request.text_sent);
+    request.text_sent = end;
+  }
+  return output;
+}
+
+std::vector<RequestOutput> Engine::step() {
+  std::vector<RequestOutput> outputs;
+  const std::vector<ScheduledRequest> batch = scheduler_.schedule();
+  if (batch.empty()) return outputs;
+  const StepLogits logits = runner_.run(batch);
+  const std::vector<int32_t>& eos = model_->config().eos_token_ids;
+  for (size_t row = 0; row < logits.requests.size(); ++row) {
+    Request& request = *logits.requests[row];
+    const SamplingParams& params = request.params;
+    // EOS may not end the output before min_tokens.
+    const bool ban_eos = static_cast<int64_t>(request.output_ids.size()) < params.min_tokens;
+    std::vector<int32_t> banned;
+    if (ban_eos) {
+      banned = eos;
+      banned.insert(banned.end(), params.stop_token_ids.begin(), params.stop_token_ids.end());
+    }
+    const int32_t token = sample_token(logits.row(row), params, request.rng, banned);
+    append_token(request, token, logits.row(row));
+    std::vector<TokenLogprob> new_logprobs;
+    if (params.logprobs) new_logprobs.push_back(request.logprobs.back());
+    outputs.push_back(drain_output(request, {token}, std::move(new_logprobs)));
+  }
+  for (std::unique_ptr<Request>& finished : scheduler_.complete_step(batch)) {
+    live_ids_.erase(finished->id);
+  }
+  return outputs;
+}
+
+std::vector<RequestOutput> Engine::abort(const std::string& id) {
+  std::unique_ptr<Request> request = scheduler_.remove(id);
+  if (request == nullptr) return {};
+  live_ids_.erase(id);
+  request->finish_reason = FinishReason::kAbort;
+  return {drain_output(*request, {}, {})};
+}
+
+}  // namespace tidal

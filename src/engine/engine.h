@@ -1,0 +1,78 @@
+// Engine: one rank's engine core. Takes requests, steps the model, and returns per-step outputs
+// (new tokens, new text, logprobs, finish).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/block_manager.h"
+#include "engine/kv_cache.h"
+#include "engine/model_runner.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
+#include "model/arch/qwen3_moe.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace tidal {
+
+struct EngineOptions {
+  SchedulerOptions scheduler;
+  int64_t block_size = 16;
+  int64_t num_kv_blocks = 0;  // 0: as many as kv_cache_bytes holds
+  size_t kv_cache_bytes = size_t{256} << 20;
+  int64_t max_model_len = 0;  // 0: min(max_position_embeddings, KV capacity)
+};
+
+struct RequestOutput {
+  std::string request_id;
+  std::vector<int32_t> new_token_ids;
+  std::string new_text;
+  std::vector<TokenLogprob> new_logprobs;
+  FinishReason finish_reason = FinishReason::kNone;
+  int64_t num_prompt_tokens = 0;
+  int64_t num_output_tokens = 0;
+  bool finished() const { return finish_reason != FinishReason::kNone; }
+};
+
+class Engine {
+ public:
+  Engine(Backend& backend, Qwen3MoeModel& model, const Tokenizer& tokenizer, EngineOptions options);
+
+  // Queues a request; an invalid_argument Status names what is wrong (empty or too long
+  // prompt, bad sampling values, duplicate id).
+  Status add_request(const std::string& id, std::vector<int32_t> prompt_ids, SamplingParams params);
+  // Runs one step; returns an output for every request that produced tokens or finished.
+  std::vector<RequestOutput> step();
+  // Drops a request, freeing its KV blocks; its final output says kAbort.
+  std::vector<RequestOutput> abort(const std::string& id);
+  void warm_up();
+
+  bool has_work() const { return scheduler_.has_work(); }
+  int64_t max_model_len() const { return max_model_len_; }
+  const Scheduler& scheduler() const { return scheduler_; }
+  const BlockManager& block_manager() const { return blocks_; }
+  const ModelRunner& runner() const { return runner_; }
+
+ private:
+  void append_token(Request& request, int32_t token, std::span<const float> logits);
+  RequestOutput drain_output(Request& request, std::vector<int32_t> new_ids,
+                             std::vector<TokenLogprob> new_logprobs);
+
+  Backend* backend_;
+  Qwen3MoeModel* model_;
+  const Tokenizer* tokenizer_;
+  EngineOptions options_;
+  int64_t max_model_len_ = 0;
+  KvCache kv_cache_;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  ModelRunner runner_;
+  std::unordered_set<std::string> live_ids_;
+  std::random_device entropy_;
+};
+
+}  // namespace tidal

@@ -1,0 +1,31 @@
+// KvCache: allocation of the per-layer pools (zeroed, so unwritten slots read as finite).
+#include "engine/kv_cache.h"
+
+namespace tidal {
+
+size_t KvCache::bytes_per_block(const ModelConfig& config, int64_t block_size, DType dtype) {
+  return static_cast<size_t>(2 * config.num_layers * block_size * config.num_kv_heads *
+                             config.head_dim) *
+         dtype_size(dtype);
+}
+
+KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks,
+                 int64_t block_size)
+    : num_blocks_(num_blocks), block_size_(block_size) {
+  const DType dtype = backend.activation_dtype();
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    KvCacheLayer pools;
+    for (Tensor* pool : {&pools.key, &pools.value}) {
+      *pool = Tensor{.data = nullptr,
+                     .dtype = dtype,
+                     .shape = {num_blocks, block_size, config.num_kv_heads, config.head_dim},
+                     .device = backend.device()};
+      buffers_.push_back(backend.allocate(pool->num_bytes()));
+      pool->data = buffers_.back().data();
+      backend.fill_zero(*pool);
+    }
+    layers_.push_back(pools);
+  }
+}
+
+}  // namespace tidal

@@ -1,0 +1,31 @@
+// The paged KV cache pools: per layer one key and one value tensor of
+// [num_blocks, block_size, kv_heads, head_dim], allocated once on the device.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/loader/model_config.h"
+
+namespace tidal {
+
+class KvCache {
+ public:
+  KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks, int64_t block_size);
+
+  // Bytes one block takes over all layers, keys and values.
+  static size_t bytes_per_block(const ModelConfig& config, int64_t block_size, DType dtype);
+
+  const std::vector<KvCacheLayer>& layers() const { return layers_; }
+  int64_t num_blocks() const { return num_blocks_; }
+  int64_t block_size() const { return block_size_; }
+
+ private:
+  int64_t num_blocks_;
+  int64_t block_size_;
+  std::vector<DeviceBuffer> buffers_;
+  std::vector<KvCacheLayer> layers_;
+};
+
+}  // namespace tidal

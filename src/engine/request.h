@@ -1,0 +1,51 @@
+// A request inside the engine: its tokens, progress, KV blocks, sampler state and output text.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/sampling_params.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace tidal {
+
+enum class FinishReason { kNone, kStop, kLength, kAbort };
+const char* finish_reason_name(FinishReason reason);
+
+struct TokenLogprob {
+  int32_t token_id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // most likely first
+};
+
+struct Request {
+  std::string id;
+  std::vector<int32_t> prompt_ids;
+  SamplingParams params;
+
+  std::vector<int32_t> output_ids;
+  std::vector<TokenLogprob> logprobs;
+  int64_t num_computed_tokens = 0;  // tokens whose keys/values are in the KV cache
+  std::vector<int32_t> block_ids;
+  int64_t num_preemptions = 0;
+  FinishReason finish_reason = FinishReason::kNone;
+  std::mt19937_64 rng;
+
+  // Detokenized output: text_ is everything decoded so far (stop strings cut), of which
+  // text_sent_ bytes were already handed to the caller.
+  std::unique_ptr<IncrementalDetokenizer> detokenizer;
+  std::string text;
+  size_t text_sent = 0;
+
+  int64_t num_tokens() const { return static_cast<int64_t>(prompt_ids.size() + output_ids.size()); }
+  int32_t token_at(int64_t index) const {
+    const auto prompt = static_cast<int64_t>(prompt_ids.size());
+    return index < prompt ? prompt_ids[index] : output_ids[index - prompt];
+  }
+  bool finished() const { return finish_reason != FinishReason::kNone; }
+};
+
+}  // namespace tidal

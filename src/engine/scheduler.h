@@ -1,0 +1,54 @@
+// Continuous batching: each step, running requests first (decode or the next prefill chunk),
+// then waiting ones, within max_num_seqs and max_num_batched_tokens; when KV blocks run out the
+// newest running request is preempted and later recomputed from its tokens.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "engine/block_manager.h"
+#include "engine/request.h"
+
+namespace tidal {
+
+struct SchedulerOptions {
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 512;
+};
+
+struct ScheduledRequest {
+  Request* request = nullptr;
+  int64_t num_new_tokens = 0;  // tokens from num_computed_tokens on, run this step
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, BlockManager& blocks);
+
+  void add(std::unique_ptr<Request> request);
+  // The batch of this step (empty when there is nothing to run).
+  std::vector<ScheduledRequest> schedule();
+  // Records that the scheduled tokens ran; removes finished requests and returns them.
+  std::vector<std::unique_ptr<Request>> complete_step(const std::vector<ScheduledRequest>& batch);
+  // Removes a request wherever it is; returns it (nullptr when unknown).
+  std::unique_ptr<Request> remove(const std::string& request_id);
+
+  bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+  int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
+  int64_t num_preemptions() const { return num_preemptions_; }
+
+ private:
+  void preempt(std::unique_ptr<Request> request);
+
+  SchedulerOptions options_;
+  BlockManager* blocks_;
+  std::deque<std::unique_ptr<Request>> waiting_;
+  std::vector<std::unique_ptr<Request>>
+      running_;  // in admission order; the last is preempted first
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace tidal

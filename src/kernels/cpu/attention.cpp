@@ -1,0 +1,97 @@
+// CPU reference kernels for attention.
+#include "kernels/cpu/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/error.h"
+#include "kernels/cpu/element.h"
+
+namespace tidal::cpu {
+
+void rope(float* x, int64_t num_tokens, int64_t num_heads, int64_t head_dim,
+          const int32_t* positions, double theta) {
+  const int64_t half = head_dim / 2;
+  // Computed in f32 as Hugging Face does: inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq.
+  thread_local std::vector<float> inv_freq;
+  inv_freq.resize(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    inv_freq[i] = 1.0f / std::pow(static_cast<float>(theta),
+                                  static_cast<float>(2 * i) / static_cast<float>(head_dim));
+  }
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const auto position = static_cast<float>(positions[t]);
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = position * inv_freq[i];
+      const float cosine = std::cos(angle);
+      const float sine = std::sin(angle);
+      for (int64_t h = 0; h < num_heads; ++h) {
+        float* row = x + (t * num_heads + h) * head_dim;
+        const float first = row[i];
+        const float second = row[i + half];
+        row[i] = first * cosine - second * sine;
+        row[i + half] = second * cosine + first * sine;
+      }
+    }
+  }
+}
+
+void store_kv(const float* k, const float* v, int64_t num_tokens, const int32_t* slot_mapping,
+              const PagedKvLayout& layout, float* key_cache, float* value_cache) {
+  const int64_t width = layout.num_kv_heads * layout.head_dim;
+  const int64_t num_slots = layout.num_blocks * layout.block_size;
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const int64_t slot = slot_mapping[t];
+    if (slot < 0) continue;  // padding token: nothing to store
+    TIDAL_CHECK(slot < num_slots, "KV slot ", slot, " outside the cache of ", num_slots, " slots");
+    std::copy_n(k + t * width, width, key_cache + slot * width);
+    std::copy_n(v + t * width, width, value_cache + slot * width);
+  }
+}
+
+void paged_attention(const PagedAttentionArgs& args) {
+  const PagedKvLayout& layout = args.layout;
+  const int64_t head_dim = layout.head_dim;
+  const int64_t group = args.num_heads / layout.num_kv_heads;
+  const int64_t kv_width = layout.num_kv_heads * head_dim;
+  thread_local std::vector<float> scores;
+  for (int64_t s = 0; s < args.num_seqs; ++s) {
+    const int64_t first_row = args.query_start[s];
+    const int64_t num_queries = args.query_start[s + 1] - first_row;
+    const int64_t context = args.context_lens[s];
+    const int32_t* blocks = args.block_tables + s * args.max_blocks_per_seq;
+    scores.resize(static_cast<size_t>(context));
+    for (int64_t i = 0; i < num_queries; ++i) {
+      const int64_t visible = context - num_queries + i + 1;
+      for (int64_t h = 0; h < args.num_heads; ++h) {
+        const float* query = args.q + ((first_row + i) * args.num_heads + h) * head_dim;
+        const int64_t kv_head = h / group;
+        float max_score = -INFINITY;
+        for (int64_t j = 0; j < visible; ++j) {
+          const int64_t slot =
+              blocks[j / layout.block_size] * layout.block_size + j % layout.block_size;
+          const float* key = args.key_cache + slot * kv_width + kv_head * head_dim;
+          scores[j] = dot(query, key, head_dim) * args.scale;
+          max_score = std::max(max_score, scores[j]);
+        }
+        float total = 0;
+        for (int64_t j = 0; j < visible; ++j) {
+          scores[j] = std::exp(scores[j] - max_score);
+          total += scores[j];
+        }
+        float* out = args.out + ((first_row + i) * args.num_heads + h) * head_dim;
+        std::fill_n(out, head_dim, 0.0f);
+        for (int64_t j = 0; j < visible; ++j) {
+          const int64_t slot =
+              blocks[j / layout.block_size] * layout.block_size + j % layout.block_size;
+          const float* value = args.value_cache + slot * kv_width + kv_head * head_dim;
+          const float weight = scores[j] / total;
+          for (int64_t d = 0; d < head_dim; ++d) out[d] += weight * value[d];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace tidal::cpu

@@ -1,0 +1,78 @@
+// CPU reference kernels for the dense ops.
+#include "kernels/cpu/dense.h"
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/element.h"
+
+namespace tidal::cpu {
+
+void linear(const float* x, int64_t num_tokens, int64_t in_features, const void* weight,
+            DType weight_dtype, int64_t out_features, const void* bias, DType bias_dtype,
+            float* out) {
+  // Convert each weight row once and reuse it for every token: weights dominate the bytes.
+  thread_local std::vector<float> row;
+  row.resize(static_cast<size_t>(in_features));
+  float bias_value = 0;
+  const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(weight_dtype);
+  for (int64_t n = 0; n < out_features; ++n) {
+    row_to_f32(static_cast<const char*>(weight) + static_cast<size_t>(n) * row_bytes, weight_dtype,
+               in_features, row.data());
+    if (bias != nullptr) {
+      row_to_f32(static_cast<const char*>(bias) + static_cast<size_t>(n) * dtype_size(bias_dtype),
+                 bias_dtype, 1, &bias_value);
+    }
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      out[t * out_features + n] = dot(x + t * in_features, row.data(), in_features) + bias_value;
+    }
+  }
+}
+
+void embedding(const void* table, DType table_dtype, int64_t vocab_size, int64_t hidden,
+               const int32_t* ids, int64_t num_tokens, float* out) {
+  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(table_dtype);
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    TIDAL_CHECK(ids[t] >= 0 && ids[t] < vocab_size, "token id ", ids[t], " outside vocab of ",
+                vocab_size);
+    row_to_f32(static_cast<const char*>(table) + static_cast<size_t>(ids[t]) * row_bytes,
+               table_dtype, hidden, out + t * hidden);
+  }
+}
+
+void rms_norm(const float* x, int64_t num_rows, int64_t width, const void* weight,
+              DType weight_dtype, float eps, float* out) {
+  thread_local std::vector<float> w;
+  w.resize(static_cast<size_t>(width));
+  row_to_f32(weight, weight_dtype, width, w.data());
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const float* in = x + r * width;
+    const float mean_square = dot(in, in, width) / static_cast<float>(width);
+    const float inv_rms = 1.0f / std::sqrt(mean_square + eps);
+    for (int64_t i = 0; i < width; ++i) out[r * width + i] = w[i] * (in[i] * inv_rms);
+  }
+}
+
+void add(const float* a, const float* b, int64_t count, float* out) {
+  for (int64_t i = 0; i < count; ++i) out[i] = a[i] + b[i];
+}
+
+void silu_and_mul(const float* gate_up, int64_t num_tokens, int64_t width, float* out) {
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const float* gate = gate_up + t * 2 * width;
+    const float* up = gate + width;
+    for (int64_t i = 0; i < width; ++i) {
+      out[t * width + i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    }
+  }
+}
+
+void gather_rows(const float* x, int64_t width, const int32_t* row_ids, int64_t num_rows,
+                 float* out) {
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const float* in = x + static_cast<int64_t>(row_ids[r]) * width;
+    for (int64_t i = 0; i < width; ++i) out[r * width + i] = in[i];
+  }
+}
+
+}  // namespace tidal::cpu

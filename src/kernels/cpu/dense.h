@@ -1,0 +1,26 @@
+// CPU reference kernels for the dense ops: linear, embedding, RMSNorm, add, SwiGLU, row gather.
+// Activations are f32; weights are F32/F16/BF16 given by their DType.
+#pragma once
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace tidal::cpu {
+
+// out[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]).
+void linear(const float* x, int64_t num_tokens, int64_t in_features, const void* weight,
+            DType weight_dtype, int64_t out_features, const void* bias, DType bias_dtype,
+            float* out);
+void embedding(const void* table, DType table_dtype, int64_t vocab_size, int64_t hidden,
+               const int32_t* ids, int64_t num_tokens, float* out);
+// Hugging Face RMSNorm: weight * (x / sqrt(mean(x^2) + eps)), per row of `width`.
+void rms_norm(const float* x, int64_t num_rows, int64_t width, const void* weight,
+              DType weight_dtype, float eps, float* out);
+void add(const float* a, const float* b, int64_t count, float* out);
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, width + i].
+void silu_and_mul(const float* gate_up, int64_t num_tokens, int64_t width, float* out);
+void gather_rows(const float* x, int64_t width, const int32_t* row_ids, int64_t num_rows,
+                 float* out);
+
+}  // namespace tidal::cpu

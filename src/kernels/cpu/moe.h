@@ -1,0 +1,34 @@
+// CPU reference kernels for the MoE block: router softmax + top-k, and the experts over slots.
+#pragma once
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace tidal::cpu {
+
+// Softmax over each row of `logits` [tokens, num_experts], the k largest (ties to the lower
+// index) in descending order, optionally renormalised to sum to one.
+void router_topk(const float* logits, int64_t num_tokens, int64_t num_experts, int64_t k,
+                 bool renormalize, float* topk_weights, int32_t* topk_ids);
+
+struct MoeExpertsArgs {
+  const float* x = nullptr;  // [tokens, hidden]
+  int64_t num_tokens = 0;
+  int64_t hidden = 0;
+  int64_t intermediate = 0;
+  int64_t k = 0;
+  const int32_t* topk_slots = nullptr;  // [tokens, k]; < 0: no contribution
+  const float* topk_weights = nullptr;  // [tokens, k]
+  const void* gate_up = nullptr;        // [num_slots, 2 * intermediate, hidden]
+  const void* down = nullptr;           // [num_slots, hidden, intermediate]
+  DType weight_dtype = DType::kBF16;
+  int64_t num_slots = 0;
+  float* out = nullptr;  // [tokens, hidden]
+};
+
+// Groups tokens by slot (each expert's weights are converted once per call), then sums each
+// token's k expert outputs in top-k order, so a token's result never depends on its batch.
+void moe_experts(const MoeExpertsArgs& args);
+
+}  // namespace tidal::cpu

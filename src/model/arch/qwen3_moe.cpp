@@ -1,0 +1,64 @@
+// Qwen3-MoE: weight loading and the forward step, following Hugging Face's Qwen3MoeForCausalLM.
+#include "model/arch/qwen3_moe.h"
+
+namespace tidal {
+
+Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint)
+    : backend_(&backend), config_(std::move(config)), store_(backend, std::move(checkpoint)) {
+  const int64_t hidden = config_.hidden_size;
+  embed_tokens_ = store_.get("model.embed_tokens.weight", {config_.vocab_size, hidden});
+  layers_.reserve(static_cast<size_t>(config_.num_layers));
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    Layer layer;
+    layer.input_norm = store_.get(prefix + "input_layernorm.weight", {hidden});
+    layer.post_attention_norm = store_.get(prefix + "post_attention_layernorm.weight", {hidden});
+    layer.attention = AttentionWeights::load(store_, config_, prefix + "self_attn.");
+    layer.is_moe = config_.is_moe_layer(i);
+    if (layer.is_moe) {
+      layer.moe = MoeWeights::load(store_, config_, prefix + "mlp.");
+    } else {
+      layer.mlp = DenseMlpWeights::load(store_, config_, prefix + "mlp.");
+    }
+    layers_.push_back(std::move(layer));
+  }
+  final_norm_ = store_.get("model.norm.weight", {hidden});
+  lm_head_ = config_.tie_word_embeddings && !store_.checkpoint().has("lm_head.weight")
+                 ? embed_tokens_
+                 : store_.get("lm_head.weight", {config_.vocab_size, hidden});
+}
+
+Tensor Qwen3MoeModel::forward(const ForwardBatch& batch, std::span<const KvCacheLayer> kv_cache,
+                              Workspace& workspace) {
+  TIDAL_CHECK(kv_cache.size() == layers_.size(), "KV cache has ", kv_cache.size(),
+              " layers, the model ", layers_.size());
+  Backend& backend = *backend_;
+  const int64_t tokens = batch.num_tokens();
+  const int64_t hidden = config_.hidden_size;
+  const DType act = backend.activation_dtype();
+
+  Tensor residual = workspace.take(act, {tokens, hidden});
+  backend.embedding(embed_tokens_, batch.token_ids, residual);
+  const Tensor normed = workspace.take(act, {tokens, hidden});
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& layer = layers_[i];
+    backend.rms_norm(residual, layer.input_norm, config_.rms_norm_eps, normed);
+    const Tensor attention =
+        attention_forward(backend, workspace, config_, layer.attention, normed, batch, kv_cache[i]);
+    backend.add(residual, attention, residual);
+    backend.rms_norm(residual, layer.post_attention_norm, config_.rms_norm_eps, normed);
+    const Tensor mixed = layer.is_moe ? moe_forward(backend, workspace, config_, layer.moe, normed)
+                                      : dense_mlp_forward(backend, workspace, layer.mlp, normed);
+    backend.add(residual, mixed, residual);
+  }
+  // Only the rows that sample need the final norm and the vocabulary projection.
+  const int64_t samples = batch.sample_rows.num_elements();
+  const Tensor last = workspace.take(act, {samples, hidden});
+  backend.gather_rows(residual, batch.sample_rows, last);
+  backend.rms_norm(last, final_norm_, config_.rms_norm_eps, last);
+  const Tensor logits = workspace.take(DType::kF32, {samples, config_.vocab_size});
+  backend.linear(last, lm_head_, nullptr, logits);
+  return logits;
+}
+
+}  // namespace tidal

@@ -1,0 +1,51 @@
+// Qwen3-MoE (Qwen3MoeForCausalLM): the decoder stack, its weights, and one forward step.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/workspace.h"
+#include "model/forward_batch.h"
+#include "model/layers/attention.h"
+#include "model/layers/feed_forward.h"
+#include "model/loader/model_config.h"
+#include "model/weight_store.h"
+
+namespace tidal {
+
+class Qwen3MoeModel {
+ public:
+  // Loads every weight from `checkpoint` onto `backend`; throws tidal::Error naming the tensor
+  // and file on any missing or mis-shaped weight.
+  Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint);
+
+  const ModelConfig& config() const { return config_; }
+
+  // Runs the batch through every layer (storing its keys and values in `kv_cache`, one entry
+  // per layer) and returns the logits [num_samples, vocab] of batch.sample_rows, in f32, from
+  // the workspace.
+  Tensor forward(const ForwardBatch& batch, std::span<const KvCacheLayer> kv_cache,
+                 Workspace& workspace);
+
+ private:
+  struct Layer {
+    Tensor input_norm;
+    Tensor post_attention_norm;
+    AttentionWeights attention;
+    bool is_moe = false;
+    MoeWeights moe;
+    DenseMlpWeights mlp;
+  };
+
+  Backend* backend_;
+  ModelConfig config_;
+  WeightStore store_;
+  Tensor embed_tokens_;
+  std::vector<Layer> layers_;
+  Tensor final_norm_;
+  Tensor lm_head_;
+};
+
+}  // namespace tidal

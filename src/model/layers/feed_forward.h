@@ -1,0 +1,35 @@
+// The feed-forward blocks of a decoder layer: the sparse MoE block and the dense SwiGLU MLP.
+#pragma once
+
+#include <string>
+
+#include "backend/workspace.h"
+#include "model/loader/model_config.h"
+#include "model/weight_store.h"
+
+namespace tidal {
+
+struct DenseMlpWeights {
+  Tensor gate_up;  // [2 * intermediate, hidden]: gate rows then up rows
+  Tensor down;     // [hidden, intermediate]
+
+  static DenseMlpWeights load(WeightStore& store, const ModelConfig& config,
+                              const std::string& prefix);
+};
+
+struct MoeWeights {
+  Tensor router;  // [num_experts, hidden]
+  ExpertSlots experts;
+
+  // Loads the experts into slot order (slot s holds expert s), from either the per-expert
+  // layout (experts.J.gate_proj/up_proj/down_proj) or the fused one (experts.gate_up_proj,
+  // experts.down_proj).
+  static MoeWeights load(WeightStore& store, const ModelConfig& config, const std::string& prefix);
+};
+
+Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpWeights& weights,
+                         const Tensor& x);
+Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& config,
+                   const MoeWeights& weights, const Tensor& x);
+
+}  // namespace tidal

@@ -1,0 +1,17 @@
+// Opening a model directory: config, checkpoint and weights on a backend, with progress logged.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "model/arch/qwen3_moe.h"
+
+namespace tidal {
+
+// Throws tidal::Error naming the directory or file and what is wrong.
+std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend& backend);
+
+// The bundled tiny model served when no model is named.
+std::string default_model_directory();
+
+}  // namespace tidal

@@ -1,0 +1,38 @@
+// WeightStore: turns checkpoint tensors into device tensors and owns whatever it had to copy.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/loader/safetensors.h"
+
+namespace tidal {
+
+class WeightStore {
+ public:
+  WeightStore(Backend& backend, Checkpoint checkpoint)
+      : backend_(&backend), checkpoint_(std::move(checkpoint)) {}
+
+  const Checkpoint& checkpoint() const { return checkpoint_; }
+  Backend& backend() const { return *backend_; }
+
+  // The tensor, checked against `shape`, on the device (in place where the backend can read
+  // host memory). Throws tidal::Error naming the tensor and file on any mismatch.
+  Tensor get(const std::string& name, std::initializer_list<int64_t> shape);
+  // A device buffer of `shape` and `dtype` owned by the store (for slot-ordered expert weights).
+  Tensor allocate(DType dtype, std::initializer_list<int64_t> shape);
+  // Copies a checkpoint tensor into `dst` at byte `offset` (same dtype required).
+  void copy_into(const Tensor& dst, size_t offset, const TensorInfo& src);
+
+  size_t bytes_copied() const { return bytes_copied_; }
+
+ private:
+  Backend* backend_;
+  Checkpoint checkpoint_;
+  std::vector<DeviceBuffer> owned_;
+  size_t bytes_copied_ = 0;
+};
+
+}  // namespace tidal

@@ -1,0 +1,123 @@
+// The CPU model against Hugging Face transformers: greedy tokens identical and top logprobs
+// within 2e-3, for both config styles, both router normalisations, and bf16/f16/f32 weights.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+
+#include <nlohmann/json.hpp>
+
+#include "model/loader/safetensors_writer.h"
+#include "support/fixture.h"
+
+namespace tidal {
+namespace {
+
+using testing_util::Completion;
+using testing_util::ReferencePrompt;
+
+constexpr float kLogprobTolerance = 2e-3f;
+
+SamplingParams greedy_params(int64_t max_tokens) {
+  SamplingParams params;
+  params.temperature = 0;
+  params.max_tokens = max_tokens;
+  params.ignore_eos = true;
+  params.logprobs = 10;  // more than the reference's 5, so a swap at rank 5 cannot hide a value
+  return params;
+}
+
+// Runs each prompt alone on a fresh engine over `model_dir` and compares with the reference.
+void expect_matches_reference(const std::string& model_dir, const std::string& variant) {
+  const std::vector<ReferencePrompt> reference = testing_util::load_reference(variant);
+  ASSERT_GE(reference.size(), 4u);
+  testing_util::LoadedModel loaded = testing_util::load_cpu_model(model_dir);
+  for (size_t p = 0; p < reference.size(); ++p) {
+    const ReferencePrompt& expected = reference[p];
+    ASSERT_GE(expected.greedy_ids.size(), 24u);
+    EXPECT_EQ(loaded.tokenizer->encode(expected.text), expected.prompt_ids) << "prompt " << p;
+    Engine engine(*loaded.backend, *loaded.model, *loaded.tokenizer, EngineOptions{});
+    engine.warm_up();
+    const std::vector<Completion> completions = testing_util::run_to_completion(
+        engine, {expected.prompt_ids},
+        greedy_params(static_cast<int64_t>(expected.greedy_ids.size())));
+    const Completion& got = completions.front();
+    EXPECT_EQ(got.token_ids, expected.greedy_ids) << "prompt " << p << ": " << expected.text;
+    ASSERT_EQ(got.logprobs.size(), expected.top_logprobs.size());
+    for (size_t step = 0; step < expected.top_logprobs.size(); ++step) {
+      for (const auto& [token, logprob] : expected.top_logprobs[step]) {
+        const auto& top = got.logprobs[step].top;
+        const auto it = std::find_if(top.begin(), top.end(),
+                                     [&](const auto& entry) { return entry.first == token; });
+        ASSERT_NE(it, top.end()) << "prompt " << p << " step " << step << ": token " << token
+                                 << " missing from tidal's top logprobs";
+        EXPECT_NEAR(it->second, logprob, kLogprobTolerance)
+            << "prompt " << p << " step " << step << " token " << token;
+      }
+    }
+    EXPECT_EQ(got.finish_reason, FinishReason::kLength);
+  }
+}
+
+void rewrite_config(const std::filesystem::path& dir,
+                    const std::function<void(nlohmann::json&)>& edit) {
+  nlohmann::json config;
+  {
+    std::ifstream in(dir / "config.json");
+    config = nlohmann::json::parse(in);
+  }
+  edit(config);
+  std::ofstream(dir / "config.json") << config.dump(2);
+}
+
+TEST(ModelReference, GreedyAndLogprobsMatchTransformers) {
+  expect_matches_reference(testing_util::fixture_model_dir(), "default");
+}
+
+TEST(ModelReference, RouterWithoutTopkRenormalisation) {
+  testing_util::ModelDirCopy copy;
+  rewrite_config(copy.path(), [](nlohmann::json& config) { config["norm_topk_prob"] = false; });
+  expect_matches_reference(copy.path().string(), "norm_topk_prob_false");
+}
+
+TEST(ModelReference, Transformers5ConfigStyle) {
+  testing_util::ModelDirCopy copy;
+  std::filesystem::copy_file(copy.path() / "config.transformers5.json", copy.path() / "config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  {
+    std::ifstream in(copy.path() / "config.json");
+    const nlohmann::json config = nlohmann::json::parse(in);
+    ASSERT_TRUE(config.contains("num_local_experts"));
+    ASSERT_TRUE(config.contains("rope_parameters"));
+    ASSERT_FALSE(config.contains("num_experts"));
+  }
+  expect_matches_reference(copy.path().string(), "default");
+}
+
+// The fixture is sharded bf16; the same weights as one f32 or f16 file must give the same model.
+void expect_converted_checkpoint_matches(DType dtype) {
+  testing_util::ModelDirCopy copy;
+  const Checkpoint original = Checkpoint::open(testing_util::fixture_model_dir());
+  for (const auto& entry : std::filesystem::directory_iterator(copy.path())) {
+    if (entry.path().extension() == ".safetensors" ||
+        entry.path().filename() == "model.safetensors.index.json") {
+      std::filesystem::remove(entry.path());
+    }
+  }
+  write_converted_checkpoint(original, dtype, (copy.path() / "model.safetensors").string());
+  const Checkpoint converted = Checkpoint::open(copy.path().string());
+  ASSERT_EQ(*converted.tensor("model.embed_tokens.weight").dtype, dtype);
+  expect_matches_reference(copy.path().string(), "default");
+}
+
+TEST(ModelReference, SingleFileF32Weights) {
+  expect_converted_checkpoint_matches(DType::kF32);
+}
+TEST(ModelReference, SingleFileF16Weights) {
+  expect_converted_checkpoint_matches(DType::kF16);
+}
+
+}  // namespace
+}  // namespace tidal
