@@ -8,6 +8,9 @@ packages=(
   libutf8proc-dev      # Unicode normalisation (NFC/NFKC) for tokenizers
   libgtest-dev         # unit tests
   libcli11-dev         # command-line parsing of the tidal CLI
+  libgloo-dev libzmq3-dev cppzmq-dev  # CPU data plane (Gloo) and control plane (ZeroMQ)
+  libcpp-httplib-dev   # the HTTP server of the OpenAI-compatible API
+  clang-14 libclang-rt-14-dev  # libFuzzer targets (request parser, Jinja), run in CI
   python3 python3-venv # test tooling only, never a runtime dependency
 )
 sudo_cmd=""
@@ -19,4 +22,28 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Python test tooling (tests/api) in a git-ignored .venv at the repo root; pip runs only when the
+# venv or one of the pinned requirements is missing, so reruns are fast.
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo_root/.venv"
+requirements="$repo_root/tests/requirements.txt"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" - "$requirements" <<'PY' 2>/dev/null; then
+import sys
+from importlib.metadata import PackageNotFoundError, version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, _, pinned = line.partition("==")
+    try:
+        if pinned and version(name) != pinned:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
 fi

@@ -10,7 +10,9 @@
 
 #include "apps/tidal/commands.h"
 #include "backend/backend.h"
+#include "elastic/rank_group.h"
 #include "engine/engine.h"
+#include "engine/engine_loop.h"
 #include "model/load_model.h"
 
 namespace tidal::cli {
@@ -34,6 +36,10 @@ struct GenerateOptions {
   int64_t max_num_batched_tokens = 512;
   int64_t block_size = 16;
   int64_t num_kv_blocks = 0;
+  int ranks = 1;
+  int expert_slots = 0;
+  int local_ranks = -1;
+  int coordinator_port = 0;
 };
 
 std::vector<int32_t> parse_id_list(const std::string& text) {
@@ -70,7 +76,6 @@ int run_generate(const GenerateOptions& options) {
   const std::string model_dir = options.model.empty() ? default_model_directory() : options.model;
   std::unique_ptr<Backend> backend = make_backend(options.device);
   const Tokenizer tokenizer = Tokenizer::from_file(model_dir);
-  std::unique_ptr<Qwen3MoeModel> model = load_model(model_dir, *backend);
 
   std::vector<int32_t> prompt_ids = options.prompt_token_ids
                                         ? parse_id_list(*options.prompt_token_ids)
@@ -85,14 +90,36 @@ int run_generate(const GenerateOptions& options) {
   params.stop = options.stop;
   params.ignore_eos = options.ignore_eos;
 
-  EngineOptions engine_options;
-  engine_options.scheduler = {.max_num_seqs = options.max_num_seqs,
-                              .max_num_batched_tokens = options.max_num_batched_tokens};
-  engine_options.block_size = options.block_size;
-  engine_options.num_kv_blocks = options.num_kv_blocks;
-  Engine engine(*backend, *model, tokenizer, engine_options);
-  engine.warm_up();
-  if (Status status = engine.add_request("generate-0", prompt_ids, params); !status.is_ok()) {
+  // One rank runs in this process; more are rank processes behind a RankGroup. Either way the
+  // request goes through an EngineClient, as it does in the server.
+  std::unique_ptr<Qwen3MoeModel> model;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<EngineClient> client;
+  if (options.ranks == 1 && options.expert_slots == 0) {
+    model = load_model(model_dir, *backend);
+    EngineOptions engine_options;
+    engine_options.scheduler = {.max_num_seqs = options.max_num_seqs,
+                                .max_num_batched_tokens = options.max_num_batched_tokens};
+    engine_options.block_size = options.block_size;
+    engine_options.num_kv_blocks = options.num_kv_blocks;
+    engine = std::make_unique<Engine>(*backend, *model, tokenizer, engine_options);
+    engine->warm_up();
+    client = std::make_unique<EngineLoop>(*engine);
+  } else {
+    client = std::make_unique<RankGroup>(
+        RankGroupOptions{.model_directory = model_dir,
+                         .device = options.device,
+                         .num_ranks = options.ranks,
+                         .slots_per_rank = options.expert_slots,
+                         .num_local_ranks = options.local_ranks,
+                         .control_port = options.coordinator_port,
+                         .max_num_seqs = options.max_num_seqs,
+                         .max_num_batched_tokens = options.max_num_batched_tokens,
+                         .block_size = options.block_size,
+                         .num_kv_blocks = options.num_kv_blocks});
+  }
+  auto queue = std::make_shared<OutputQueue>();
+  if (Status status = client->submit("generate-0", prompt_ids, params, queue); !status.is_ok()) {
     TIDAL_FAIL(status.message());
   }
 
@@ -100,15 +127,16 @@ int run_generate(const GenerateOptions& options) {
   std::vector<TokenLogprob> logprobs;
   std::string text;
   FinishReason finish = FinishReason::kNone;
-  while (engine.has_work()) {
-    for (RequestOutput& output : engine.step()) {
-      token_ids.insert(token_ids.end(), output.new_token_ids.begin(), output.new_token_ids.end());
-      logprobs.insert(logprobs.end(), output.new_logprobs.begin(), output.new_logprobs.end());
-      text += output.new_text;
-      if (!options.json) std::cout << output.new_text << std::flush;
-      if (output.finished()) finish = output.finish_reason;
-    }
+  while (finish == FinishReason::kNone) {
+    std::optional<RequestOutput> output = queue->pop(std::chrono::milliseconds(100));
+    if (!output) continue;
+    token_ids.insert(token_ids.end(), output->new_token_ids.begin(), output->new_token_ids.end());
+    logprobs.insert(logprobs.end(), output->new_logprobs.begin(), output->new_logprobs.end());
+    text += output->new_text;
+    if (!options.json) std::cout << output->new_text << std::flush;
+    finish = output->finish_reason;
   }
+  if (finish == FinishReason::kAbort) TIDAL_FAIL("the request was aborted (see the log above)");
   if (options.json) {
     nlohmann::json result = {{"prompt_token_ids", prompt_ids},
                              {"token_ids", token_ids},
@@ -151,6 +179,15 @@ Command add_generate_command(CLI::App& app) {
   command->add_option("--block-size", options->block_size, "tokens per KV cache block");
   command->add_option("--num-kv-blocks", options->num_kv_blocks,
                       "KV cache blocks (default: from the KV cache memory budget)");
+  command->add_option("--ranks,--data-parallel-size", options->ranks,
+                      "ranks (processes): attention data-parallel, experts expert-parallel");
+  command->add_option("--expert-slots", options->expert_slots,
+                      "expert slots per rank and MoE layer (default: ceil(experts / ranks))");
+  command->add_option("--local-ranks", options->local_ranks,
+                      "ranks this process starts (default: all); the others join with "
+                      "`tidal rank --coordinator ...`");
+  command->add_option("--coordinator-port", options->coordinator_port,
+                      "port of the coordinator's control socket (default: any free one)");
   return [options]() {
     if (!options->prompt && !options->prompt_token_ids) {
       TIDAL_FAIL("generate needs --prompt or --prompt-token-ids");

@@ -11,5 +11,7 @@ using Command = std::function<int()>;
 
 Command add_tokenize_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
+Command add_serve_command(CLI::App& app);
+Command add_rank_command(CLI::App& app);
 
 }  // namespace tidal::cli

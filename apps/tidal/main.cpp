@@ -1,5 +1,4 @@
-// tidal: the command-line entry point (tokenize, generate; serve, rank, scale and bench come
-// later).
+// tidal: the command-line entry point (tokenize, generate, serve, rank).
 #include <exception>
 #include <iostream>
 #include <map>
@@ -13,6 +12,8 @@ int main(int argc, char** argv) {
   std::map<std::string, tidal::cli::Command> commands;
   commands["tokenize"] = tidal::cli::add_tokenize_command(app);
   commands["generate"] = tidal::cli::add_generate_command(app);
+  commands["serve"] = tidal::cli::add_serve_command(app);
+  commands["rank"] = tidal::cli::add_rank_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -105,6 +105,10 @@ class Backend {
   // out[t] = sum_j topk_weights[t, j] * expert(topk_slots[t, j])(x[t]); a slot < 0 contributes 0.
   virtual void moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
                            const ExpertSlots& experts, const Tensor& out) = 0;
+  // out[t] = sum_j topk_weights[t, j] * expert_out[t * k + j], in j order (the same arithmetic
+  // as moe_experts, so expert parallelism never changes a result).
+  virtual void moe_combine(const Tensor& expert_out, const Tensor& topk_weights,
+                           const Tensor& out) = 0;
   virtual void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) = 0;
 
  protected:

@@ -4,21 +4,33 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #ifdef TIDAL_WITH_CUDA
-#include "backend/cuda/cuda_device.h"
+#include "backend/cuda/cuda_backend.h"
 #endif
 
 namespace tidal {
+namespace {
+
+// "cuda" is device 0; "cuda:N" is device N.
+int cuda_index(const std::string& device) {
+  if (device == "cuda") return 0;
+  const std::string digits = device.substr(5);
+  TIDAL_CHECK(!digits.empty() && digits.size() <= 4 &&
+                  digits.find_first_not_of("0123456789") == std::string::npos,
+              "device '", device, "': expected cuda or cuda:N");
+  return std::stoi(digits);
+}
+
+}  // namespace
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {
   if (device == "cpu") return std::make_unique<CpuBackend>();
   if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    const int index = cuda_index(device);
 #ifdef TIDAL_WITH_CUDA
-    const int count = cuda_device_count();
-    TIDAL_FAIL("device '", device, "': ", count, " CUDA device(s) found, but the CUDA backend's ",
-               "forward pass is not implemented yet (use --device cpu)");
+    return std::make_unique<CudaBackend>(index);
 #else
-    TIDAL_FAIL("device '", device,
-               "': this build has no CUDA backend (configure with the 'cuda' preset)");
+    TIDAL_FAIL("device '", device, "' (index ", index,
+               "): this build has no CUDA backend (configure with the 'cuda' preset)");
 #endif
   }
   TIDAL_FAIL("unknown device '", device, "' (expected cpu, cuda or cuda:N)");

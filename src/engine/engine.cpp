@@ -166,7 +166,12 @@ RequestOutput Engine::drain_output(Request& request, std::vector<int32_t> new_id
 std::vector<RequestOutput> Engine::step() {
   std::vector<RequestOutput> outputs;
   const std::vector<ScheduledRequest> batch = scheduler_.schedule();
-  if (batch.empty()) return outputs;
+  if (batch.empty()) {
+    // In a group, the caller has agreed with the other ranks to step: take part with no tokens
+    // so that every expert-parallel collective is matched.
+    if (options_.dp_group != nullptr) runner_.run_dummy();
+    return outputs;
+  }
   const StepLogits logits = runner_.run(batch);
   const std::vector<int32_t>& eos = model_->config().eos_token_ids;
   for (size_t row = 0; row < logits.requests.size(); ++row) {

@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "common/status.h"
 #include "engine/block_manager.h"
 #include "engine/kv_cache.h"
@@ -25,17 +26,10 @@ struct EngineOptions {
   int64_t num_kv_blocks = 0;  // 0: as many as kv_cache_bytes holds
   size_t kv_cache_bytes = size_t{256} << 20;
   int64_t max_model_len = 0;  // 0: min(max_position_embeddings, KV capacity)
-};
-
-struct RequestOutput {
-  std::string request_id;
-  std::vector<int32_t> new_token_ids;
-  std::string new_text;
-  std::vector<TokenLogprob> new_logprobs;
-  FinishReason finish_reason = FinishReason::kNone;
-  int64_t num_prompt_tokens = 0;
-  int64_t num_output_tokens = 0;
-  bool finished() const { return finish_reason != FinishReason::kNone; }
+  // The data-parallel group when this engine is one rank of many. The caller agrees with the
+  // other ranks (one small all-reduce) on whether to step; a rank without work then runs a dummy
+  // step so every expert-parallel collective is matched. nullptr: a single rank.
+  Communicator* dp_group = nullptr;
 };
 
 class Engine {
@@ -45,7 +39,8 @@ class Engine {
   // Queues a request; an invalid_argument Status names what is wrong (empty or too long
   // prompt, bad sampling values, duplicate id).
   Status add_request(const std::string& id, std::vector<int32_t> prompt_ids, SamplingParams params);
-  // Runs one step; returns an output for every request that produced tokens or finished.
+  // Runs one step; returns an output for every request that produced tokens or finished. In a
+  // data-parallel group every rank calls it in lockstep (it is collective), even without work.
   std::vector<RequestOutput> step();
   // Drops a request, freeing its KV blocks; its final output says kAbort.
   std::vector<RequestOutput> abort(const std::string& id);

@@ -79,6 +79,11 @@ StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch) {
   return result;
 }
 
+void ModelRunner::run_dummy() {
+  workspace_.begin_step();
+  forward(HostBatch{});
+}
+
 void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
   workspace_.unlock();
   workspace_.begin_step();

@@ -27,6 +27,8 @@ class ModelRunner {
   ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache);
 
   StepLogits run(const std::vector<ScheduledRequest>& batch);
+  // A step of zero tokens: a rank without work still takes part in every collective.
+  void run_dummy();
   // Grows the workspace with the worst case (max_num_seqs sequences sharing
   // max_num_batched_tokens tokens, all sampling), then locks it.
   void warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens);

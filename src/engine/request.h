@@ -7,19 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "engine/request_output.h"
 #include "engine/sampling_params.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace tidal {
-
-enum class FinishReason { kNone, kStop, kLength, kAbort };
-const char* finish_reason_name(FinishReason reason);
-
-struct TokenLogprob {
-  int32_t token_id = 0;
-  float logprob = 0;
-  std::vector<std::pair<int32_t, float>> top;  // most likely first
-};
 
 struct Request {
   std::string id;

@@ -7,11 +7,13 @@
 
 namespace tidal {
 
-std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend& backend) {
+std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend& backend,
+                                          ModelShard shard) {
   const auto start = std::chrono::steady_clock::now();
   ModelConfig config = load_model_config(directory);
   Checkpoint checkpoint = Checkpoint::open(directory);
-  auto model = std::make_unique<Qwen3MoeModel>(backend, std::move(config), std::move(checkpoint));
+  auto model = std::make_unique<Qwen3MoeModel>(backend, std::move(config), std::move(checkpoint),
+                                               std::move(shard));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const ModelConfig& loaded = model->config();

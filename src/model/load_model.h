@@ -9,7 +9,8 @@
 namespace tidal {
 
 // Throws tidal::Error naming the directory or file and what is wrong.
-std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend& backend);
+std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend& backend,
+                                          ModelShard shard = {});
 
 // The bundled tiny model served when no model is named.
 std::string default_model_directory();

@@ -27,11 +27,18 @@ Tensor WeightStore::allocate(DType dtype, std::initializer_list<int64_t> shape) 
 }
 
 void WeightStore::copy_into(const Tensor& dst, size_t offset, const TensorInfo& src) {
+  copy_slice_into(dst, offset, src, 0, src.data.size());
+}
+
+void WeightStore::copy_slice_into(const Tensor& dst, size_t dst_offset, const TensorInfo& src,
+                                  size_t src_offset, size_t bytes) {
   TIDAL_CHECK(src.dtype == dst.dtype, src.file, ": tensor '", src.name, "' is ", src.dtype_name,
               " but the other weights of its layer are ", dtype_name(dst.dtype));
-  TIDAL_CHECK(offset + src.data.size() <= dst.num_bytes(), "copy past the end of a weight buffer");
-  backend_->copy_from_host(static_cast<char*>(dst.data) + offset, src.data.data(), src.data.size());
-  bytes_copied_ += src.data.size();
+  TIDAL_CHECK(src_offset + bytes <= src.data.size() && dst_offset + bytes <= dst.num_bytes(),
+              "weight copy out of bounds");
+  backend_->copy_from_host(static_cast<char*>(dst.data) + dst_offset, src.data.data() + src_offset,
+                           bytes);
+  bytes_copied_ += bytes;
 }
 
 }  // namespace tidal

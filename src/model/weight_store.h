@@ -25,6 +25,9 @@ class WeightStore {
   Tensor allocate(DType dtype, std::initializer_list<int64_t> shape);
   // Copies a checkpoint tensor into `dst` at byte `offset` (same dtype required).
   void copy_into(const Tensor& dst, size_t offset, const TensorInfo& src);
+  // Copies `bytes` from byte `src_offset` of a checkpoint tensor into `dst` at `dst_offset`.
+  void copy_slice_into(const Tensor& dst, size_t dst_offset, const TensorInfo& src,
+                       size_t src_offset, size_t bytes);
 
   size_t bytes_copied() const { return bytes_copied_; }
 

@@ -13,45 +13,15 @@
 #include <nlohmann/json.hpp>
 
 #include "support/fixture.h"
+#include "support/run_tidal.h"
 
 namespace tidal {
 namespace {
 
 using ::testing::HasSubstr;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-// Runs `tidal <arguments>` with `input` on stdin.
-CommandResult run_tidal(const std::string& arguments, const std::string& input = "") {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path();
-  const std::string tag = std::to_string(::getpid()) + "_" + std::to_string(rand());
-  const auto in_path = dir / ("tidal_in_" + tag);
-  const auto out_path = dir / ("tidal_out_" + tag);
-  const auto err_path = dir / ("tidal_err_" + tag);
-  std::ofstream(in_path, std::ios::binary) << input;
-  const std::string command = std::string(TIDAL_BINARY_DIR) + "/tidal " + arguments + " <" +
-                              in_path.string() + " >" + out_path.string() + " 2>" +
-                              err_path.string();
-  const int status = std::system(command.c_str());
-  CommandResult result{.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-                       .out = read_file(out_path),
-                       .err = read_file(err_path)};
-  std::filesystem::remove(in_path);
-  std::filesystem::remove(out_path);
-  std::filesystem::remove(err_path);
-  return result;
-}
+using testing_util::CommandResult;
+using testing_util::run_tidal;
 
 std::string join_ids(const std::vector<int32_t>& ids) {
   std::string text;

@@ -163,6 +163,15 @@ void CpuBackend::moe_experts(const Tensor& x, const Tensor& topk_slots, const Te
                     .out = out.as<float>()});
 }
 
+void CpuBackend::moe_combine(const Tensor& expert_out, const Tensor& topk_weights,
+                             const Tensor& out) {
+  expect_f32(expert_out, "expert outputs");
+  TIDAL_CHECK(expert_out.dim(0) == topk_weights.num_elements(), "moe_combine: ", expert_out.dim(0),
+              " expert rows for ", topk_weights.num_elements(), " weights");
+  cpu::moe_combine(expert_out.as<float>(), topk_weights.as<float>(), out.dim(0),
+                   topk_weights.dim(1), out.dim(1), out.as<float>());
+}
+
 void CpuBackend::gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) {
   expect_i32(row_ids, "row ids");
   cpu::gather_rows(x.as<float>(), last_dim(x), row_ids.as<int32_t>(), row_ids.num_elements(),

@@ -34,6 +34,8 @@ class CpuBackend final : public Backend {
                    const Tensor& topk_ids) override;
   void moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
                    const ExpertSlots& experts, const Tensor& out) override;
+  void moe_combine(const Tensor& expert_out, const Tensor& topk_weights,
+                   const Tensor& out) override;
   void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) override;
 
  protected:

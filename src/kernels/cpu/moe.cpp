@@ -83,15 +83,20 @@ void moe_experts(const MoeExpertsArgs& args) {
                   expert_out.data() + assignments[i] * hidden);
     }
   }
-  for (int64_t t = 0; t < args.num_tokens; ++t) {
-    float* out = args.out + t * hidden;
-    std::fill_n(out, hidden, 0.0f);
-    for (int64_t j = 0; j < args.k; ++j) {
-      const int64_t a = t * args.k + j;
-      if (args.topk_slots[a] < 0) continue;
-      const float weight = args.topk_weights[a];
-      const float* y = expert_out.data() + a * hidden;
-      for (int64_t i = 0; i < hidden; ++i) out[i] += weight * y[i];
+  // A slot < 0 (an assignment another rank serves) contributes nothing: its row stays zero and
+  // so does its weight's product.
+  moe_combine(expert_out.data(), args.topk_weights, args.num_tokens, args.k, hidden, args.out);
+}
+
+void moe_combine(const float* expert_out, const float* topk_weights, int64_t num_tokens, int64_t k,
+                 int64_t hidden, float* out) {
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    float* row = out + t * hidden;
+    std::fill_n(row, hidden, 0.0f);
+    for (int64_t j = 0; j < k; ++j) {
+      const float weight = topk_weights[t * k + j];
+      const float* y = expert_out + (t * k + j) * hidden;
+      for (int64_t i = 0; i < hidden; ++i) row[i] += weight * y[i];
     }
   }
 }

@@ -27,6 +27,10 @@ struct MoeExpertsArgs {
   float* out = nullptr;  // [tokens, hidden]
 };
 
+// out[t] = sum_j weights[t, j] * expert_out[t * k + j], summed in j order from zero.
+void moe_combine(const float* expert_out, const float* topk_weights, int64_t num_tokens, int64_t k,
+                 int64_t hidden, float* out);
+
 // Groups tokens by slot (each expert's weights are converted once per call), then sums each
 // token's k expert outputs in top-k order, so a token's result never depends on its batch.
 void moe_experts(const MoeExpertsArgs& args);

@@ -6,10 +6,14 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/element.cuh"
+
 namespace tidal::cuda {
 
-// out[r, :] = weight * (x[r, :] / sqrt(mean(x[r, :]^2) + eps)). In place (out == x) is allowed.
-cudaError_t rms_norm_bf16(const __nv_bfloat16* x, const __nv_bfloat16* weight, int64_t num_rows,
-                          int64_t width, float eps, __nv_bfloat16* out, cudaStream_t stream);
+// out[r, :] = weight * (x[r, :] / sqrt(mean(x[r, :]^2) + eps)) for rows of `width`, the weight
+// in its checkpoint dtype. In place (out == x) is allowed. Used per token and per attention head.
+cudaError_t rms_norm_bf16(const __nv_bfloat16* x, const void* weight, ElementType weight_type,
+                          int64_t num_rows, int64_t width, float eps, __nv_bfloat16* out,
+                          cudaStream_t stream);
 
 }  // namespace tidal::cuda

@@ -3,9 +3,21 @@
 
 namespace tidal {
 
-Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint)
-    : backend_(&backend), config_(std::move(config)), store_(backend, std::move(checkpoint)) {
+Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint,
+                             ModelShard shard)
+    : backend_(&backend),
+      config_(std::move(config)),
+      executor_(shard.executor != nullptr ? shard.executor : &local_executor_),
+      store_(backend, std::move(checkpoint)) {
   const int64_t hidden = config_.hidden_size;
+  if (shard.slot_experts.empty()) {
+    for (int32_t e = 0; e < static_cast<int32_t>(config_.num_experts); ++e) {
+      shard.slot_experts.push_back(e);
+    }
+  }
+  TIDAL_CHECK(shard.executor != nullptr ||
+                  static_cast<int64_t>(shard.slot_experts.size()) == config_.num_experts,
+              "without an expert-parallel executor every expert must be local");
   embed_tokens_ = store_.get("model.embed_tokens.weight", {config_.vocab_size, hidden});
   layers_.reserve(static_cast<size_t>(config_.num_layers));
   for (int64_t i = 0; i < config_.num_layers; ++i) {
@@ -16,7 +28,7 @@ Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint ch
     layer.attention = AttentionWeights::load(store_, config_, prefix + "self_attn.");
     layer.is_moe = config_.is_moe_layer(i);
     if (layer.is_moe) {
-      layer.moe = MoeWeights::load(store_, config_, prefix + "mlp.");
+      layer.moe = MoeWeights::load(store_, config_, prefix + "mlp.", shard.slot_experts);
     } else {
       layer.mlp = DenseMlpWeights::load(store_, config_, prefix + "mlp.");
     }
@@ -40,6 +52,7 @@ Tensor Qwen3MoeModel::forward(const ForwardBatch& batch, std::span<const KvCache
   Tensor residual = workspace.take(act, {tokens, hidden});
   backend.embedding(embed_tokens_, batch.token_ids, residual);
   const Tensor normed = workspace.take(act, {tokens, hidden});
+  int64_t moe_layer = 0;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
     backend.rms_norm(residual, layer.input_norm, config_.rms_norm_eps, normed);
@@ -47,7 +60,8 @@ Tensor Qwen3MoeModel::forward(const ForwardBatch& batch, std::span<const KvCache
         attention_forward(backend, workspace, config_, layer.attention, normed, batch, kv_cache[i]);
     backend.add(residual, attention, residual);
     backend.rms_norm(residual, layer.post_attention_norm, config_.rms_norm_eps, normed);
-    const Tensor mixed = layer.is_moe ? moe_forward(backend, workspace, config_, layer.moe, normed)
+    const Tensor mixed = layer.is_moe ? moe_forward(backend, workspace, config_, layer.moe,
+                                                    *executor_, moe_layer++, normed)
                                       : dense_mlp_forward(backend, workspace, layer.mlp, normed);
     backend.add(residual, mixed, residual);
   }

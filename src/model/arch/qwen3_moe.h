@@ -9,17 +9,24 @@
 #include "backend/workspace.h"
 #include "model/forward_batch.h"
 #include "model/layers/attention.h"
+#include "model/layers/expert_executor.h"
 #include "model/layers/feed_forward.h"
 #include "model/loader/model_config.h"
 #include "model/weight_store.h"
 
 namespace tidal {
 
+// Which experts this rank holds and how routed tokens reach them.
+struct ModelShard {
+  std::vector<int32_t> slot_experts;  // logical expert of each local slot; empty: slot e = expert e
+  ExpertExecutor* executor = nullptr;  // nullptr: every expert is local
+};
+
 class Qwen3MoeModel {
  public:
   // Loads every weight from `checkpoint` onto `backend`; throws tidal::Error naming the tensor
   // and file on any missing or mis-shaped weight.
-  Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint);
+  Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint, ModelShard shard = {});
 
   const ModelConfig& config() const { return config_; }
 
@@ -41,6 +48,8 @@ class Qwen3MoeModel {
 
   Backend* backend_;
   ModelConfig config_;
+  LocalExpertExecutor local_executor_;
+  ExpertExecutor* executor_;
   WeightStore store_;
   Tensor embed_tokens_;
   std::vector<Layer> layers_;

@@ -18,37 +18,48 @@ DenseMlpWeights DenseMlpWeights::load(WeightStore& store, const ModelConfig& con
 }
 
 MoeWeights MoeWeights::load(WeightStore& store, const ModelConfig& config,
-                            const std::string& prefix) {
+                            const std::string& prefix, const std::vector<int32_t>& slot_experts) {
   const int64_t hidden = config.hidden_size;
   const int64_t inter = config.moe_intermediate_size;
   const int64_t experts = config.num_experts;
+  const auto slots = static_cast<int64_t>(slot_experts.size());
   const Checkpoint& checkpoint = store.checkpoint();
   MoeWeights weights{.router = store.get(prefix + "gate.weight", {experts, hidden}), .experts = {}};
-
-  if (checkpoint.has(prefix + "experts.gate_up_proj")) {
-    const TensorInfo& gate_up =
-        checkpoint.tensor(prefix + "experts.gate_up_proj", {experts, 2 * inter, hidden});
-    const TensorInfo& down =
-        checkpoint.tensor(prefix + "experts.down_proj", {experts, hidden, inter});
-    weights.experts.gate_up = store.allocate(*gate_up.dtype, {experts, 2 * inter, hidden});
-    weights.experts.down = store.allocate(*down.dtype, {experts, hidden, inter});
-    store.copy_into(weights.experts.gate_up, 0, gate_up);
-    store.copy_into(weights.experts.down, 0, down);
-    return weights;
+  for (const int32_t expert : slot_experts) {
+    TIDAL_CHECK(expert >= 0 && expert < experts, "slot holds expert ", expert, " of ", experts);
   }
-  const std::string first = prefix + "experts.0.gate_proj.weight";
-  const DType dtype = *checkpoint.tensor(first, {inter, hidden}).dtype;
-  weights.experts.gate_up = store.allocate(dtype, {experts, 2 * inter, hidden});
-  weights.experts.down = store.allocate(dtype, {experts, hidden, inter});
+
+  const bool fused = checkpoint.has(prefix + "experts.gate_up_proj");
+  const TensorInfo* fused_gate_up = nullptr;
+  const TensorInfo* fused_down = nullptr;
+  DType dtype;
+  if (fused) {
+    fused_gate_up =
+        &checkpoint.tensor(prefix + "experts.gate_up_proj", {experts, 2 * inter, hidden});
+    fused_down = &checkpoint.tensor(prefix + "experts.down_proj", {experts, hidden, inter});
+    dtype = *fused_gate_up->dtype;
+  } else {
+    dtype = *checkpoint.tensor(prefix + "experts.0.gate_proj.weight", {inter, hidden}).dtype;
+  }
+  weights.experts.gate_up = store.allocate(dtype, {slots, 2 * inter, hidden});
+  weights.experts.down = store.allocate(dtype, {slots, hidden, inter});
   const size_t projection_bytes = static_cast<size_t>(inter * hidden) * dtype_size(dtype);
-  for (int64_t e = 0; e < experts; ++e) {
+  for (int64_t slot = 0; slot < slots; ++slot) {
+    const int32_t e = slot_experts[static_cast<size_t>(slot)];
+    const auto s = static_cast<size_t>(slot);
+    if (fused) {
+      store.copy_slice_into(weights.experts.gate_up, s * 2 * projection_bytes, *fused_gate_up,
+                            static_cast<size_t>(e) * 2 * projection_bytes, 2 * projection_bytes);
+      store.copy_slice_into(weights.experts.down, s * projection_bytes, *fused_down,
+                            static_cast<size_t>(e) * projection_bytes, projection_bytes);
+      continue;
+    }
     const std::string expert = prefix + "experts." + std::to_string(e) + ".";
-    const size_t slot = static_cast<size_t>(e);
-    store.copy_into(weights.experts.gate_up, slot * 2 * projection_bytes,
+    store.copy_into(weights.experts.gate_up, s * 2 * projection_bytes,
                     checkpoint.tensor(expert + "gate_proj.weight", {inter, hidden}));
-    store.copy_into(weights.experts.gate_up, (slot * 2 + 1) * projection_bytes,
+    store.copy_into(weights.experts.gate_up, (s * 2 + 1) * projection_bytes,
                     checkpoint.tensor(expert + "up_proj.weight", {inter, hidden}));
-    store.copy_into(weights.experts.down, slot * projection_bytes,
+    store.copy_into(weights.experts.down, s * projection_bytes,
                     checkpoint.tensor(expert + "down_proj.weight", {hidden, inter}));
   }
   return weights;
@@ -69,7 +80,8 @@ Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpW
 }
 
 Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& config,
-                   const MoeWeights& weights, const Tensor& x) {
+                   const MoeWeights& weights, ExpertExecutor& executor, int64_t moe_layer,
+                   const Tensor& x) {
   const int64_t tokens = x.dim(0);
   const int64_t k = config.num_experts_per_tok;
   const Tensor logits = workspace.take(DType::kF32, {tokens, config.num_experts});
@@ -77,10 +89,7 @@ Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& co
   const Tensor topk_weights = workspace.take(DType::kF32, {tokens, k});
   const Tensor topk_ids = workspace.take(DType::kI32, {tokens, k});
   backend.router_topk(logits, config.norm_topk_prob, topk_weights, topk_ids);
-  const Tensor out = workspace.take(backend.activation_dtype(), {tokens, config.hidden_size});
-  // One rank holds every expert in slot order, so logical ids are slots.
-  backend.moe_experts(x, topk_ids, topk_weights, weights.experts, out);
-  return out;
+  return executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, weights.experts);
 }
 
 }  // namespace tidal

@@ -2,8 +2,10 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "backend/workspace.h"
+#include "model/layers/expert_executor.h"
 #include "model/loader/model_config.h"
 #include "model/weight_store.h"
 
@@ -21,15 +23,17 @@ struct MoeWeights {
   Tensor router;  // [num_experts, hidden]
   ExpertSlots experts;
 
-  // Loads the experts into slot order (slot s holds expert s), from either the per-expert
-  // layout (experts.J.gate_proj/up_proj/down_proj) or the fused one (experts.gate_up_proj,
-  // experts.down_proj).
-  static MoeWeights load(WeightStore& store, const ModelConfig& config, const std::string& prefix);
+  // Loads this rank's slots (slot s holds logical expert slot_experts[s]) from either the
+  // per-expert layout (experts.J.gate_proj/up_proj/down_proj) or the fused one
+  // (experts.gate_up_proj, experts.down_proj).
+  static MoeWeights load(WeightStore& store, const ModelConfig& config, const std::string& prefix,
+                         const std::vector<int32_t>& slot_experts);
 };
 
 Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpWeights& weights,
                          const Tensor& x);
 Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& config,
-                   const MoeWeights& weights, const Tensor& x);
+                   const MoeWeights& weights, ExpertExecutor& executor, int64_t moe_layer,
+                   const Tensor& x);
 
 }  // namespace tidal

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# On the GPU machine: configure the cuda preset (tests on) against the carried .deps, build the GPU
+# tests with every core, run the op test and the fixture test, and write their logs under $OUT.
+#   run: scripts/gpu/run.sh            (from the repo root, with carry: [".deps"])
+#   env: SANITIZE=1 also runs the small op cases under compute-sanitizer memcheck;
+#        GTEST_FILTER narrows the op test as usual.
+set -uo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo_root"
+out="${OUT:-$repo_root/build-cuda/gpu-out}"
+mkdir -p "$out"
+build="$repo_root/build-cuda"
+deps="$repo_root/.deps/root"
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git rev-parse HEAD 2>/dev/null) (plus the working tree's changes)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  nvcc --version 2>&1 | tail -2
+  c++ --version 2>&1 | head -1
+  cmake --version 2>&1 | head -1
+} >"$out/env.txt"
+cat "$out/env.txt"
+
+configure_args=(--preset cuda -DTIDAL_TESTS=ON
+  # The device's compiler is newer than CI's; CI enforces warnings, this run tests the GPU.
+  -DTIDAL_WERROR=OFF)
+run_path=""
+if [ -d "$deps" ]; then
+  # Unpacked Debian packages (scripts/gpu/fetch_deps.sh): CMake configs, pkg-config files with
+  # their prefix moved under the sysroot, and shared libraries for linking and running.
+  libdirs="$deps/usr/lib/x86_64-linux-gnu:$deps/lib/x86_64-linux-gnu:$deps/usr/lib"
+  export PKG_CONFIG_LIBDIR="$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/usr/share/pkgconfig"
+  export PKG_CONFIG_SYSROOT_DIR="$deps"
+  export CPATH="$deps/usr/include${CPATH:+:$CPATH}"
+  # The linker finds the libraries' own dependencies (libzmq -> libsodium ...) through -rpath-link.
+  link_flags="-Wl,-rpath-link,${libdirs//:/ -Wl,-rpath-link,}"
+  configure_args+=(-DCMAKE_PREFIX_PATH="$deps/usr;$deps/usr/lib/x86_64-linux-gnu/cmake;$deps/usr/share/cmake"
+    -DCMAKE_EXE_LINKER_FLAGS="$link_flags" -DCMAKE_SHARED_LINKER_FLAGS="$link_flags")
+  # bookworm's pkgconf, unless the machine has a pkg-config of its own; a wrapper gives it its
+  # libpkgconf, also when a build step re-runs CMake.
+  if ! command -v pkg-config >/dev/null; then
+    mkdir -p "$repo_root/.deps/bin"
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' \
+      "$deps/usr/lib/x86_64-linux-gnu" "$deps/usr/bin/pkgconf" >"$repo_root/.deps/bin/pkg-config"
+    chmod +x "$repo_root/.deps/bin/pkg-config"
+    configure_args+=(-DPKG_CONFIG_EXECUTABLE="$repo_root/.deps/bin/pkg-config")
+  fi
+  # Only the test processes see the carried libraries: cmake, nvcc and the compilers keep the
+  # machine's own.
+  run_path="$libdirs"
+fi
+export LD_LIBRARY_PATH_FOR_TESTS="$run_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+with_deps_libs() { LD_LIBRARY_PATH="$LD_LIBRARY_PATH_FOR_TESTS" "$@"; }
+
+status=0
+if ! cmake "${configure_args[@]}" >"$out/build.log" 2>&1; then
+  tail -50 "$out/build.log"
+  echo "configure failed (full log in build.log)"
+  exit 1
+fi
+if ! cmake --build "$build" --target gpu_op_test gpu_model_test -j "$(nproc)" >>"$out/build.log" 2>&1; then
+  grep -E "error|FAILED" -A5 "$out/build.log" | head -80
+  echo "build failed (full log in build.log)"
+  exit 1
+fi
+echo "build ok"
+
+with_deps_libs "$build/tests/gpu/gpu_op_test" --gtest_output="json:$out/op_test.json" \
+  >"$out/op_test.log" 2>&1 || status=1
+grep -E "^\[op\]|FAILED|Failure|PASSED|error" "$out/op_test.log" | head -150
+
+with_deps_libs "$build/tests/gpu/gpu_model_test" --gtest_output="json:$out/model_test.json" \
+  >"$out/model_test.log" 2>&1 || status=1
+grep -E "^\[model\]|FAILED|Failure|PASSED|error" "$out/model_test.log" | head -80
+
+if [ "${SANITIZE:-0}" = 1 ]; then
+  with_deps_libs compute-sanitizer --tool memcheck --error-exitcode 3 \
+    "$build/tests/gpu/gpu_op_test" --gtest_filter='*odd*:*tiny*:*zero*:*decode*' \
+    >"$out/sanitizer.log" 2>&1 || status=1
+  tail -20 "$out/sanitizer.log"
+fi
+
+echo "gpu tests: $([ $status = 0 ] && echo PASSED || echo FAILED) (logs in $out)"
+exit $status

@@ -1,0 +1,442 @@
+// CudaBackend: shape and dtype checks, then the kernels of kernels/cuda and cuBLAS, all on the
+// backend's stream. Nothing here synchronises except copy_to_host, synchronize and scratch growth.
+#include "backend/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_device.h"
+#include "kernels/cuda/activation.cuh"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/dense.cuh"
+#include "kernels/cuda/moe.cuh"
+#include "kernels/cuda/norm.cuh"
+#include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/router.cuh"
+
+namespace tidal {
+namespace {
+
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+constexpr size_t kMinAllocation = 256;
+
+void expect_dtype(const Tensor& tensor, DType dtype, const char* what) {
+  TIDAL_CHECK(tensor.dtype == dtype, what, " must be ", dtype_name(dtype),
+              " on the CUDA backend, got ", dtype_name(tensor.dtype));
+}
+void expect_bf16(const Tensor& tensor, const char* what) {
+  expect_dtype(tensor, DType::kBF16, what);
+}
+void expect_i32(const Tensor& tensor, const char* what) {
+  expect_dtype(tensor, DType::kI32, what);
+}
+
+cuda::ElementType element_type(const Tensor& tensor, const char* what) {
+  switch (tensor.dtype) {
+    case DType::kF32:
+      return cuda::ElementType::kF32;
+    case DType::kF16:
+      return cuda::ElementType::kF16;
+    case DType::kBF16:
+      return cuda::ElementType::kBF16;
+    default:
+      TIDAL_FAIL(what, " of dtype ", dtype_name(tensor.dtype),
+                 " is not supported on the CUDA backend (F32, F16 or BF16)");
+  }
+}
+
+int64_t last_dim(const Tensor& tensor) {
+  TIDAL_CHECK(!tensor.shape.empty(), "a scalar tensor where rows were expected");
+  return tensor.shape.back();
+}
+int64_t leading_rows(const Tensor& tensor) {
+  const int64_t width = last_dim(tensor);
+  return width == 0 ? 0 : tensor.num_elements() / width;
+}
+int to_int(int64_t value, const char* what) {
+  TIDAL_CHECK(value >= 0 && value <= INT_MAX, what, " of ", value, " exceeds what cuBLAS takes");
+  return static_cast<int>(value);
+}
+
+__nv_bfloat16* bf16_ptr(const Tensor& tensor) {
+  return tensor.as<__nv_bfloat16>();
+}
+
+cuda::PagedKvCache kv_cache_of(const KvCacheLayer& cache) {
+  expect_bf16(cache.key, "KV cache keys");
+  expect_bf16(cache.value, "KV cache values");
+  TIDAL_CHECK(cache.key.shape.size() == 4 && cache.key.shape == cache.value.shape,
+              "KV cache pools must be [num_blocks, block_size, kv_heads, head_dim] and alike");
+  return {.key = bf16_ptr(cache.key),
+          .value = bf16_ptr(cache.value),
+          .num_blocks = cache.key.dim(0),
+          .block_size = cache.key.dim(1),
+          .num_kv_heads = cache.key.dim(2),
+          .head_dim = cache.key.dim(3)};
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(int device_index) : device_index_(device_index) {
+  const int count = cuda_device_count();
+  TIDAL_CHECK(device_index >= 0 && device_index < count, "cuda:", device_index, " requested but ",
+              count, " CUDA device(s) found");
+  activate();
+  try {
+    TIDAL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    TIDAL_CUBLAS_CHECK(cublasCreate(&cublas_));
+    TIDAL_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    // A workspace of our own: cuBLAS then allocates nothing per call (needed for graph capture).
+    TIDAL_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+    TIDAL_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+    // Split-K reductions in f32, never in bf16.
+    TIDAL_CUBLAS_CHECK(
+        cublasSetMathMode(cublas_, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+  } catch (...) {
+    release();  // the destructor does not run for a constructor that throws
+    throw;
+  }
+}
+
+CudaBackend::~CudaBackend() {
+  release();
+}
+
+void CudaBackend::release() noexcept {
+  // Errors are ignored: this never throws, and a failed context frees nothing anyway.
+  cudaSetDevice(device_index_);
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
+  if (scratch_ != nullptr) cudaFree(scratch_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  cublas_ = nullptr;
+  cublas_workspace_ = nullptr;
+  scratch_ = nullptr;
+  stream_ = nullptr;
+}
+
+std::string CudaBackend::name() const {
+  return cat("cuda:", device_index_);
+}
+
+void CudaBackend::activate() const {
+  TIDAL_CUDA_CHECK(cudaSetDevice(device_index_));
+}
+
+void* CudaBackend::scratch(size_t bytes) {
+  if (bytes <= scratch_bytes_) return scratch_;
+  // Kernels still queued may read the old buffer: let them finish before freeing it.
+  TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (scratch_ != nullptr) TIDAL_CUDA_CHECK(cudaFree(scratch_));
+  scratch_ = nullptr;
+  scratch_bytes_ = 0;
+  const size_t grown = std::max(bytes, kMinAllocation);
+  TIDAL_CUDA_CHECK(cudaMalloc(&scratch_, grown));
+  scratch_bytes_ = grown;
+  return scratch_;
+}
+
+void* CudaBackend::raw_allocate(size_t bytes) {
+  activate();
+  void* data = nullptr;
+  // Never zero bytes: a null data pointer reads as an empty tensor.
+  TIDAL_CUDA_CHECK(cudaMalloc(&data, std::max(bytes, kMinAllocation)));
+  return data;
+}
+
+void CudaBackend::raw_free(void* data) noexcept {
+  cudaSetDevice(device_index_);
+  cudaFree(data);
+}
+
+void CudaBackend::copy_from_host(void* device_dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return;
+  activate();
+  // From pageable memory this returns once the source is staged, so the caller may free it.
+  TIDAL_CUDA_CHECK(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::copy_to_host(void* host_dst, const void* device_src, size_t bytes) {
+  if (bytes == 0) return;
+  activate();
+  TIDAL_CUDA_CHECK(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, stream_));
+  TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::copy_on_device(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  activate();
+  TIDAL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaBackend::fill_zero(const Tensor& tensor) {
+  if (tensor.num_bytes() == 0) return;
+  activate();
+  TIDAL_CUDA_CHECK(cudaMemsetAsync(tensor.data, 0, tensor.num_bytes(), stream_));
+}
+
+void CudaBackend::synchronize() {
+  activate();
+  TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::embedding(const Tensor& table, const Tensor& ids, const Tensor& out) {
+  expect_i32(ids, "token ids");
+  expect_bf16(out, "embedding output");
+  TIDAL_CHECK(table.shape.size() == 2, "embedding table must be [vocab, hidden]");
+  TIDAL_CHECK(out.dim(0) == ids.num_elements() && out.dim(1) == table.dim(1),
+              "embedding output shape mismatch");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::embedding_bf16(table.data, element_type(table, "embedding table"),
+                                        table.dim(0), table.dim(1), ids.as<int32_t>(),
+                                        ids.num_elements(), bf16_ptr(out), stream_));
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  expect_bf16(x, "rms_norm input");
+  expect_bf16(out, "rms_norm output");
+  TIDAL_CHECK(last_dim(x) == weight.num_elements(), "rms_norm width ", last_dim(x),
+              " vs weight of ", weight.num_elements());
+  TIDAL_CHECK(out.num_elements() == x.num_elements(), "rms_norm output size mismatch");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::rms_norm_bf16(bf16_ptr(x), weight.data,
+                                       element_type(weight, "rms_norm weight"), leading_rows(x),
+                                       last_dim(x), eps, bf16_ptr(out), stream_));
+}
+
+void CudaBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  expect_bf16(a, "add operand");
+  expect_bf16(b, "add operand");
+  expect_bf16(out, "add output");
+  TIDAL_CHECK(a.num_elements() == b.num_elements() && a.num_elements() == out.num_elements(),
+              "add operands differ in size");
+  activate();
+  TIDAL_CUDA_CHECK(
+      cuda::add_bf16(bf16_ptr(a), bf16_ptr(b), a.num_elements(), bf16_ptr(out), stream_));
+}
+
+void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
+                         const Tensor& out) {
+  expect_bf16(x, "linear input");
+  TIDAL_CHECK(out.dtype == DType::kBF16 || out.dtype == DType::kF32,
+              "linear output must be BF16 or F32 on the CUDA backend, got ", dtype_name(out.dtype));
+  TIDAL_CHECK(weight.shape.size() == 2 && last_dim(x) == weight.dim(1), "linear: input width ",
+              last_dim(x), " does not match weight [", weight.dim(0), ", ", weight.dim(1), "]");
+  TIDAL_CHECK(last_dim(out) == weight.dim(0) && leading_rows(out) == leading_rows(x),
+              "linear output shape mismatch");
+  if (bias != nullptr) {
+    TIDAL_CHECK(bias->num_elements() == weight.dim(0), "linear bias of ", bias->num_elements(),
+                " for ", weight.dim(0), " outputs");
+  }
+  const int64_t tokens = leading_rows(x);
+  const int64_t in_features = weight.dim(1);
+  const int64_t out_features = weight.dim(0);
+  if (tokens == 0 || out_features == 0) return;
+  activate();
+  const bool out_f32 = out.dtype == DType::kF32;
+  if (weight.dtype == DType::kBF16) {
+    // Row-major out[T, N] = x[T, K] w[N, K]^T is column-major out^T[N, T] = w^T x^T: cuBLAS
+    // sees w as a K x N column-major matrix to transpose and x as K x T.
+    const float alpha = 1.0f;
+    const float beta = 0.0f;
+    TIDAL_CUBLAS_CHECK(cublasGemmEx(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, to_int(out_features, "linear out_features"),
+        to_int(tokens, "linear tokens"), to_int(in_features, "linear in_features"), &alpha,
+        weight.data, CUDA_R_16BF, to_int(in_features, "linear lda"), x.data, CUDA_R_16BF,
+        to_int(in_features, "linear ldb"), &beta, out.data, out_f32 ? CUDA_R_32F : CUDA_R_16BF,
+        to_int(out_features, "linear ldc"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  } else {
+    const cuda::ElementType type = element_type(weight, "linear weight");
+    if (out_f32) {
+      TIDAL_CUDA_CHECK(cuda::linear_fallback(bf16_ptr(x), tokens, in_features, weight.data, type,
+                                             out_features, out.as<float>(), stream_));
+    } else {
+      TIDAL_CUDA_CHECK(cuda::linear_fallback(bf16_ptr(x), tokens, in_features, weight.data, type,
+                                             out_features, bf16_ptr(out), stream_));
+    }
+  }
+  if (bias != nullptr) {
+    const cuda::ElementType type = element_type(*bias, "linear bias");
+    if (out_f32) {
+      TIDAL_CUDA_CHECK(
+          cuda::add_bias(out.as<float>(), tokens, out_features, bias->data, type, stream_));
+    } else {
+      TIDAL_CUDA_CHECK(
+          cuda::add_bias(bf16_ptr(out), tokens, out_features, bias->data, type, stream_));
+    }
+  }
+}
+
+void CudaBackend::rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) {
+  expect_i32(positions, "positions");
+  expect_bf16(q, "rope q");
+  expect_bf16(k, "rope k");
+  const int64_t tokens = positions.num_elements();
+  TIDAL_CHECK(q.shape.size() == 3 && k.shape.size() == 3 && q.dim(0) == tokens &&
+                  k.dim(0) == tokens && q.dim(2) == k.dim(2) && q.dim(2) % 2 == 0,
+              "rope: q and k must be [tokens, heads, head_dim] with an even head_dim");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::rope_bf16(bf16_ptr(q), bf16_ptr(k), positions.as<int32_t>(), tokens,
+                                   q.dim(1), k.dim(1), q.dim(2), theta, stream_));
+}
+
+void CudaBackend::store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                           const KvCacheLayer& cache) {
+  expect_i32(slot_mapping, "slot mapping");
+  expect_bf16(k, "store_kv keys");
+  expect_bf16(v, "store_kv values");
+  const cuda::PagedKvCache layout = kv_cache_of(cache);
+  const int64_t tokens = slot_mapping.num_elements();
+  const int64_t width = layout.num_kv_heads * layout.head_dim;
+  TIDAL_CHECK(k.num_elements() == tokens * width && v.num_elements() == tokens * width,
+              "store_kv: keys/values of ", k.num_elements(), "/", v.num_elements(),
+              " elements for ", tokens, " tokens of width ", width);
+  activate();
+  TIDAL_CUDA_CHECK(cuda::store_kv_bf16(bf16_ptr(k), bf16_ptr(v), tokens, slot_mapping.as<int32_t>(),
+                                       layout, stream_));
+}
+
+void CudaBackend::paged_attention(const Tensor& q, const KvCacheLayer& cache,
+                                  const AttentionInputs& inputs, float scale, const Tensor& out) {
+  expect_bf16(q, "attention query");
+  expect_bf16(out, "attention output");
+  expect_i32(inputs.query_start, "query_start");
+  expect_i32(inputs.context_lens, "context_lens");
+  expect_i32(inputs.block_tables, "block_tables");
+  const cuda::PagedKvCache layout = kv_cache_of(cache);
+  TIDAL_CHECK(q.shape.size() == 3 && q.dim(2) == layout.head_dim && out.shape == q.shape,
+              "attention: q and out must be [tokens, heads, ", layout.head_dim, "]");
+  TIDAL_CHECK(layout.head_dim <= cuda::kMaxAttentionHeadDim, "attention head_dim ", layout.head_dim,
+              " exceeds the kernel's ", cuda::kMaxAttentionHeadDim);
+  TIDAL_CHECK(layout.num_kv_heads > 0 && q.dim(1) % layout.num_kv_heads == 0,
+              "attention: ", q.dim(1), " heads over ", layout.num_kv_heads, " KV heads");
+  TIDAL_CHECK(inputs.num_seqs == 0 || inputs.block_tables.shape.size() == 2,
+              "block_tables must be [num_seqs, max_blocks_per_seq]");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::paged_attention_bf16(
+      {.q = bf16_ptr(q),
+       .cache = layout,
+       .num_tokens = q.dim(0),
+       .num_heads = q.dim(1),
+       .query_start = inputs.query_start.as<int32_t>(),
+       .context_lens = inputs.context_lens.as<int32_t>(),
+       .block_tables = inputs.block_tables.as<int32_t>(),
+       .num_seqs = inputs.num_seqs,
+       .max_blocks_per_seq = inputs.num_seqs == 0 ? 0 : inputs.block_tables.dim(1),
+       .scale = scale,
+       .out = bf16_ptr(out)},
+      stream_));
+}
+
+void CudaBackend::silu_and_mul(const Tensor& gate_up, const Tensor& out) {
+  expect_bf16(gate_up, "silu_and_mul input");
+  expect_bf16(out, "silu_and_mul output");
+  TIDAL_CHECK(last_dim(gate_up) == 2 * last_dim(out) && leading_rows(gate_up) == leading_rows(out),
+              "silu_and_mul widths mismatch");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::silu_and_mul_bf16(bf16_ptr(gate_up), leading_rows(gate_up), last_dim(out),
+                                           bf16_ptr(out), stream_));
+}
+
+void CudaBackend::router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
+                              const Tensor& topk_ids) {
+  expect_dtype(logits, DType::kF32, "router logits");
+  expect_dtype(topk_weights, DType::kF32, "top-k weights");
+  expect_i32(topk_ids, "top-k ids");
+  TIDAL_CHECK(logits.shape.size() == 2 && topk_ids.shape.size() == 2 &&
+                  topk_ids.shape == topk_weights.shape && topk_ids.dim(0) == logits.dim(0),
+              "router_topk: logits [tokens, experts], weights and ids [tokens, k]");
+  const int64_t experts = logits.dim(1);
+  const int64_t k = topk_ids.dim(1);
+  TIDAL_CHECK(k > 0 && k <= experts, "top-k of ", k, " over ", experts, " experts");
+  TIDAL_CHECK(experts <= cuda::kMaxRouterExperts && k <= cuda::kMaxRouterTopk,
+              "router_topk on CUDA takes at most ", cuda::kMaxRouterExperts,
+              " experts and k <= ", cuda::kMaxRouterTopk, ", got ", experts, " and ", k);
+  activate();
+  TIDAL_CUDA_CHECK(cuda::router_topk_f32(logits.as<float>(), logits.dim(0), experts, k, renormalize,
+                                         topk_weights.as<float>(), topk_ids.as<int32_t>(),
+                                         stream_));
+}
+
+void CudaBackend::moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
+                              const ExpertSlots& experts, const Tensor& out) {
+  expect_bf16(x, "MoE input");
+  expect_bf16(out, "MoE output");
+  expect_i32(topk_slots, "top-k slots");
+  expect_dtype(topk_weights, DType::kF32, "top-k weights");
+  TIDAL_CHECK(experts.gate_up.dtype == experts.down.dtype, "expert weights of mixed dtypes");
+  TIDAL_CHECK(x.shape.size() == 2 && out.shape == x.shape,
+              "MoE input/output must be [tokens, hidden]");
+  TIDAL_CHECK(topk_slots.shape.size() == 2 && topk_slots.shape == topk_weights.shape &&
+                  topk_slots.dim(0) == x.dim(0),
+              "MoE top-k slots and weights must be [tokens, k]");
+  TIDAL_CHECK(experts.gate_up.shape.size() == 3 && experts.down.shape.size() == 3,
+              "expert slots must be [slots, 2 * intermediate, hidden] and [slots, hidden, "
+              "intermediate]");
+  const int64_t tokens = x.dim(0);
+  const int64_t hidden = x.dim(1);
+  const int64_t k = topk_slots.dim(1);
+  const int64_t slots = experts.gate_up.dim(0);
+  const int64_t inter = experts.down.dim(2);
+  TIDAL_CHECK(experts.gate_up.dim(1) == 2 * inter && experts.gate_up.dim(2) == hidden &&
+                  experts.down.dim(0) == slots && experts.down.dim(1) == hidden,
+              "expert weight shapes do not match hidden ", hidden, " and intermediate ", inter);
+  if (tokens == 0) return;
+  activate();
+  const size_t bytes = cuda::moe_experts_workspace_bytes(tokens, k, slots, hidden, inter);
+  void* workspace = scratch(bytes);
+  TIDAL_CUDA_CHECK(
+      cuda::moe_experts_bf16({.x = bf16_ptr(x),
+                              .num_tokens = tokens,
+                              .hidden = hidden,
+                              .intermediate = inter,
+                              .k = k,
+                              .topk_slots = topk_slots.as<int32_t>(),
+                              .topk_weights = topk_weights.as<float>(),
+                              .gate_up = experts.gate_up.data,
+                              .down = experts.down.data,
+                              .weight_type = element_type(experts.gate_up, "expert weights"),
+                              .num_slots = slots,
+                              .out = bf16_ptr(out)},
+                             workspace, scratch_bytes_, stream_));
+}
+
+void CudaBackend::moe_combine(const Tensor& expert_out, const Tensor& topk_weights,
+                              const Tensor& out) {
+  expect_bf16(expert_out, "expert outputs");
+  expect_bf16(out, "moe_combine output");
+  expect_dtype(topk_weights, DType::kF32, "top-k weights");
+  TIDAL_CHECK(
+      topk_weights.shape.size() == 2 && out.shape.size() == 2 && topk_weights.dim(0) == out.dim(0),
+      "moe_combine: weights [tokens, k] and output [tokens, hidden]");
+  TIDAL_CHECK(
+      expert_out.dim(0) == topk_weights.num_elements() && last_dim(expert_out) == out.dim(1),
+      "moe_combine: ", expert_out.dim(0), " expert rows for ", topk_weights.num_elements(),
+      " weights");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::moe_combine_bf16(bf16_ptr(expert_out), topk_weights.as<float>(),
+                                          out.dim(0), topk_weights.dim(1), out.dim(1),
+                                          bf16_ptr(out), stream_));
+}
+
+void CudaBackend::gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) {
+  expect_i32(row_ids, "row ids");
+  TIDAL_CHECK(x.dtype == out.dtype, "gather_rows: ", dtype_name(x.dtype), " rows into a ",
+              dtype_name(out.dtype), " output");
+  TIDAL_CHECK(!x.shape.empty() && !out.shape.empty() && out.dim(0) == row_ids.num_elements(),
+              "gather_rows: output must have one row per id");
+  const int64_t src_rows = x.dim(0);
+  const int64_t row_bytes = src_rows == 0 ? 0 : static_cast<int64_t>(x.num_bytes()) / src_rows;
+  TIDAL_CHECK(out.dim(0) == 0 || static_cast<int64_t>(out.num_bytes()) / out.dim(0) == row_bytes,
+              "gather_rows: rows of different widths");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::gather_rows(x.data, row_bytes, src_rows, row_ids.as<int32_t>(),
+                                     row_ids.num_elements(), out.data, stream_));
+}
+
+}  // namespace tidal

@@ -1,0 +1,79 @@
+// The CUDA backend on one GPU: bf16 activations and KV cache, f32 accumulation, weights read in
+// their checkpoint dtype; every op is enqueued on one stream the backend owns.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "backend/backend.h"
+
+// The CUDA handle types, declared here so this header needs no CUDA include.
+struct CUstream_st;
+struct cublasContext;
+
+namespace tidal {
+
+class CudaBackend final : public Backend {
+ public:
+  // Throws tidal::Error naming the device when it is missing or cannot be set up.
+  explicit CudaBackend(int device_index);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  DeviceKind device() const override { return DeviceKind::kCuda; }
+  std::string name() const override;
+  DType activation_dtype() const override { return DType::kBF16; }
+  int device_index() const { return device_index_; }
+  CUstream_st* stream() const { return stream_; }
+
+  void copy_from_host(void* device_dst, const void* host_src, size_t bytes) override;
+  // Waits for the stream: the host may read host_dst as soon as this returns.
+  void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override;
+  void copy_on_device(void* dst, const void* src, size_t bytes) override;
+  void fill_zero(const Tensor& tensor) override;
+  void synchronize() override;
+
+  void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
+  void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
+              const Tensor& out) override;
+  void rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) override;
+  void store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
+                const KvCacheLayer& cache) override;
+  void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionInputs& inputs,
+                       float scale, const Tensor& out) override;
+  void silu_and_mul(const Tensor& gate_up, const Tensor& out) override;
+  void router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
+                   const Tensor& topk_ids) override;
+  void moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
+                   const ExpertSlots& experts, const Tensor& out) override;
+  void moe_combine(const Tensor& expert_out, const Tensor& topk_weights,
+                   const Tensor& out) override;
+  void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) override;
+
+  // Bytes of the backend's own scratch (MoE permutation and intermediates) so far.
+  size_t scratch_bytes() const { return scratch_bytes_; }
+
+ protected:
+  void* raw_allocate(size_t bytes) override;
+  void raw_free(void* data) noexcept override;
+
+ private:
+  // Makes this backend's device current on the calling thread (the engine may run on another
+  // thread than the one that built the backend).
+  void activate() const;
+  void release() noexcept;
+  // Scratch of at least `bytes`, grown (after the stream drains) when a bigger batch arrives.
+  void* scratch(size_t bytes);
+
+  int device_index_ = 0;
+  CUstream_st* stream_ = nullptr;
+  cublasContext* cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+};
+
+}  // namespace tidal

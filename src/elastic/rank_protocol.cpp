@@ -1,0 +1,143 @@
+// msgpack encoding of the control-plane messages.
+#include "elastic/rank_protocol.h"
+
+#include "common/error.h"
+
+namespace tidal::rank_protocol {
+
+std::string encode(const nlohmann::json& message) {
+  const std::vector<uint8_t> bytes = nlohmann::json::to_msgpack(message);
+  return {bytes.begin(), bytes.end()};
+}
+
+nlohmann::json decode(const std::string& bytes) {
+  nlohmann::json message = nlohmann::json::from_msgpack(bytes, true, false);
+  if (message.is_discarded() || !message.is_object() || !message.contains("type")) {
+    TIDAL_FAIL("malformed control message of ", bytes.size(), " bytes");
+  }
+  return message;
+}
+
+nlohmann::json to_json(const RankConfig& config) {
+  return {{"type", kConfig},
+          {"model_directory", config.model_directory},
+          {"device", config.device},
+          {"rank", config.rank},
+          {"num_ranks", config.num_ranks},
+          {"epoch", config.epoch},
+          {"slots_per_rank", config.slots_per_rank},
+          {"physical_to_logical", config.physical_to_logical},
+          {"store_endpoint", config.store_endpoint},
+          {"max_num_seqs", config.max_num_seqs},
+          {"max_num_batched_tokens", config.max_num_batched_tokens},
+          {"block_size", config.block_size},
+          {"num_kv_blocks", config.num_kv_blocks},
+          {"kv_cache_bytes", config.kv_cache_bytes},
+          {"max_model_len", config.max_model_len},
+          {"comm_timeout_ms", config.comm_timeout_ms}};
+}
+
+RankConfig config_from_json(const nlohmann::json& message) {
+  RankConfig config;
+  config.model_directory = message.at("model_directory").get<std::string>();
+  config.device = message.at("device").get<std::string>();
+  config.rank = message.at("rank").get<int>();
+  config.num_ranks = message.at("num_ranks").get<int>();
+  config.epoch = message.at("epoch").get<uint64_t>();
+  config.slots_per_rank = message.at("slots_per_rank").get<int>();
+  config.physical_to_logical = message.at("physical_to_logical").get<std::vector<int32_t>>();
+  config.store_endpoint = message.at("store_endpoint").get<std::string>();
+  config.max_num_seqs = message.at("max_num_seqs").get<int64_t>();
+  config.max_num_batched_tokens = message.at("max_num_batched_tokens").get<int64_t>();
+  config.block_size = message.at("block_size").get<int64_t>();
+  config.num_kv_blocks = message.at("num_kv_blocks").get<int64_t>();
+  config.kv_cache_bytes = message.at("kv_cache_bytes").get<uint64_t>();
+  config.max_model_len = message.at("max_model_len").get<int64_t>();
+  config.comm_timeout_ms = message.at("comm_timeout_ms").get<int64_t>();
+  return config;
+}
+
+nlohmann::json to_json(const SamplingParams& params) {
+  nlohmann::json value = {{"temperature", params.temperature},
+                          {"top_k", params.top_k},
+                          {"top_p", params.top_p},
+                          {"max_tokens", params.max_tokens},
+                          {"min_tokens", params.min_tokens},
+                          {"stop", params.stop},
+                          {"stop_token_ids", params.stop_token_ids},
+                          {"ignore_eos", params.ignore_eos},
+                          {"skip_special_tokens", params.skip_special_tokens},
+                          {"seed", nullptr},
+                          {"logprobs", nullptr}};
+  if (params.seed) value["seed"] = *params.seed;
+  if (params.logprobs) value["logprobs"] = *params.logprobs;
+  return value;
+}
+
+SamplingParams params_from_json(const nlohmann::json& value) {
+  SamplingParams params;
+  params.temperature = value.at("temperature").get<float>();
+  params.top_k = value.at("top_k").get<int32_t>();
+  params.top_p = value.at("top_p").get<float>();
+  params.max_tokens = value.at("max_tokens").get<int64_t>();
+  params.min_tokens = value.at("min_tokens").get<int64_t>();
+  params.stop = value.at("stop").get<std::vector<std::string>>();
+  params.stop_token_ids = value.at("stop_token_ids").get<std::vector<int32_t>>();
+  params.ignore_eos = value.at("ignore_eos").get<bool>();
+  params.skip_special_tokens = value.at("skip_special_tokens").get<bool>();
+  if (!value.at("seed").is_null()) params.seed = value.at("seed").get<uint64_t>();
+  if (!value.at("logprobs").is_null()) params.logprobs = value.at("logprobs").get<int32_t>();
+  return params;
+}
+
+nlohmann::json to_json(const RequestOutput& output) {
+  nlohmann::json logprobs = nlohmann::json::array();
+  for (const TokenLogprob& entry : output.new_logprobs) {
+    logprobs.push_back({entry.token_id, entry.logprob, entry.top});
+  }
+  return {{"id", output.request_id},
+          {"tokens", output.new_token_ids},
+          {"text", output.new_text},
+          {"logprobs", logprobs},
+          {"finish", static_cast<int>(output.finish_reason)},
+          {"prompt_tokens", output.num_prompt_tokens},
+          {"output_tokens", output.num_output_tokens}};
+}
+
+RequestOutput output_from_json(const nlohmann::json& value) {
+  RequestOutput output;
+  output.request_id = value.at("id").get<std::string>();
+  output.new_token_ids = value.at("tokens").get<std::vector<int32_t>>();
+  output.new_text = value.at("text").get<std::string>();
+  for (const nlohmann::json& entry : value.at("logprobs")) {
+    output.new_logprobs.push_back(
+        {.token_id = entry.at(0).get<int32_t>(),
+         .logprob = entry.at(1).get<float>(),
+         .top = entry.at(2).get<std::vector<std::pair<int32_t, float>>>()});
+  }
+  const int finish = value.at("finish").get<int>();
+  TIDAL_CHECK(finish >= 0 && finish <= static_cast<int>(FinishReason::kAbort),
+              "unknown finish reason ", finish);
+  output.finish_reason = static_cast<FinishReason>(finish);
+  output.num_prompt_tokens = value.at("prompt_tokens").get<int64_t>();
+  output.num_output_tokens = value.at("output_tokens").get<int64_t>();
+  return output;
+}
+
+nlohmann::json to_json(const EngineLoad& load) {
+  return {load.num_running,     load.num_waiting, load.num_kv_blocks, load.num_free_kv_blocks,
+          load.num_preemptions, load.num_steps,   load.num_warm_ups,  load.num_outstanding_tokens};
+}
+
+EngineLoad load_from_json(const nlohmann::json& value) {
+  return {.num_running = value.at(0).get<int64_t>(),
+          .num_waiting = value.at(1).get<int64_t>(),
+          .num_kv_blocks = value.at(2).get<int64_t>(),
+          .num_free_kv_blocks = value.at(3).get<int64_t>(),
+          .num_preemptions = value.at(4).get<int64_t>(),
+          .num_steps = value.at(5).get<int64_t>(),
+          .num_warm_ups = value.at(6).get<int64_t>(),
+          .num_outstanding_tokens = value.at(7).get<int64_t>()};
+}
+
+}  // namespace tidal::rank_protocol

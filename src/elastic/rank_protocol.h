@@ -1,0 +1,60 @@
+// The control-plane messages between the front (coordinator) and rank processes, as msgpack
+// over ZeroMQ. Every message is an object with a "type"; the helpers here give each payload a
+// typed form on both sides.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/engine_client.h"
+#include "engine/request_output.h"
+#include "engine/sampling_params.h"
+
+namespace tidal::rank_protocol {
+
+// Message types.
+inline constexpr char kHello[] = "hello";          // rank -> front: {rank}
+inline constexpr char kConfig[] = "config";        // front -> rank: RankConfig
+inline constexpr char kReady[] = "ready";          // rank -> front: {rank, max_model_len}
+inline constexpr char kFailed[] = "failed";        // rank -> front: {rank, message}
+inline constexpr char kSubmit[] = "submit";        // front -> rank: {id, prompt_ids, params}
+inline constexpr char kSubmitted[] = "submitted";  // rank -> front: {id, ok, message}
+inline constexpr char kAbort[] = "abort";          // front -> rank: {id}
+inline constexpr char kOutputs[] = "outputs";      // rank -> front: {outputs: [...], load}
+inline constexpr char kShutdown[] = "shutdown";    // front -> rank: {}
+
+// What a rank needs to join: the model, its place in the group, and how to reach the others.
+struct RankConfig {
+  std::string model_directory;
+  std::string device = "cpu";
+  int rank = 0;
+  int num_ranks = 1;
+  uint64_t epoch = 0;
+  int slots_per_rank = 0;
+  std::vector<int32_t> physical_to_logical;  // [num_ranks * slots_per_rank], every MoE layer alike
+  std::string store_endpoint;
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 512;
+  int64_t block_size = 16;
+  int64_t num_kv_blocks = 0;
+  uint64_t kv_cache_bytes = uint64_t{256} << 20;
+  int64_t max_model_len = 0;
+  int64_t comm_timeout_ms = 60000;
+};
+
+std::string encode(const nlohmann::json& message);
+// Throws tidal::Error when the bytes are not a message.
+nlohmann::json decode(const std::string& bytes);
+
+nlohmann::json to_json(const RankConfig& config);
+RankConfig config_from_json(const nlohmann::json& message);
+nlohmann::json to_json(const SamplingParams& params);
+SamplingParams params_from_json(const nlohmann::json& value);
+nlohmann::json to_json(const RequestOutput& output);
+RequestOutput output_from_json(const nlohmann::json& value);
+nlohmann::json to_json(const EngineLoad& load);
+EngineLoad load_from_json(const nlohmann::json& value);
+
+}  // namespace tidal::rank_protocol

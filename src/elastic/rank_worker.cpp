@@ -1,0 +1,204 @@
+// RankWorker: join, warm up, then the lockstep loop of sync, step and output.
+#include "elastic/rank_worker.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <zmq.hpp>
+
+#include "backend/backend.h"
+#include "comm/gloo_communicator.h"
+#include "comm/kv_store.h"
+#include "common/logging.h"
+#include "elastic/rank_protocol.h"
+#include "engine/engine.h"
+#include "engine/expert_parallel.h"
+#include "eplb/placement.h"
+#include "eplb/replica_tables.h"
+#include "model/load_model.h"
+
+namespace tidal {
+namespace {
+
+namespace protocol = rank_protocol;
+
+class ControlChannel {
+ public:
+  ControlChannel(const std::string& endpoint, int rank)
+      : socket_(context_, zmq::socket_type::dealer) {
+    // Unique per process: ranks started by hand all ask for "any rank" (-1).
+    socket_.set(zmq::sockopt::routing_id, cat("rank-", rank, "-pid-", ::getpid()));
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.connect(endpoint);
+  }
+  void send(const nlohmann::json& message) {
+    const std::string bytes = protocol::encode(message);
+    socket_.send(zmq::buffer(bytes), zmq::send_flags::none);
+  }
+  // The next message, or nullopt after `timeout`.
+  std::optional<nlohmann::json> receive(std::chrono::milliseconds timeout) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, timeout) == 0) return std::nullopt;
+    zmq::message_t message;
+    if (!socket_.recv(message, zmq::recv_flags::dontwait)) return std::nullopt;
+    return protocol::decode(message.to_string());
+  }
+
+ private:
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+};
+
+// Everything a joined rank holds, built in dependency order.
+struct JoinedRank {
+  protocol::RankConfig config;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<KvStoreClient> store;
+  std::unique_ptr<Communicator> group;
+  eplb::TableShape shape;
+  eplb::PlacementTables tables;
+  std::unique_ptr<ExpertParallelExecutor> executor;
+  std::unique_ptr<Qwen3MoeModel> model;
+  std::unique_ptr<Engine> engine;
+};
+
+std::unique_ptr<JoinedRank> join(const protocol::RankConfig& config) {
+  auto rank = std::make_unique<JoinedRank>();
+  rank->config = config;
+  rank->backend = make_backend(config.device);
+  rank->tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_file(config.model_directory));
+  const ModelConfig model_config = load_model_config(config.model_directory);
+  const auto num_experts = static_cast<int>(model_config.num_experts);
+  const eplb::Placement placement(num_experts, config.num_ranks, config.slots_per_rank,
+                                  config.physical_to_logical);
+  rank->shape = eplb::table_shape(num_experts, config.slots_per_rank, config.num_ranks);
+  rank->tables = eplb::build_tables(placement, rank->shape);
+
+  rank->store = std::make_unique<KvStoreClient>(
+      KvStoreClientOptions{.endpoint = config.store_endpoint,
+                           .timeout = std::chrono::milliseconds(config.comm_timeout_ms)});
+  GlooOptions gloo;
+  gloo.store = rank->store.get();
+  gloo.rank = config.rank;
+  gloo.size = config.num_ranks;
+  gloo.epoch = config.epoch;
+  gloo.timeout = std::chrono::milliseconds(config.comm_timeout_ms);
+  rank->group = make_gloo_communicator(gloo);
+  rank->executor = std::make_unique<ExpertParallelExecutor>(*rank->group, rank->tables, rank->shape,
+                                                            config.max_num_batched_tokens);
+  rank->model = load_model(config.model_directory, *rank->backend,
+                           {.slot_experts = placement.local_slot_to_logical(config.rank),
+                            .executor = rank->executor.get()});
+  EngineOptions options;
+  options.scheduler = {.max_num_seqs = config.max_num_seqs,
+                       .max_num_batched_tokens = config.max_num_batched_tokens};
+  options.block_size = config.block_size;
+  options.num_kv_blocks = config.num_kv_blocks;
+  options.kv_cache_bytes = config.kv_cache_bytes;
+  options.max_model_len = config.max_model_len;
+  options.dp_group = rank->group.get();
+  rank->engine = std::make_unique<Engine>(*rank->backend, *rank->model, *rank->tokenizer, options);
+  rank->engine->warm_up();  // collective: every rank of the epoch warms up together, once
+  return rank;
+}
+
+EngineLoad load_of(const Engine& engine) {
+  return {.num_running = engine.scheduler().num_running(),
+          .num_waiting = engine.scheduler().num_waiting(),
+          .num_kv_blocks = engine.block_manager().num_blocks(),
+          .num_free_kv_blocks = engine.block_manager().num_free_blocks(),
+          .num_preemptions = engine.scheduler().num_preemptions(),
+          .num_steps = 0,
+          .num_warm_ups = engine.runner().num_warm_ups(),
+          .num_outstanding_tokens = 0};
+}
+
+void send_outputs(ControlChannel& control, const std::vector<RequestOutput>& outputs,
+                  const Engine& engine, int64_t steps) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const RequestOutput& output : outputs) list.push_back(protocol::to_json(output));
+  EngineLoad load = load_of(engine);
+  load.num_steps = steps;
+  control.send(
+      {{"type", protocol::kOutputs}, {"outputs", list}, {"load", protocol::to_json(load)}});
+}
+
+}  // namespace
+
+int run_rank_worker(const RankWorkerOptions& options) {
+  ControlChannel control(options.control_endpoint, options.rank);
+  control.send({{"type", protocol::kHello}, {"rank", options.rank}});
+  std::unique_ptr<JoinedRank> rank;
+  try {
+    std::optional<nlohmann::json> config = control.receive(std::chrono::seconds(120));
+    if (!config || config->at("type") != protocol::kConfig) {
+      TIDAL_FAIL("rank ", options.rank, ": no configuration from the front at ",
+                 options.control_endpoint);
+    }
+    rank = join(protocol::config_from_json(*config));
+  } catch (const std::exception& error) {
+    log_line(LogLevel::kError, cat("rank ", options.rank, " failed to join: ", error.what()));
+    control.send({{"type", protocol::kFailed}, {"rank", options.rank}, {"message", error.what()}});
+    return 1;
+  }
+  Engine& engine = *rank->engine;
+  Communicator& group = *rank->group;
+  const int rank_idx = rank->config.rank;  // assigned by the coordinator when not asked for
+  control.send(
+      {{"type", protocol::kReady}, {"rank", rank_idx}, {"max_model_len", engine.max_model_len()}});
+  log_info("rank ", rank_idx, "/", group.size(), " ready (epoch ", group.epoch(), ")");
+
+  bool stop_requested = false;
+  int64_t steps = 0;
+  auto handle = [&](const nlohmann::json& message) {
+    const std::string type = message.at("type").get<std::string>();
+    if (type == protocol::kSubmit) {
+      const std::string id = message.at("id").get<std::string>();
+      const Status status =
+          engine.add_request(id, message.at("prompt_ids").get<std::vector<int32_t>>(),
+                             protocol::params_from_json(message.at("params")));
+      control.send({{"type", protocol::kSubmitted},
+                    {"id", id},
+                    {"ok", status.is_ok()},
+                    {"message", status.message()}});
+    } else if (type == protocol::kAbort) {
+      send_outputs(control, engine.abort(message.at("id").get<std::string>()), engine, steps);
+    } else if (type == protocol::kShutdown) {
+      stop_requested = true;
+    }
+  };
+  try {
+    for (;;) {
+      // Commands first, all of them, without waiting.
+      while (std::optional<nlohmann::json> message =
+                 control.receive(std::chrono::milliseconds(0))) {
+        handle(*message);
+      }
+      // Every rank agrees whether to step, and whether to stop, at the same point.
+      int64_t flags[2] = {engine.has_work() ? 1 : 0, stop_requested ? 1 : 0};
+      group.all_reduce_max(flags);
+      if (flags[1] != 0) break;
+      if (flags[0] == 0) {
+        // Nobody has work: wait a little for a command so idle ranks do not spin.
+        if (std::optional<nlohmann::json> message = control.receive(std::chrono::milliseconds(2))) {
+          handle(*message);
+        }
+        continue;
+      }
+      std::vector<RequestOutput> outputs = engine.step();
+      ++steps;
+      if (!outputs.empty() || steps % 64 == 0) send_outputs(control, outputs, engine, steps);
+    }
+  } catch (const std::exception& error) {
+    log_line(LogLevel::kError, cat("rank ", rank_idx, " failed: ", error.what()));
+    control.send({{"type", protocol::kFailed}, {"rank", rank_idx}, {"message", error.what()}});
+    return 1;
+  }
+  log_info("rank ", rank_idx, " shut down after ", steps, " steps");
+  return 0;
+}
+
+}  // namespace tidal

@@ -1,0 +1,40 @@
+// EngineClient: what the API server needs from "the engine", whether it is one in-process
+// EngineLoop or a router over many rank processes.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/output_queue.h"
+#include "engine/sampling_params.h"
+
+namespace tidal {
+
+// A snapshot of one rank's engine, refreshed after every step.
+struct EngineLoad {
+  int64_t num_running = 0;
+  int64_t num_waiting = 0;
+  int64_t num_kv_blocks = 0;
+  int64_t num_free_kv_blocks = 0;
+  int64_t num_preemptions = 0;
+  int64_t num_steps = 0;
+  int64_t num_warm_ups = 0;
+  int64_t num_outstanding_tokens = 0;  // prompt + max output tokens of unfinished requests
+};
+
+class EngineClient {
+ public:
+  virtual ~EngineClient() = default;
+  // Queues a request whose outputs go to `queue`; an error Status says why it was refused.
+  virtual Status submit(const std::string& id, std::vector<int32_t> prompt_ids,
+                        SamplingParams params, std::shared_ptr<OutputQueue> queue) = 0;
+  // Aborts a request if it still runs; its queue receives a final kAbort output.
+  virtual void abort(const std::string& id) = 0;
+  // One snapshot per rank, in rank order.
+  virtual std::vector<EngineLoad> loads() const = 0;
+  virtual int64_t max_model_len() const = 0;
+};
+
+}  // namespace tidal

@@ -1,0 +1,114 @@
+// ExpertParallelExecutor: dispatch by all-to-all, local experts, combine by all-to-all.
+#include "engine/expert_parallel.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace tidal {
+
+ExpertParallelExecutor::ExpertParallelExecutor(Communicator& group,
+                                               const eplb::PlacementTables& tables,
+                                               eplb::TableShape shape, int64_t max_tokens_per_rank)
+    : group_(&group), tables_(&tables), shape_(shape), max_tokens_per_rank_(max_tokens_per_rank) {}
+
+Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64_t /*moe_layer*/,
+                                   const Tensor& x, const Tensor& topk_ids,
+                                   const Tensor& topk_weights, const ExpertSlots& slots) {
+  // Gloo moves host memory: this path serves backends whose tensors are host-addressable.
+  TIDAL_CHECK(backend.shares_host_memory(),
+              "expert parallelism over this communicator needs host-addressable tensors");
+  Communicator& group = *group_;
+  const int num_ranks = group.size();
+  const int64_t tokens = x.dim(0);
+  const int64_t hidden = x.dim(1);
+  const int64_t k = topk_ids.dim(1);
+  const int64_t assignments = tokens * k;
+  const int64_t capacity = static_cast<int64_t>(num_ranks) * max_tokens_per_rank_ * k;
+  TIDAL_CHECK(tokens <= max_tokens_per_rank_, "a step of ", tokens,
+              " tokens exceeds the expert-parallel capacity of ", max_tokens_per_rank_);
+  const DType act = backend.activation_dtype();
+  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(act);
+
+  // Route every (token, choice) to a replica; order the rows by destination rank.
+  const auto* ids = topk_ids.as<const int32_t>();
+  std::vector<int32_t> local_slot(static_cast<size_t>(assignments));
+  std::vector<int64_t> send_rows(static_cast<size_t>(num_ranks), 0);
+  std::vector<int32_t> destination(static_cast<size_t>(assignments));
+  const int64_t slots_per_rank = shape_.slots_per_rank;
+  for (int64_t a = 0; a < assignments; ++a) {
+    const int32_t slot =
+        eplb::select_replica_slot(*tables_, shape_, ids[a], static_cast<uint32_t>(a / k));
+    destination[a] = static_cast<int32_t>(slot / slots_per_rank);
+    local_slot[a] = static_cast<int32_t>(slot % slots_per_rank);
+    ++send_rows[destination[a]];
+  }
+  std::vector<int32_t> send_order(static_cast<size_t>(assignments));
+  {
+    std::vector<int64_t> next(static_cast<size_t>(num_ranks), 0);
+    for (int r = 1; r < num_ranks; ++r) next[r] = next[r - 1] + send_rows[r - 1];
+    for (int64_t a = 0; a < assignments; ++a) {
+      send_order[next[destination[a]]++] = static_cast<int32_t>(a);
+    }
+  }
+  std::vector<int64_t> recv_rows(static_cast<size_t>(num_ranks), 0);
+  group.all_to_all(send_rows, recv_rows);
+  int64_t received = 0;
+  for (const int64_t rows : recv_rows) received += rows;
+  TIDAL_CHECK(received <= capacity, "received ", received, " expert rows, capacity ", capacity);
+
+  // Fixed-size buffers, whatever this step's routing: the warm-up sizes the workspace once.
+  const Tensor send_x = workspace.take(act, {std::max<int64_t>(assignments, 1), hidden});
+  const Tensor send_slots = workspace.take(DType::kI32, {std::max<int64_t>(assignments, 1), 1});
+  const Tensor recv_x = workspace.take(act, {capacity, hidden});
+  const Tensor recv_slots = workspace.take(DType::kI32, {capacity, 1});
+  const Tensor recv_weights = workspace.take(DType::kF32, {capacity, 1});
+  const Tensor recv_y = workspace.take(act, {capacity, hidden});
+  const Tensor back_y = workspace.take(act, {std::max<int64_t>(assignments, 1), hidden});
+  const Tensor expert_out = workspace.take(act, {std::max<int64_t>(assignments, 1), hidden});
+
+  std::vector<int32_t> send_tokens(static_cast<size_t>(assignments));
+  for (int64_t i = 0; i < assignments; ++i) {
+    send_tokens[i] = static_cast<int32_t>(send_order[i] / k);
+    send_slots.as<int32_t>()[i] = local_slot[send_order[i]];
+  }
+  if (assignments > 0) {
+    const Tensor token_rows{.data = send_tokens.data(),
+                            .dtype = DType::kI32,
+                            .shape = {assignments},
+                            .device = backend.device()};
+    backend.gather_rows(x, token_rows, send_x.rows(0, assignments));
+  }
+  std::vector<size_t> send_bytes(static_cast<size_t>(num_ranks)),
+      recv_bytes(static_cast<size_t>(num_ranks)), send_slot_bytes(static_cast<size_t>(num_ranks)),
+      recv_slot_bytes(static_cast<size_t>(num_ranks));
+  for (int r = 0; r < num_ranks; ++r) {
+    send_bytes[r] = static_cast<size_t>(send_rows[r]) * row_bytes;
+    recv_bytes[r] = static_cast<size_t>(recv_rows[r]) * row_bytes;
+    send_slot_bytes[r] = static_cast<size_t>(send_rows[r]) * sizeof(int32_t);
+    recv_slot_bytes[r] = static_cast<size_t>(recv_rows[r]) * sizeof(int32_t);
+  }
+  group.all_to_all_v(send_x.data, send_bytes, recv_x.data, recv_bytes);
+  group.all_to_all_v(send_slots.data, send_slot_bytes, recv_slots.data, recv_slot_bytes);
+
+  // This rank's experts over every row it received, one choice per row with weight one.
+  std::fill_n(recv_weights.as<float>(), received, 1.0f);
+  backend.moe_experts(recv_x.rows(0, received), recv_slots.rows(0, received),
+                      recv_weights.rows(0, received), slots, recv_y.rows(0, received));
+  group.all_to_all_v(recv_y.data, recv_bytes, back_y.data, send_bytes);
+
+  // Back to (token, choice) order, then the weighted sum in top-k order.
+  if (assignments > 0) {
+    std::vector<int32_t> inverse(static_cast<size_t>(assignments));
+    for (int64_t i = 0; i < assignments; ++i) inverse[send_order[i]] = static_cast<int32_t>(i);
+    const Tensor inverse_rows{.data = inverse.data(),
+                              .dtype = DType::kI32,
+                              .shape = {assignments},
+                              .device = backend.device()};
+    backend.gather_rows(back_y.rows(0, assignments), inverse_rows, expert_out.rows(0, assignments));
+  }
+  const Tensor out = workspace.take(act, {tokens, hidden});
+  backend.moe_combine(expert_out.rows(0, assignments), topk_weights, out);
+  return out;
+}
+
+}  // namespace tidal

@@ -1,0 +1,29 @@
+// ExpertExecutor: how a MoE layer's routed tokens reach their experts. Locally when one rank holds
+// every expert; across ranks (dispatch, compute, combine) under expert parallelism.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/workspace.h"
+
+namespace tidal {
+
+class ExpertExecutor {
+ public:
+  virtual ~ExpertExecutor() = default;
+  // x [tokens, hidden]; topk_ids [tokens, k] logical experts (I32); topk_weights [tokens, k] F32;
+  // `slots` this rank's expert weights. Returns out [tokens, hidden] from the workspace. Every
+  // rank of the group calls it for every MoE layer of every step, with zero tokens if idle.
+  virtual Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
+                     const Tensor& topk_ids, const Tensor& topk_weights,
+                     const ExpertSlots& slots) = 0;
+};
+
+// One rank holds every logical expert, expert e in slot e.
+class LocalExpertExecutor final : public ExpertExecutor {
+ public:
+  Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
+             const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots) override;
+};
+
+}  // namespace tidal

@@ -1,0 +1,127 @@
+// Prometheus text rendering of the server metrics.
+#include "server/metrics.h"
+
+#include <algorithm>
+#include <sstream>
+
+namespace tidal {
+namespace {
+
+std::string format_number(double value) {
+  std::ostringstream out;
+  out.precision(12);
+  out << value;
+  return out.str();
+}
+
+void header(std::string& out, const std::string& name, const char* type, const char* help) {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+}  // namespace
+
+Histogram::Histogram(std::vector<double> upper_bounds)
+    : upper_bounds_(std::move(upper_bounds)), counts_(upper_bounds_.size() + 1, 0) {}
+
+void Histogram::observe(double value) {
+  const auto bucket = static_cast<size_t>(
+      std::lower_bound(upper_bounds_.begin(), upper_bounds_.end(), value) - upper_bounds_.begin());
+  std::lock_guard lock(mutex_);
+  ++counts_[bucket];
+  sum_ += value;
+  ++count_;
+}
+
+void Histogram::render(const std::string& name, std::string& out) const {
+  std::lock_guard lock(mutex_);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < upper_bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    out += name + "_bucket{le=\"" + format_number(upper_bounds_[i]) + "\"} " +
+           std::to_string(cumulative) + "\n";
+  }
+  out += name + "_bucket{le=\"+Inf\"} " + std::to_string(count_) + "\n";
+  out += name + "_sum " + format_number(sum_) + "\n";
+  out += name + "_count " + std::to_string(count_) + "\n";
+}
+
+ServerMetrics::ServerMetrics()
+    : time_to_first_token_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                            2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
+      inter_token_latency_({0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.075, 0.1, 0.15,
+                            0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5}),
+      request_latency_(
+          {0.01, 0.05, 0.1, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0}) {}
+
+void ServerMetrics::count_response(int http_status) {
+  std::lock_guard lock(mutex_);
+  ++responses_by_status_[http_status];
+}
+
+void ServerMetrics::count_finish(const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  ++finishes_by_reason_[reason];
+}
+
+std::string ServerMetrics::render(const std::vector<EngineLoad>& loads) const {
+  std::string out;
+  {
+    std::lock_guard lock(mutex_);
+    header(out, "tidal_http_requests_total", "counter", "HTTP responses by status code.");
+    for (const auto& [status, count] : responses_by_status_) {
+      out += "tidal_http_requests_total{status=\"" + std::to_string(status) + "\"} " +
+             std::to_string(count) + "\n";
+    }
+    header(out, "tidal_request_finished_total", "counter",
+           "Finished generation requests by finish reason.");
+    for (const auto& [reason, count] : finishes_by_reason_) {
+      out += "tidal_request_finished_total{finish_reason=\"" + reason + "\"} " +
+             std::to_string(count) + "\n";
+    }
+  }
+  header(out, "tidal_prompt_tokens_total", "counter", "Prompt tokens processed.");
+  out += "tidal_prompt_tokens_total " + std::to_string(prompt_tokens_.load()) + "\n";
+  header(out, "tidal_generation_tokens_total", "counter", "Tokens generated.");
+  out += "tidal_generation_tokens_total " + std::to_string(generation_tokens_.load()) + "\n";
+  header(out, "tidal_time_to_first_token_seconds", "histogram", "Time to first token.");
+  time_to_first_token_.render("tidal_time_to_first_token_seconds", out);
+  header(out, "tidal_inter_token_latency_seconds", "histogram", "Time between output tokens.");
+  inter_token_latency_.render("tidal_inter_token_latency_seconds", out);
+  header(out, "tidal_request_latency_seconds", "histogram", "End-to-end request latency.");
+  request_latency_.render("tidal_request_latency_seconds", out);
+
+  struct Gauge {
+    const char* name;
+    const char* type;
+    const char* help;
+    double (*value)(const EngineLoad&);
+  };
+  static constexpr Gauge kGauges[] = {
+      {"tidal_num_requests_running", "gauge", "Requests in the running batch.",
+       [](const EngineLoad& l) { return static_cast<double>(l.num_running); }},
+      {"tidal_num_requests_waiting", "gauge", "Requests waiting to be scheduled.",
+       [](const EngineLoad& l) { return static_cast<double>(l.num_waiting); }},
+      {"tidal_kv_cache_usage_perc", "gauge", "Fraction of KV cache blocks in use (0 to 1).",
+       [](const EngineLoad& l) {
+         return l.num_kv_blocks == 0 ? 0.0
+                                     : 1.0 - static_cast<double>(l.num_free_kv_blocks) /
+                                                 static_cast<double>(l.num_kv_blocks);
+       }},
+      {"tidal_num_preemptions_total", "counter", "Requests preempted for lack of KV blocks.",
+       [](const EngineLoad& l) { return static_cast<double>(l.num_preemptions); }},
+      {"tidal_engine_steps_total", "counter", "Engine steps run.",
+       [](const EngineLoad& l) { return static_cast<double>(l.num_steps); }},
+      {"tidal_warm_and_capture_total", "counter", "Workspace warm-ups (and graph captures).",
+       [](const EngineLoad& l) { return static_cast<double>(l.num_warm_ups); }},
+  };
+  for (const Gauge& gauge : kGauges) {
+    header(out, gauge.name, gauge.type, gauge.help);
+    for (size_t rank = 0; rank < loads.size(); ++rank) {
+      out += std::string(gauge.name) + "{rank=\"" + std::to_string(rank) + "\"} " +
+             format_number(gauge.value(loads[rank])) + "\n";
+    }
+  }
+  return out;
+}
+
+}  // namespace tidal

@@ -1,0 +1,86 @@
+// Many ranks as real processes (Gloo between them): greedy tokens are identical at every rank
+// count and placement, redundant replicas included, and equal the transformers reference.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "support/fixture.h"
+#include "support/run_tidal.h"
+
+namespace tidal {
+namespace {
+
+using ::testing::HasSubstr;
+using testing_util::run_tidal;
+
+constexpr size_t kTokens = 24;
+
+std::string join_ids(const std::vector<int32_t>& ids) {
+  std::string text;
+  for (size_t i = 0; i < ids.size(); ++i) text += (i ? "," : "") + std::to_string(ids[i]);
+  return text;
+}
+
+std::vector<int32_t> generate(const testing_util::ReferencePrompt& prompt,
+                              const std::string& topology) {
+  const testing_util::CommandResult result =
+      run_tidal("generate --json --ignore-eos --max-tokens " + std::to_string(kTokens) +
+                " --prompt-token-ids " + join_ids(prompt.prompt_ids) + " " + topology);
+  EXPECT_EQ(result.exit_code, 0) << topology << "\n" << result.err;
+  if (result.exit_code != 0) return {};
+  return nlohmann::json::parse(result.out).at("token_ids").get<std::vector<int32_t>>();
+}
+
+class MultiRank : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MultiRank, GreedyTokensEqualTheReference) {
+  const auto reference = testing_util::load_reference("default");
+  // Short, long (chunked over several steps), non-ASCII and chat prompts.
+  for (const size_t p : {0u, 1u, 3u, 4u}) {
+    const std::vector<int32_t> expected(reference[p].greedy_ids.begin(),
+                                        reference[p].greedy_ids.begin() + kTokens);
+    EXPECT_EQ(generate(reference[p], GetParam()), expected) << "prompt " << p << ", " << GetParam();
+  }
+}
+
+// 8 experts: R=1..5 with the default ceil(8/R) slots (R=3: 9 slots, one redundant replica;
+// R=5: 10 slots, two), the process path at R=1, and more redundancy by hand.
+INSTANTIATE_TEST_SUITE_P(Topologies, MultiRank,
+                         ::testing::Values("--ranks 1", "--ranks 1 --expert-slots 8", "--ranks 2",
+                                           "--ranks 3", "--ranks 4", "--ranks 5",
+                                           "--ranks 3 --expert-slots 4",
+                                           "--ranks 2 --expert-slots 6"));
+
+TEST(MultiRankErrors, TooFewSlotsNamesTheMinimum) {
+  const testing_util::CommandResult result =
+      run_tidal("generate --json --prompt hi --ranks 2 --expert-slots 3");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_THAT(result.err, HasSubstr("need at least ceil(E/S)=3 ranks, got R=2"));
+}
+
+// One rank started by the front, the other by hand (as Slurm or ssh would), pointed at the
+// coordinator: they form one group and give the same tokens.
+TEST(MultiRankJoin, ARankStartedByHandJoins) {
+  const auto reference = testing_util::load_reference("default");
+  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  std::thread by_hand([port] {
+    // Started after the front has bound its port; it retries connecting by itself (ZeroMQ).
+    const testing_util::CommandResult joined =
+        run_tidal("rank --coordinator tcp://127.0.0.1:" + std::to_string(port));
+    EXPECT_EQ(joined.exit_code, 0) << joined.err;
+  });
+  const std::vector<int32_t> tokens = generate(
+      reference[0], "--ranks 2 --local-ranks 1 --coordinator-port " + std::to_string(port));
+  by_hand.join();
+  const std::vector<int32_t> expected(reference[0].greedy_ids.begin(),
+                                      reference[0].greedy_ids.begin() + kTokens);
+  EXPECT_EQ(tokens, expected);
+}
+
+}  // namespace
+}  // namespace tidal
