@@ -9,10 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/tidal/commands.h"
-#include "backend/backend.h"
-#include "elastic/rank_group.h"
+#include "apps/tidal/engine_setup.h"
 #include "engine/engine.h"
-#include "engine/engine_loop.h"
 #include "model/load_model.h"
 
 namespace tidal::cli {
@@ -30,16 +28,8 @@ struct GenerateOptions {
   std::optional<int32_t> logprobs;
   std::vector<std::string> stop;
   bool ignore_eos = false;
-  std::string device = "cpu";
   bool json = false;
-  int64_t max_num_seqs = 64;
-  int64_t max_num_batched_tokens = 512;
-  int64_t block_size = 16;
-  int64_t num_kv_blocks = 0;
-  int ranks = 1;
-  int expert_slots = 0;
-  int local_ranks = -1;
-  int coordinator_port = 0;
+  EngineSetup setup;
 };
 
 std::vector<int32_t> parse_id_list(const std::string& text) {
@@ -74,7 +64,6 @@ nlohmann::json logprobs_json(const std::vector<TokenLogprob>& entries) {
 
 int run_generate(const GenerateOptions& options) {
   const std::string model_dir = options.model.empty() ? default_model_directory() : options.model;
-  std::unique_ptr<Backend> backend = make_backend(options.device);
   const Tokenizer tokenizer = Tokenizer::from_file(model_dir);
 
   std::vector<int32_t> prompt_ids = options.prompt_token_ids
@@ -90,34 +79,10 @@ int run_generate(const GenerateOptions& options) {
   params.stop = options.stop;
   params.ignore_eos = options.ignore_eos;
 
-  // One rank runs in this process; more are rank processes behind a RankGroup. Either way the
-  // request goes through an EngineClient, as it does in the server.
-  std::unique_ptr<Qwen3MoeModel> model;
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<EngineClient> client;
-  if (options.ranks == 1 && options.expert_slots == 0) {
-    model = load_model(model_dir, *backend);
-    EngineOptions engine_options;
-    engine_options.scheduler = {.max_num_seqs = options.max_num_seqs,
-                                .max_num_batched_tokens = options.max_num_batched_tokens};
-    engine_options.block_size = options.block_size;
-    engine_options.num_kv_blocks = options.num_kv_blocks;
-    engine = std::make_unique<Engine>(*backend, *model, tokenizer, engine_options);
-    engine->warm_up();
-    client = std::make_unique<EngineLoop>(*engine);
-  } else {
-    client = std::make_unique<RankGroup>(
-        RankGroupOptions{.model_directory = model_dir,
-                         .device = options.device,
-                         .num_ranks = options.ranks,
-                         .slots_per_rank = options.expert_slots,
-                         .num_local_ranks = options.local_ranks,
-                         .control_port = options.coordinator_port,
-                         .max_num_seqs = options.max_num_seqs,
-                         .max_num_batched_tokens = options.max_num_batched_tokens,
-                         .block_size = options.block_size,
-                         .num_kv_blocks = options.num_kv_blocks});
-  }
+  // Either way (one rank here, or rank processes) the request goes through an EngineClient, as
+  // it does in the server.
+  RunningEngine running = start_engine(options.setup, model_dir, tokenizer);
+  EngineClient* client = running.client.get();
   auto queue = std::make_shared<OutputQueue>();
   if (Status status = client->submit("generate-0", prompt_ids, params, queue); !status.is_ok()) {
     TIDAL_FAIL(status.message());
@@ -171,23 +136,8 @@ Command add_generate_command(CLI::App& app) {
   command->add_option("--logprobs", options->logprobs, "report the top-K logprobs per token");
   command->add_option("--stop", options->stop, "stop string (repeatable)");
   command->add_flag("--ignore-eos", options->ignore_eos, "keep going past EOS");
-  command->add_option("--device", options->device, "cpu, cuda or cuda:N");
   command->add_flag("--json", options->json, "print one JSON object instead of streaming text");
-  command->add_option("--max-num-seqs", options->max_num_seqs, "requests per step at most");
-  command->add_option("--max-num-batched-tokens", options->max_num_batched_tokens,
-                      "tokens per step at most (prefill chunk size)");
-  command->add_option("--block-size", options->block_size, "tokens per KV cache block");
-  command->add_option("--num-kv-blocks", options->num_kv_blocks,
-                      "KV cache blocks (default: from the KV cache memory budget)");
-  command->add_option("--ranks,--data-parallel-size", options->ranks,
-                      "ranks (processes): attention data-parallel, experts expert-parallel");
-  command->add_option("--expert-slots", options->expert_slots,
-                      "expert slots per rank and MoE layer (default: ceil(experts / ranks))");
-  command->add_option("--local-ranks", options->local_ranks,
-                      "ranks this process starts (default: all); the others join with "
-                      "`tidal rank --coordinator ...`");
-  command->add_option("--coordinator-port", options->coordinator_port,
-                      "port of the coordinator's control socket (default: any free one)");
+  add_engine_setup_options(*command, options->setup);
   return [options]() {
     if (!options->prompt && !options->prompt_token_ids) {
       TIDAL_FAIL("generate needs --prompt or --prompt-token-ids");

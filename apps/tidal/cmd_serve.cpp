@@ -9,11 +9,10 @@
 #include <thread>
 
 #include "apps/tidal/commands.h"
+#include "apps/tidal/engine_setup.h"
 #include "backend/backend.h"
 #include "common/logging.h"
-#include "elastic/rank_group.h"
 #include "engine/engine.h"
-#include "engine/engine_loop.h"
 #include "model/load_model.h"
 #include "server/api_server.h"
 
@@ -25,21 +24,10 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string served_model_name;
-  int ranks = 1;
-  int expert_slots = 0;
-  int local_ranks = -1;
-  std::string coordinator_host = "127.0.0.1";
-  int coordinator_port = 0;
-  std::string device = "cpu";
-  int64_t max_num_seqs = 64;
-  int64_t max_num_batched_tokens = 512;
-  int64_t max_model_len = 0;
-  int64_t block_size = 16;
-  int64_t num_kv_blocks = 0;
-  size_t kv_cache_bytes = size_t{256} << 20;
   size_t max_request_bytes = size_t{8} << 20;
   int http_threads = 256;
   std::string generation_config = "auto";
+  EngineSetup setup;
 };
 
 int run_serve(const ServeOptions& options) {
@@ -61,40 +49,8 @@ int run_serve(const ServeOptions& options) {
     log_warning("no chat template, /v1/chat/completions will refuse requests: ", error.what());
   }
 
-  // One rank runs in this process; more are rank processes behind a RankGroup.
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Qwen3MoeModel> model;
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<EngineClient> client;
-  if (options.ranks == 1 && options.expert_slots == 0) {
-    backend = make_backend(options.device);
-    model = load_model(model_dir, *backend);
-    EngineOptions engine_options;
-    engine_options.scheduler = {.max_num_seqs = options.max_num_seqs,
-                                .max_num_batched_tokens = options.max_num_batched_tokens};
-    engine_options.block_size = options.block_size;
-    engine_options.num_kv_blocks = options.num_kv_blocks;
-    engine_options.kv_cache_bytes = options.kv_cache_bytes;
-    engine_options.max_model_len = options.max_model_len;
-    engine = std::make_unique<Engine>(*backend, *model, tokenizer, engine_options);
-    engine->warm_up();
-    client = std::make_unique<EngineLoop>(*engine);
-  } else {
-    client = std::make_unique<RankGroup>(
-        RankGroupOptions{.model_directory = model_dir,
-                         .device = options.device,
-                         .num_ranks = options.ranks,
-                         .slots_per_rank = options.expert_slots,
-                         .num_local_ranks = options.local_ranks,
-                         .bind_host = options.coordinator_host,
-                         .control_port = options.coordinator_port,
-                         .max_num_seqs = options.max_num_seqs,
-                         .max_num_batched_tokens = options.max_num_batched_tokens,
-                         .block_size = options.block_size,
-                         .num_kv_blocks = options.num_kv_blocks,
-                         .kv_cache_bytes = options.kv_cache_bytes,
-                         .max_model_len = options.max_model_len});
-  }
+  RunningEngine running = start_engine(options.setup, model_dir, tokenizer);
+  EngineClient* client = running.client.get();
 
   ServingContext context{
       .model_name = !options.served_model_name.empty() ? options.served_model_name
@@ -103,7 +59,7 @@ int run_serve(const ServeOptions& options) {
       .model_directory = model_dir,
       .tokenizer = &tokenizer,
       .chat_template = chat_template ? &*chat_template : nullptr,
-      .engine = client.get(),
+      .engine = client,
       .defaults = options.generation_config == "auto" ? SamplingDefaults::from_model_dir(model_dir)
                                                       : SamplingDefaults{}};
   if (context.defaults.temperature || context.defaults.top_p || context.defaults.top_k) {
@@ -126,8 +82,8 @@ int run_serve(const ServeOptions& options) {
   try {
     server.serve([&](int port) {
       log_info("serving '", context.model_name, "' at http://", options.host, ":", port,
-               " (max_model_len ", client->max_model_len(), ", ", options.ranks, " rank(s) on ",
-               options.device, ")");
+               " (max_model_len ", client->max_model_len(), ", ", options.setup.ranks,
+               " rank(s) on ", options.setup.device, ")");
     });
   } catch (...) {
     pthread_kill(signal_waiter.native_handle(), SIGTERM);
@@ -151,27 +107,7 @@ Command add_serve_command(CLI::App& app) {
   command->add_option("--port", options->port, "port to listen on (0: any free port)");
   command->add_option("--served-model-name", options->served_model_name,
                       "the model name clients use (default: --model as given)");
-  command->add_option("--ranks,--data-parallel-size", options->ranks,
-                      "ranks (processes): attention data-parallel, experts expert-parallel");
-  command->add_option("--expert-slots", options->expert_slots,
-                      "expert slots per rank and MoE layer (default: ceil(experts / ranks))");
-  command->add_option("--local-ranks", options->local_ranks,
-                      "ranks this process starts (default: all); the others join with "
-                      "`tidal rank --coordinator ...`");
-  command->add_option("--coordinator-host", options->coordinator_host,
-                      "address the coordinator binds (ranks on other hosts connect to it)");
-  command->add_option("--coordinator-port", options->coordinator_port,
-                      "port of the coordinator's control socket (default: any free one)");
-  command->add_option("--device", options->device, "cpu, cuda or cuda:N");
-  command->add_option("--max-num-seqs", options->max_num_seqs, "requests per step at most");
-  command->add_option("--max-num-batched-tokens", options->max_num_batched_tokens,
-                      "tokens per step at most (prefill chunk size)");
-  command->add_option("--max-model-len", options->max_model_len,
-                      "prompt + output tokens at most (default: the model's, within the KV cache)");
-  command->add_option("--block-size", options->block_size, "tokens per KV cache block");
-  command->add_option("--num-kv-blocks", options->num_kv_blocks, "KV cache blocks");
-  command->add_option("--kv-cache-memory", options->kv_cache_bytes,
-                      "bytes of KV cache when --num-kv-blocks is not given");
+  add_engine_setup_options(*command, options->setup);
   command->add_option("--max-request-bytes", options->max_request_bytes,
                       "largest request body accepted");
   command->add_option("--http-threads", options->http_threads,

@@ -151,8 +151,13 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
   }
   if (type == protocol::kHello) {
     int rank = message.at("rank").get<int>();
-    if (rank < 0) {  // a rank started by hand without an index: the first free one
-      const auto free = std::find(identities_.begin(), identities_.end(), std::string());
+    if (rank < 0) {
+      // A rank started by hand without an index: the first free place after the ones this
+      // process's own ranks will ask for, so that the two never race for a place.
+      const int num_local =
+          options_.num_local_ranks < 0 ? options_.num_ranks : options_.num_local_ranks;
+      const auto free = std::find(identities_.begin() + std::min(num_local, options_.num_ranks),
+                                  identities_.end(), std::string());
       rank = free == identities_.end() ? -1 : static_cast<int>(free - identities_.begin());
     }
     if (rank < 0 || rank >= options_.num_ranks || !identities_[rank].empty()) {
@@ -160,6 +165,7 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
       return;
     }
     identities_[rank] = identity;
+    log_info("rank ", rank, " said hello; sending its configuration");
     protocol::RankConfig config{.model_directory = options_.model_directory,
                                 .device = options_.device,
                                 .rank = rank,
@@ -168,12 +174,7 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
                                 .slots_per_rank = options_.slots_per_rank,
                                 .physical_to_logical = physical_to_logical_,
                                 .store_endpoint = store_->endpoint(),
-                                .max_num_seqs = options_.max_num_seqs,
-                                .max_num_batched_tokens = options_.max_num_batched_tokens,
-                                .block_size = options_.block_size,
-                                .num_kv_blocks = options_.num_kv_blocks,
-                                .kv_cache_bytes = options_.kv_cache_bytes,
-                                .max_model_len = options_.max_model_len,
+                                .engine = options_.engine,
                                 .comm_timeout_ms = options_.comm_timeout.count()};
     outbox_.emplace_back(rank, protocol::encode(protocol::to_json(config)));
   } else if (type == protocol::kReady) {

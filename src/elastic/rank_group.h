@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/engine.h"
 #include "engine/engine_client.h"
 
 namespace tidal {
@@ -35,12 +36,7 @@ struct RankGroupOptions {
   std::string bind_host = "127.0.0.1";
   int control_port = 0;  // 0: any free port (the endpoint is logged and in control_endpoint())
   std::string rank_binary = "/proc/self/exe";
-  int64_t max_num_seqs = 64;
-  int64_t max_num_batched_tokens = 512;
-  int64_t block_size = 16;
-  int64_t num_kv_blocks = 0;
-  uint64_t kv_cache_bytes = uint64_t{256} << 20;
-  int64_t max_model_len = 0;
+  EngineOptions engine;  // every rank's scheduler and KV cache sizing
   std::chrono::milliseconds start_timeout = std::chrono::seconds(120);
   std::chrono::milliseconds comm_timeout = std::chrono::seconds(60);
 };

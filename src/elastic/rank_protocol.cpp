@@ -28,12 +28,12 @@ nlohmann::json to_json(const RankConfig& config) {
           {"slots_per_rank", config.slots_per_rank},
           {"physical_to_logical", config.physical_to_logical},
           {"store_endpoint", config.store_endpoint},
-          {"max_num_seqs", config.max_num_seqs},
-          {"max_num_batched_tokens", config.max_num_batched_tokens},
-          {"block_size", config.block_size},
-          {"num_kv_blocks", config.num_kv_blocks},
-          {"kv_cache_bytes", config.kv_cache_bytes},
-          {"max_model_len", config.max_model_len},
+          {"max_num_seqs", config.engine.scheduler.max_num_seqs},
+          {"max_num_batched_tokens", config.engine.scheduler.max_num_batched_tokens},
+          {"block_size", config.engine.block_size},
+          {"num_kv_blocks", config.engine.num_kv_blocks},
+          {"kv_cache_bytes", config.engine.kv_cache_bytes},
+          {"max_model_len", config.engine.max_model_len},
           {"comm_timeout_ms", config.comm_timeout_ms}};
 }
 
@@ -47,12 +47,13 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.slots_per_rank = message.at("slots_per_rank").get<int>();
   config.physical_to_logical = message.at("physical_to_logical").get<std::vector<int32_t>>();
   config.store_endpoint = message.at("store_endpoint").get<std::string>();
-  config.max_num_seqs = message.at("max_num_seqs").get<int64_t>();
-  config.max_num_batched_tokens = message.at("max_num_batched_tokens").get<int64_t>();
-  config.block_size = message.at("block_size").get<int64_t>();
-  config.num_kv_blocks = message.at("num_kv_blocks").get<int64_t>();
-  config.kv_cache_bytes = message.at("kv_cache_bytes").get<uint64_t>();
-  config.max_model_len = message.at("max_model_len").get<int64_t>();
+  config.engine.scheduler.max_num_seqs = message.at("max_num_seqs").get<int64_t>();
+  config.engine.scheduler.max_num_batched_tokens =
+      message.at("max_num_batched_tokens").get<int64_t>();
+  config.engine.block_size = message.at("block_size").get<int64_t>();
+  config.engine.num_kv_blocks = message.at("num_kv_blocks").get<int64_t>();
+  config.engine.kv_cache_bytes = message.at("kv_cache_bytes").get<size_t>();
+  config.engine.max_model_len = message.at("max_model_len").get<int64_t>();
   config.comm_timeout_ms = message.at("comm_timeout_ms").get<int64_t>();
   return config;
 }

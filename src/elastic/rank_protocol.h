@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/engine.h"
 #include "engine/engine_client.h"
 #include "engine/request_output.h"
 #include "engine/sampling_params.h"
@@ -35,12 +36,7 @@ struct RankConfig {
   int slots_per_rank = 0;
   std::vector<int32_t> physical_to_logical;  // [num_ranks * slots_per_rank], every MoE layer alike
   std::string store_endpoint;
-  int64_t max_num_seqs = 64;
-  int64_t max_num_batched_tokens = 512;
-  int64_t block_size = 16;
-  int64_t num_kv_blocks = 0;
-  uint64_t kv_cache_bytes = uint64_t{256} << 20;
-  int64_t max_model_len = 0;
+  EngineOptions engine;  // sizing; its dp_group is set by the rank itself
   int64_t comm_timeout_ms = 60000;
 };
 

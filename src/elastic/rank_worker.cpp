@@ -87,18 +87,12 @@ std::unique_ptr<JoinedRank> join(const protocol::RankConfig& config) {
   gloo.epoch = config.epoch;
   gloo.timeout = std::chrono::milliseconds(config.comm_timeout_ms);
   rank->group = make_gloo_communicator(gloo);
-  rank->executor = std::make_unique<ExpertParallelExecutor>(*rank->group, rank->tables, rank->shape,
-                                                            config.max_num_batched_tokens);
+  rank->executor = std::make_unique<ExpertParallelExecutor>(
+      *rank->group, rank->tables, rank->shape, config.engine.scheduler.max_num_batched_tokens);
   rank->model = load_model(config.model_directory, *rank->backend,
                            {.slot_experts = placement.local_slot_to_logical(config.rank),
                             .executor = rank->executor.get()});
-  EngineOptions options;
-  options.scheduler = {.max_num_seqs = config.max_num_seqs,
-                       .max_num_batched_tokens = config.max_num_batched_tokens};
-  options.block_size = config.block_size;
-  options.num_kv_blocks = config.num_kv_blocks;
-  options.kv_cache_bytes = config.kv_cache_bytes;
-  options.max_model_len = config.max_model_len;
+  EngineOptions options = config.engine;
   options.dp_group = rank->group.get();
   rank->engine = std::make_unique<Engine>(*rank->backend, *rank->model, *rank->tokenizer, options);
   rank->engine->warm_up();  // collective: every rank of the epoch warms up together, once

@@ -1,6 +1,11 @@
 // Qwen3-MoE: weight loading and the forward step, following Hugging Face's Qwen3MoeForCausalLM.
 #include "model/arch/qwen3_moe.h"
 
+#include <algorithm>
+#include <chrono>
+
+#include "common/logging.h"
+
 namespace tidal {
 
 Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint,
@@ -10,6 +15,7 @@ Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint ch
       executor_(shard.executor != nullptr ? shard.executor : &local_executor_),
       store_(backend, std::move(checkpoint)) {
   const int64_t hidden = config_.hidden_size;
+  const auto started = std::chrono::steady_clock::now();
   if (shard.slot_experts.empty()) {
     for (int32_t e = 0; e < static_cast<int32_t>(config_.num_experts); ++e) {
       shard.slot_experts.push_back(e);
@@ -33,6 +39,14 @@ Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint ch
       layer.mlp = DenseMlpWeights::load(store_, config_, prefix + "mlp.");
     }
     layers_.push_back(std::move(layer));
+    // Large checkpoints take a while: show progress about every tenth of the layers.
+    const int64_t every = std::max<int64_t>(1, config_.num_layers / 10);
+    if (config_.num_layers >= 8 && ((i + 1) % every == 0 || i + 1 == config_.num_layers)) {
+      log_info("loading weights: layer ", i + 1, "/", config_.num_layers, ", ",
+               store_.bytes_copied() >> 20, " MiB copied, ",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+               " s");
+    }
   }
   final_norm_ = store_.get("model.norm.weight", {hidden});
   lm_head_ = config_.tie_word_embeddings && !store_.checkpoint().has("lm_head.weight")

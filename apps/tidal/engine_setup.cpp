@@ -1,0 +1,61 @@
+// Starting the engine for the CLI: in-process for one rank, a RankGroup for several.
+#include "apps/tidal/engine_setup.h"
+
+#include "elastic/rank_group.h"
+#include "engine/engine_loop.h"
+#include "model/load_model.h"
+
+namespace tidal::cli {
+
+void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
+  EngineOptions& engine = setup.engine;
+  command.add_option("--device", setup.device, "cpu, cuda or cuda:N");
+  command.add_option("--ranks,--data-parallel-size", setup.ranks,
+                     "ranks (processes): attention data-parallel, experts expert-parallel");
+  command.add_option("--expert-slots", setup.expert_slots,
+                     "expert slots per rank and MoE layer (default: ceil(experts / ranks))");
+  command.add_option("--local-ranks", setup.local_ranks,
+                     "ranks this process starts (default: all); the others join with "
+                     "`tidal rank --coordinator ...`");
+  command.add_option("--coordinator-host", setup.coordinator_host,
+                     "address the coordinator binds (ranks on other hosts connect to it)");
+  command.add_option("--coordinator-port", setup.coordinator_port,
+                     "port of the coordinator's control socket (default: any free one)");
+  command.add_option("--max-num-seqs", engine.scheduler.max_num_seqs,
+                     "requests per step and rank at most");
+  command.add_option("--max-num-batched-tokens", engine.scheduler.max_num_batched_tokens,
+                     "tokens per step and rank at most (the prefill chunk size)");
+  command.add_option("--max-model-len", engine.max_model_len,
+                     "prompt + output tokens at most (default: the model's, within the KV cache)");
+  command.add_option("--block-size", engine.block_size, "tokens per KV cache block");
+  command.add_option("--num-kv-blocks", engine.num_kv_blocks,
+                     "KV cache blocks per rank (default: from --kv-cache-memory)");
+  command.add_option("--kv-cache-memory", engine.kv_cache_bytes,
+                     "bytes of KV cache per rank when --num-kv-blocks is not given");
+}
+
+RunningEngine start_engine(const EngineSetup& setup, const std::string& model_directory,
+                           const Tokenizer& tokenizer) {
+  RunningEngine running;
+  if (setup.ranks == 1 && setup.expert_slots == 0 && setup.local_ranks < 0) {
+    running.backend = make_backend(setup.device);
+    running.model = load_model(model_directory, *running.backend);
+    running.engine =
+        std::make_unique<Engine>(*running.backend, *running.model, tokenizer, setup.engine);
+    running.engine->warm_up();
+    running.client = std::make_unique<EngineLoop>(*running.engine);
+    return running;
+  }
+  running.client =
+      std::make_unique<RankGroup>(RankGroupOptions{.model_directory = model_directory,
+                                                   .device = setup.device,
+                                                   .num_ranks = setup.ranks,
+                                                   .slots_per_rank = setup.expert_slots,
+                                                   .num_local_ranks = setup.local_ranks,
+                                                   .bind_host = setup.coordinator_host,
+                                                   .control_port = setup.coordinator_port,
+                                                   .engine = setup.engine});
+  return running;
+}
+
+}  // namespace tidal::cli

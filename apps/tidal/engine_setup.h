@@ -1,0 +1,46 @@
+// The engine behind `generate` and `serve`: one rank in this process, or rank processes behind a
+// RankGroup; the options both commands share, and the code that starts either.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "backend/backend.h"
+#include "engine/engine.h"
+#include "engine/engine_client.h"
+#include "model/arch/qwen3_moe.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace tidal::cli {
+
+struct EngineSetup {
+  std::string device = "cpu";
+  int ranks = 1;
+  int expert_slots = 0;  // 0: ceil(experts / ranks)
+  int local_ranks = -1;  // -1: this process starts every rank
+  std::string coordinator_host = "127.0.0.1";
+  int coordinator_port = 0;
+  EngineOptions engine;  // scheduler and KV cache sizing, per rank
+};
+
+// Registers --device, --ranks/--data-parallel-size, --expert-slots, --local-ranks,
+// --coordinator-host/-port, --max-num-seqs, --max-num-batched-tokens, --max-model-len,
+// --block-size, --num-kv-blocks and --kv-cache-memory.
+void add_engine_setup_options(CLI::App& command, EngineSetup& setup);
+
+// Members are destroyed in reverse order: the client (which may own a thread or rank processes)
+// goes before the engine and model it drives.
+struct RunningEngine {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Qwen3MoeModel> model;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<EngineClient> client;
+};
+
+// Loads, warms up and returns the engine; with several ranks, returns once all of them are ready.
+RunningEngine start_engine(const EngineSetup& setup, const std::string& model_directory,
+                           const Tokenizer& tokenizer);
+
+}  // namespace tidal::cli
