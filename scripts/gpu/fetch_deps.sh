@@ -8,6 +8,8 @@ deps="$repo_root/.deps"
 dev_packages=(
   nlohmann-json3-dev libpcre2-dev libutf8proc-dev libgtest-dev libgmock-dev libcli11-dev
   libgloo-dev libzmq3-dev cppzmq-dev libcpp-httplib-dev
+  # httplib.h includes these (Debian builds it with TLS, zlib and brotli support).
+  libssl-dev zlib1g-dev libbrotli-dev
 )
 # The shared libraries those link to (and theirs), for linking and running the tests there.
 runtime_packages=(
@@ -15,7 +17,7 @@ runtime_packages=(
   libgloo0 libhiredis0.14 libibverbs1 libnl-3-200 libnl-route-3-200
   libzmq5 libsodium23 libpgm-5.3-0 libnorm1 libbsd0 libmd0
   libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1
-  libcpp-httplib0.11
+  libcpp-httplib0.11 libbrotli1
 )
 # CMake's FindPkgConfig needs a pkg-config; the GPU image may have none.
 tool_packages=(pkgconf-bin libpkgconf3)
@@ -40,4 +42,6 @@ for name in krb5-gssapi libsodium openpgm-5.3 norm libbsd openssl zlib libbrotli
   [ -e "$pc_dir/$name.pc" ] || printf 'Name: %s\nDescription: stub\nVersion: 99\n' "$name" \
     >"$pc_dir/$name.pc"
 done
+# Only the unpacked tree travels to the GPU machine (64 MiB limit on what is carried).
+rm -rf "$deps/debs"
 du -sh "$deps"

@@ -59,7 +59,7 @@ if ! cmake "${configure_args[@]}" >"$out/build.log" 2>&1; then
   echo "configure failed (full log in build.log)"
   exit 1
 fi
-if ! cmake --build "$build" --target gpu_op_test gpu_model_test -j "$(nproc)" >>"$out/build.log" 2>&1; then
+if ! cmake --build "$build" --target gpu_op_test gpu_model_test tidal -j "$(nproc)" >>"$out/build.log" 2>&1; then
   grep -E "error|FAILED" -A5 "$out/build.log" | head -80
   echo "build failed (full log in build.log)"
   exit 1
@@ -73,6 +73,20 @@ grep -E "^\[op\]|FAILED|Failure|PASSED|error" "$out/op_test.log" | head -150
 with_deps_libs "$build/tests/gpu/gpu_model_test" --gtest_output="json:$out/model_test.json" \
   >"$out/model_test.log" 2>&1 || status=1
 grep -E "^\[model\]|FAILED|Failure|PASSED|error" "$out/model_test.log" | head -80
+
+# The CLI on the GPU: the same greedy tokens as on the CPU for a fixture prompt.
+ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][1]["prompt_token_ids"])))' tests/fixtures/tiny-qwen3-moe.reference.json)
+for device in cpu cuda; do
+  with_deps_libs "$build/tidal" generate --json --ignore-eos --max-tokens 32 --device "$device" \
+    --prompt-token-ids "$ids" >"$out/generate_$device.json" 2>>"$out/generate.log" || status=1
+done
+if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sys.argv[1:]); sys.exit(a!=b)' \
+    "$out/generate_cpu.json" "$out/generate_cuda.json"; then
+  echo "[cli] tidal generate --device cuda: same 32 greedy tokens as --device cpu"
+else
+  echo "[cli] tidal generate --device cuda differs from --device cpu (see generate_*.json)"
+  status=1
+fi
 
 if [ "${SANITIZE:-0}" = 1 ]; then
   with_deps_libs compute-sanitizer --tool memcheck --error-exitcode 3 \
