@@ -70,6 +70,14 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(
                                           generation->queue_);
       if (!status.is_ok()) {
         generation->abort();
+        if (status.code() == StatusCode::kUnavailable) {
+          // Not the client's fault: a rank is gone or the engine is shutting down.
+          return ApiError{.status = 503,
+                          .type = "service_unavailable",
+                          .message = status.message(),
+                          .param = "",
+                          .code = "engine_unavailable"};
+        }
         return ApiError::bad_request(status.message(), param_of(status.message()));
       }
       generation->choices_.push_back(std::move(choice));
