@@ -34,3 +34,24 @@ function(tidal_add_test name)
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
 endfunction()
+
+# tidal_add_pytest(NAME PATH [TIMEOUT s]): a pytest file or folder against the built tidal, with
+# the Python tooling scripts/setup.sh installs into .venv. Without that venv the test fails with a
+# message saying so (a skipped suite would look green while testing nothing).
+function(tidal_add_pytest name path)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "" ${ARGN})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 600)
+  endif()
+  add_test(NAME ${name}
+    COMMAND sh -c [=[
+if [ ! -x "$0" ]; then
+  echo "$0 does not exist: run scripts/setup.sh to create .venv with tests/requirements.txt" >&2
+  exit 1
+fi
+exec "$0" -m pytest "$1" -q -p no:cacheprovider
+]=] "${PROJECT_SOURCE_DIR}/.venv/bin/python" "${path}")
+  set_tests_properties(${name} PROPERTIES
+    TIMEOUT ${ARG_TIMEOUT}
+    ENVIRONMENT "TIDAL_BINARY=${PROJECT_BINARY_DIR}/tidal;TIDAL_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+endfunction()

@@ -13,7 +13,16 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
   command.add_option("--ranks,--data-parallel-size", setup.ranks,
                      "ranks (processes): attention data-parallel, experts expert-parallel");
   command.add_option("--expert-slots", setup.expert_slots,
-                     "expert slots per rank and MoE layer (default: ceil(experts / ranks))");
+                     "expert slots per rank and MoE layer (default: ceil((experts + "
+                     "--num-redundant-experts) / ranks))");
+  command.add_option("--num-redundant-experts", setup.num_redundant_experts,
+                     "spare expert slots over all ranks for replicas of hot experts, when "
+                     "--expert-slots is not given");
+  command.add_flag("--enable-eplb", setup.enable_eplb,
+                   "expert load balancing: re-place experts across ranks for the measured load");
+  command.add_option("--eplb-window", setup.eplb_window,
+                     "steps of expert load the balancer plans from");
+  command.add_option("--eplb-interval", setup.eplb_interval, "steps between rebalances");
   command.add_option("--local-ranks", setup.local_ranks,
                      "ranks this process starts (default: all); the others join with "
                      "`tidal rank --coordinator ...`");
@@ -37,7 +46,8 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
 RunningEngine start_engine(const EngineSetup& setup, const std::string& model_directory,
                            const Tokenizer& tokenizer) {
   RunningEngine running;
-  if (setup.ranks == 1 && setup.expert_slots == 0 && setup.local_ranks < 0) {
+  if (setup.ranks == 1 && setup.expert_slots == 0 && setup.local_ranks < 0 &&
+      setup.num_redundant_experts == 0 && !setup.enable_eplb) {
     running.backend = make_backend(setup.device);
     running.model = load_model(model_directory, *running.backend);
     running.engine =
@@ -46,15 +56,19 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
     running.client = std::make_unique<EngineLoop>(*running.engine);
     return running;
   }
-  running.client =
-      std::make_unique<RankGroup>(RankGroupOptions{.model_directory = model_directory,
-                                                   .device = setup.device,
-                                                   .num_ranks = setup.ranks,
-                                                   .slots_per_rank = setup.expert_slots,
-                                                   .num_local_ranks = setup.local_ranks,
-                                                   .bind_host = setup.coordinator_host,
-                                                   .control_port = setup.coordinator_port,
-                                                   .engine = setup.engine});
+  running.client = std::make_unique<RankGroup>(
+      RankGroupOptions{.model_directory = model_directory,
+                       .device = setup.device,
+                       .num_ranks = setup.ranks,
+                       .slots_per_rank = setup.expert_slots,
+                       .num_redundant_experts = setup.num_redundant_experts,
+                       .num_local_ranks = setup.local_ranks,
+                       .bind_host = setup.coordinator_host,
+                       .control_port = setup.coordinator_port,
+                       .engine = setup.engine,
+                       .enable_eplb = setup.enable_eplb,
+                       .eplb_window = setup.eplb_window,
+                       .eplb_interval = setup.eplb_interval});
   return running;
 }
 

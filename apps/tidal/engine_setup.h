@@ -18,7 +18,11 @@ namespace tidal::cli {
 struct EngineSetup {
   std::string device = "cpu";
   int ranks = 1;
-  int expert_slots = 0;  // 0: ceil(experts / ranks)
+  int expert_slots = 0;  // 0: ceil((experts + num_redundant_experts) / ranks)
+  int num_redundant_experts = 0;
+  bool enable_eplb = false;
+  int eplb_window = 1000;
+  int eplb_interval = 3000;
   int local_ranks = -1;  // -1: this process starts every rank
   std::string coordinator_host = "127.0.0.1";
   int coordinator_port = 0;
@@ -27,7 +31,8 @@ struct EngineSetup {
 
 // Registers --device, --ranks/--data-parallel-size, --expert-slots, --local-ranks,
 // --coordinator-host/-port, --max-num-seqs, --max-num-batched-tokens, --max-model-len,
-// --block-size, --num-kv-blocks and --kv-cache-memory.
+// --block-size, --num-kv-blocks, --kv-cache-memory, --num-redundant-experts, --enable-eplb,
+// --eplb-window and --eplb-interval.
 void add_engine_setup_options(CLI::App& command, EngineSetup& setup);
 
 // Members are destroyed in reverse order: the client (which may own a thread or rank processes)

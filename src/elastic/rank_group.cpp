@@ -33,8 +33,17 @@ RankGroup::RankGroup(RankGroupOptions options)
   TIDAL_CHECK(options_.num_ranks >= 1, "--ranks must be at least 1, got ", options_.num_ranks);
   const ModelConfig config = load_model_config(options_.model_directory);
   const auto experts = static_cast<int>(config.num_experts);
+  TIDAL_CHECK(options_.num_redundant_experts >= 0, "--num-redundant-experts must be >= 0, got ",
+              options_.num_redundant_experts);
   if (options_.slots_per_rank == 0) {
-    options_.slots_per_rank = (experts + options_.num_ranks - 1) / options_.num_ranks;
+    const int physical = experts + options_.num_redundant_experts;
+    options_.slots_per_rank = (physical + options_.num_ranks - 1) / options_.num_ranks;
+  }
+  if (options_.enable_eplb) {
+    TIDAL_CHECK(options_.eplb_interval > 0, "--eplb-interval must be positive, got ",
+                options_.eplb_interval);
+    TIDAL_CHECK(options_.eplb_window > 0, "--eplb-window must be positive, got ",
+                options_.eplb_window);
   }
   const Status shape = eplb::check_shape(experts, options_.num_ranks, options_.slots_per_rank);
   if (!shape.is_ok()) TIDAL_FAIL(shape.message());
@@ -175,7 +184,10 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
                                 .physical_to_logical = physical_to_logical_,
                                 .store_endpoint = store_->endpoint(),
                                 .engine = options_.engine,
-                                .comm_timeout_ms = options_.comm_timeout.count()};
+                                .comm_timeout_ms = options_.comm_timeout.count(),
+                                .enable_eplb = options_.enable_eplb,
+                                .eplb_window = options_.eplb_window,
+                                .eplb_interval = options_.eplb_interval};
     outbox_.emplace_back(rank, protocol::encode(protocol::to_json(config)));
   } else if (type == protocol::kReady) {
     ready_[static_cast<size_t>(sender)] = true;
@@ -213,6 +225,19 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
     }
     EngineLoad load = protocol::load_from_json(message.at("load"));
     EngineLoad& kept = loads_[static_cast<size_t>(sender)];
+    if (sender == 0 && load.eplb_rebalances > kept.eplb_rebalances) {
+      // Every rank rebalances at the same step; rank 0's report stands for the group.
+      double before = 0, after = 0;
+      for (const double value : load.eplb_balancedness_before) before += value;
+      for (const double value : load.eplb_balancedness_after) after += value;
+      const auto layers =
+          static_cast<double>(std::max<size_t>(load.eplb_balancedness_before.size(), 1));
+      log_info("eplb: rebalance ", load.eplb_rebalances, " at step ", load.num_steps,
+               ": balancedness (mean over ", load.eplb_balancedness_before.size(), " layers) ",
+               before / layers, " -> ", after / layers, "; rank 0 moved ",
+               load.eplb_bytes_moved - kept.eplb_bytes_moved, " bytes in ",
+               load.eplb_seconds - kept.eplb_seconds, " s");
+    }
     load.num_outstanding_tokens = kept.num_outstanding_tokens;  // the front keeps this one
     kept = load;
   }

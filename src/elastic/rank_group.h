@@ -31,7 +31,8 @@ struct RankGroupOptions {
   std::string model_directory;
   std::string device = "cpu";
   int num_ranks = 1;
-  int slots_per_rank = 0;    // 0: ceil(experts / ranks)
+  int slots_per_rank = 0;  // 0: ceil((experts + num_redundant_experts) / ranks)
+  int num_redundant_experts = 0;
   int num_local_ranks = -1;  // ranks this process starts; -1: all; the rest join by hand
   std::string bind_host = "127.0.0.1";
   int control_port = 0;  // 0: any free port (the endpoint is logged and in control_endpoint())
@@ -39,6 +40,10 @@ struct RankGroupOptions {
   EngineOptions engine;  // every rank's scheduler and KV cache sizing
   std::chrono::milliseconds start_timeout = std::chrono::seconds(120);
   std::chrono::milliseconds comm_timeout = std::chrono::seconds(60);
+  // Expert load balancing on the ranks (see RankConfig).
+  bool enable_eplb = false;
+  int eplb_window = 1000;
+  int eplb_interval = 3000;
 };
 
 class RankGroup final : public EngineClient {

@@ -34,7 +34,10 @@ nlohmann::json to_json(const RankConfig& config) {
           {"num_kv_blocks", config.engine.num_kv_blocks},
           {"kv_cache_bytes", config.engine.kv_cache_bytes},
           {"max_model_len", config.engine.max_model_len},
-          {"comm_timeout_ms", config.comm_timeout_ms}};
+          {"comm_timeout_ms", config.comm_timeout_ms},
+          {"enable_eplb", config.enable_eplb},
+          {"eplb_window", config.eplb_window},
+          {"eplb_interval", config.eplb_interval}};
 }
 
 RankConfig config_from_json(const nlohmann::json& message) {
@@ -55,6 +58,9 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.engine.kv_cache_bytes = message.at("kv_cache_bytes").get<size_t>();
   config.engine.max_model_len = message.at("max_model_len").get<int64_t>();
   config.comm_timeout_ms = message.at("comm_timeout_ms").get<int64_t>();
+  config.enable_eplb = message.at("enable_eplb").get<bool>();
+  config.eplb_window = message.at("eplb_window").get<int>();
+  config.eplb_interval = message.at("eplb_interval").get<int>();
   return config;
 }
 
@@ -126,19 +132,37 @@ RequestOutput output_from_json(const nlohmann::json& value) {
 }
 
 nlohmann::json to_json(const EngineLoad& load) {
-  return {load.num_running,     load.num_waiting, load.num_kv_blocks, load.num_free_kv_blocks,
-          load.num_preemptions, load.num_steps,   load.num_warm_ups,  load.num_outstanding_tokens};
+  return {load.num_running,
+          load.num_waiting,
+          load.num_kv_blocks,
+          load.num_free_kv_blocks,
+          load.num_preemptions,
+          load.num_steps,
+          load.num_warm_ups,
+          load.num_outstanding_tokens,
+          load.eplb_rebalances,
+          load.eplb_bytes_moved,
+          load.eplb_seconds,
+          load.eplb_balancedness_before,
+          load.eplb_balancedness_after};
 }
 
 EngineLoad load_from_json(const nlohmann::json& value) {
-  return {.num_running = value.at(0).get<int64_t>(),
-          .num_waiting = value.at(1).get<int64_t>(),
-          .num_kv_blocks = value.at(2).get<int64_t>(),
-          .num_free_kv_blocks = value.at(3).get<int64_t>(),
-          .num_preemptions = value.at(4).get<int64_t>(),
-          .num_steps = value.at(5).get<int64_t>(),
-          .num_warm_ups = value.at(6).get<int64_t>(),
-          .num_outstanding_tokens = value.at(7).get<int64_t>()};
+  EngineLoad load;
+  load.num_running = value.at(0).get<int64_t>();
+  load.num_waiting = value.at(1).get<int64_t>();
+  load.num_kv_blocks = value.at(2).get<int64_t>();
+  load.num_free_kv_blocks = value.at(3).get<int64_t>();
+  load.num_preemptions = value.at(4).get<int64_t>();
+  load.num_steps = value.at(5).get<int64_t>();
+  load.num_warm_ups = value.at(6).get<int64_t>();
+  load.num_outstanding_tokens = value.at(7).get<int64_t>();
+  load.eplb_rebalances = value.at(8).get<int64_t>();
+  load.eplb_bytes_moved = value.at(9).get<int64_t>();
+  load.eplb_seconds = value.at(10).get<double>();
+  load.eplb_balancedness_before = value.at(11).get<std::vector<double>>();
+  load.eplb_balancedness_after = value.at(12).get<std::vector<double>>();
+  return load;
 }
 
 }  // namespace tidal::rank_protocol

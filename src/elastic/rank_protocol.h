@@ -34,10 +34,16 @@ struct RankConfig {
   int num_ranks = 1;
   uint64_t epoch = 0;
   int slots_per_rank = 0;
-  std::vector<int32_t> physical_to_logical;  // [num_ranks * slots_per_rank], every MoE layer alike
+  std::vector<int32_t>
+      physical_to_logical;  // [num_ranks * slots_per_rank]: every MoE layer's start
   std::string store_endpoint;
   EngineOptions engine;  // sizing; its dp_group is set by the rank itself
   int64_t comm_timeout_ms = 60000;
+  // Expert load balancing: every eplb_interval steps, re-place each layer's experts for the load of
+  // the last eplb_window steps.
+  bool enable_eplb = false;
+  int eplb_window = 1000;
+  int eplb_interval = 3000;
 };
 
 std::string encode(const nlohmann::json& message);

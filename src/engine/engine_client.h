@@ -22,6 +22,14 @@ struct EngineLoad {
   int64_t num_steps = 0;
   int64_t num_warm_ups = 0;
   int64_t num_outstanding_tokens = 0;  // prompt + max output tokens of unfinished requests
+  // Expert load balancing, since start-up (zero and empty while it is off or has not run).
+  int64_t eplb_rebalances = 0;
+  int64_t eplb_bytes_moved = 0;  // expert weight bytes this rank received or copied locally
+  double eplb_seconds = 0;       // time this rank spent rebalancing
+  // Per MoE layer, over the load window of the last rebalance: mean rank load / max rank load
+  // with the placement before it and after it (1 is perfect balance). The same on every rank.
+  std::vector<double> eplb_balancedness_before = {};
+  std::vector<double> eplb_balancedness_after = {};
 };
 
 class EngineClient {

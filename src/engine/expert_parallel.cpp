@@ -2,16 +2,19 @@
 #include "engine/expert_parallel.h"
 
 #include <algorithm>
+#include <span>
 #include <vector>
 
 namespace tidal {
 
 ExpertParallelExecutor::ExpertParallelExecutor(Communicator& group,
-                                               const eplb::PlacementTables& tables,
+                                               const std::vector<eplb::PlacementTables>& tables,
                                                eplb::TableShape shape, int64_t max_tokens_per_rank)
-    : group_(&group), tables_(&tables), shape_(shape), max_tokens_per_rank_(max_tokens_per_rank) {}
+    : group_(&group), tables_(&tables), shape_(shape), max_tokens_per_rank_(max_tokens_per_rank) {
+  TIDAL_CHECK(!tables.empty(), "expert parallelism needs placement tables");
+}
 
-Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64_t /*moe_layer*/,
+Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64_t moe_layer,
                                    const Tensor& x, const Tensor& topk_ids,
                                    const Tensor& topk_weights, const ExpertSlots& slots) {
   // Gloo moves host memory: this path serves backends whose tensors are host-addressable.
@@ -31,13 +34,21 @@ Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64
 
   // Route every (token, choice) to a replica; order the rows by destination rank.
   const auto* ids = topk_ids.as<const int32_t>();
+  TIDAL_CHECK(tables_->size() == 1 || moe_layer < static_cast<int64_t>(tables_->size()),
+              "MoE layer ", moe_layer, " has no placement tables (", tables_->size(), ")");
+  const eplb::PlacementTables& tables =
+      tables_->size() == 1 ? tables_->front() : (*tables_)[static_cast<size_t>(moe_layer)];
+  if (load_window_ != nullptr && assignments > 0) {
+    load_window_->record(static_cast<int>(moe_layer),
+                         std::span<const int32_t>(ids, static_cast<size_t>(assignments)));
+  }
   std::vector<int32_t> local_slot(static_cast<size_t>(assignments));
   std::vector<int64_t> send_rows(static_cast<size_t>(num_ranks), 0);
   std::vector<int32_t> destination(static_cast<size_t>(assignments));
   const int64_t slots_per_rank = shape_.slots_per_rank;
   for (int64_t a = 0; a < assignments; ++a) {
     const int32_t slot =
-        eplb::select_replica_slot(*tables_, shape_, ids[a], static_cast<uint32_t>(a / k));
+        eplb::select_replica_slot(tables, shape_, ids[a], static_cast<uint32_t>(a / k));
     destination[a] = static_cast<int32_t>(slot / slots_per_rank);
     local_slot[a] = static_cast<int32_t>(slot % slots_per_rank);
     ++send_rows[destination[a]];

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <utility>
 
 namespace tidal {
 namespace {
@@ -113,12 +114,37 @@ std::string ServerMetrics::render(const std::vector<EngineLoad>& loads) const {
        [](const EngineLoad& l) { return static_cast<double>(l.num_steps); }},
       {"tidal_warm_and_capture_total", "counter", "Workspace warm-ups (and graph captures).",
        [](const EngineLoad& l) { return static_cast<double>(l.num_warm_ups); }},
+      {"tidal_eplb_rebalances_total", "counter", "Expert load balancing rebalances run.",
+       [](const EngineLoad& l) { return static_cast<double>(l.eplb_rebalances); }},
+      {"tidal_eplb_bytes_moved_total", "counter",
+       "Expert weight bytes this rank received or copied in rebalances.",
+       [](const EngineLoad& l) { return static_cast<double>(l.eplb_bytes_moved); }},
+      {"tidal_eplb_seconds_total", "counter", "Seconds this rank spent rebalancing experts.",
+       [](const EngineLoad& l) { return l.eplb_seconds; }},
   };
   for (const Gauge& gauge : kGauges) {
     header(out, gauge.name, gauge.type, gauge.help);
     for (size_t rank = 0; rank < loads.size(); ++rank) {
       out += std::string(gauge.name) + "{rank=\"" + std::to_string(rank) + "\"} " +
              format_number(gauge.value(loads[rank])) + "\n";
+    }
+  }
+  // Balancedness is computed from the group's summed load, so every rank reports the same
+  // values: the first rank that has them speaks for all.
+  const auto reporting = std::find_if(loads.begin(), loads.end(), [](const EngineLoad& l) {
+    return !l.eplb_balancedness_before.empty();
+  });
+  header(out, "tidal_eplb_balancedness", "gauge",
+         "Mean rank load / max rank load per MoE layer, over the load window of the last "
+         "rebalance, with the placement before and after it.");
+  if (reporting != loads.end()) {
+    for (const auto& [when, values] : {std::pair<const char*, const std::vector<double>*>{
+                                           "before", &reporting->eplb_balancedness_before},
+                                       {"after", &reporting->eplb_balancedness_after}}) {
+      for (size_t layer = 0; layer < values->size(); ++layer) {
+        out += "tidal_eplb_balancedness{layer=\"" + std::to_string(layer) + "\",when=\"" + when +
+               "\"} " + format_number((*values)[layer]) + "\n";
+      }
     }
   }
   return out;

@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <thread>
@@ -19,6 +23,21 @@ using ::testing::HasSubstr;
 using testing_util::run_tidal;
 
 constexpr size_t kTokens = 24;
+
+// A port nobody listens on now: the kernel's choice for port 0 (a small race remains until the
+// front binds it, far smaller than guessing from the pid).
+int free_port() {
+  const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t size = sizeof(address);
+  EXPECT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&address), size), 0);
+  EXPECT_EQ(::getsockname(sock, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  ::close(sock);
+  return ntohs(address.sin_port);
+}
 
 std::string join_ids(const std::vector<int32_t>& ids) {
   std::string text;
@@ -67,7 +86,7 @@ TEST(MultiRankErrors, TooFewSlotsNamesTheMinimum) {
 // coordinator: they form one group and give the same tokens.
 TEST(MultiRankJoin, ARankStartedByHandJoins) {
   const auto reference = testing_util::load_reference("default");
-  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  const int port = free_port();
   std::thread by_hand([port] {
     // Started after the front has bound its port; it retries connecting by itself (ZeroMQ).
     const testing_util::CommandResult joined =
@@ -80,6 +99,28 @@ TEST(MultiRankJoin, ARankStartedByHandJoins) {
   const std::vector<int32_t> expected(reference[0].greedy_ids.begin(),
                                       reference[0].greedy_ids.begin() + kTokens);
   EXPECT_EQ(tokens, expected);
+}
+
+// Expert load balancing with routing skewed by the test-only router bias (inherited by the rank
+// processes): rebalancing every few steps moves experts mid-generation, and the greedy tokens
+// stay those of the same biased model on one rank without balancing.
+TEST(MultiRankEplb, RebalancingKeepsGreedyTokens) {
+  ::setenv("TIDAL_TEST_ROUTER_BIAS", "0:8,1:8", 1);
+  struct Unset {
+    ~Unset() { ::unsetenv("TIDAL_TEST_ROUTER_BIAS"); }
+  } unset;
+  const auto reference = testing_util::load_reference("default");
+  for (const size_t p : {0u, 1u}) {
+    const std::vector<int32_t> expected = generate(reference[p], "--ranks 1");
+    ASSERT_EQ(expected.size(), kTokens);
+    EXPECT_EQ(generate(reference[p], "--ranks 3 --enable-eplb --eplb-interval 4"), expected)
+        << "prompt " << p;
+    EXPECT_EQ(generate(reference[p],
+                       "--ranks 2 --num-redundant-experts 2 --enable-eplb --eplb-interval 4 "
+                       "--eplb-window 8"),
+              expected)
+        << "prompt " << p;
+  }
 }
 
 }  // namespace

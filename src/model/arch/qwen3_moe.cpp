@@ -54,6 +54,14 @@ Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint ch
                  : store_.get("lm_head.weight", {config_.vocab_size, hidden});
 }
 
+std::vector<ExpertSlots> Qwen3MoeModel::moe_expert_slots() const {
+  std::vector<ExpertSlots> slots;
+  for (const Layer& layer : layers_) {
+    if (layer.is_moe) slots.push_back(layer.moe.experts);
+  }
+  return slots;
+}
+
 Tensor Qwen3MoeModel::forward(const ForwardBatch& batch, std::span<const KvCacheLayer> kv_cache,
                               Workspace& workspace) {
   TIDAL_CHECK(kv_cache.size() == layers_.size(), "KV cache has ", kv_cache.size(),

@@ -36,6 +36,11 @@ class Qwen3MoeModel {
   Tensor forward(const ForwardBatch& batch, std::span<const KvCacheLayer> kv_cache,
                  Workspace& workspace);
 
+  // This rank's expert slot buffers of each MoE layer, in MoE layer order. Expert load balancing
+  // copies weights into these slots in place: the buffers never move, so their addresses (which
+  // captured graphs read) stay valid.
+  std::vector<ExpertSlots> moe_expert_slots() const;
+
  private:
   struct Layer {
     Tensor input_norm;

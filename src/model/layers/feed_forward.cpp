@@ -1,7 +1,37 @@
 // The MoE block (router, top-k, experts) and the dense SwiGLU MLP.
 #include "model/layers/feed_forward.h"
 
+#include <cstdlib>
+#include <sstream>
+#include <utility>
+
 namespace tidal {
+namespace {
+
+// TEST-ONLY knob: TIDAL_TEST_ROUTER_BIAS="<expert>:<bias>,..." adds each bias to that expert's
+// router logit before top-k, in every MoE layer, so tests can skew routing toward a few experts
+// and exercise expert load balancing. It changes the model's outputs: never set it in serving.
+// Read once per process (each rank reads its own environment, inherited from the front).
+const std::vector<std::pair<int64_t, float>>& test_router_bias() {
+  static const std::vector<std::pair<int64_t, float>> bias = [] {
+    std::vector<std::pair<int64_t, float>> parsed;
+    const char* value = std::getenv("TIDAL_TEST_ROUTER_BIAS");
+    if (value == nullptr) return parsed;
+    std::istringstream entries(value);
+    std::string entry;
+    while (std::getline(entries, entry, ',')) {
+      if (entry.empty()) continue;
+      const size_t colon = entry.find(':');
+      TIDAL_CHECK(colon != std::string::npos, "TIDAL_TEST_ROUTER_BIAS entry '", entry,
+                  "' is not <expert>:<bias>");
+      parsed.emplace_back(std::stoll(entry.substr(0, colon)), std::stof(entry.substr(colon + 1)));
+    }
+    return parsed;
+  }();
+  return bias;
+}
+
+}  // namespace
 
 DenseMlpWeights DenseMlpWeights::load(WeightStore& store, const ModelConfig& config,
                                       const std::string& prefix) {
@@ -86,6 +116,16 @@ Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& co
   const int64_t k = config.num_experts_per_tok;
   const Tensor logits = workspace.take(DType::kF32, {tokens, config.num_experts});
   backend.linear(x, weights.router, nullptr, logits);
+  if (const auto& bias = test_router_bias(); !bias.empty() && tokens > 0) {
+    TIDAL_CHECK(backend.shares_host_memory(),
+                "TIDAL_TEST_ROUTER_BIAS needs a backend with host-addressable tensors");
+    auto* values = logits.as<float>();
+    for (const auto& [expert, add] : bias) {
+      TIDAL_CHECK(expert >= 0 && expert < config.num_experts, "TIDAL_TEST_ROUTER_BIAS expert ",
+                  expert, " of ", config.num_experts);
+      for (int64_t t = 0; t < tokens; ++t) values[t * config.num_experts + expert] += add;
+    }
+  }
   const Tensor topk_weights = workspace.take(DType::kF32, {tokens, k});
   const Tensor topk_ids = workspace.take(DType::kI32, {tokens, k});
   backend.router_topk(logits, config.norm_topk_prob, topk_weights, topk_ids);

@@ -1,0 +1,35 @@
+// Executes a MovePlan on one rank: expert weights copied peer to peer into existing slots.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "comm/communicator.h"
+#include "eplb/placement_diff.h"
+
+namespace tidal {
+
+// One per-layer weight buffer of S slots, slot s at base + s * slot_bytes (host memory). A layer
+// has several (gate_up, down); every move copies the slot of each.
+struct SlotBuffer {
+  std::byte* base = nullptr;
+  size_t slot_bytes = 0;
+};
+
+struct MoveStats {
+  int64_t bytes_received = 0;  // from other ranks into this rank's slots
+  int64_t bytes_sent = 0;
+  int64_t bytes_copied = 0;  // local copies within this rank
+};
+
+// Every rank of `group` calls this with the same plan (old and new placement of the same ranks,
+// identity rank map) and its own buffers. Follows the plan's staging contract: the sources of
+// `staged` moves are read into staging first; then every rank walks the moves in list order, the
+// source rank sending and the destination rank receiving (a local move is a memcpy). Walking one
+// shared order is what keeps the point-to-point pairs from deadlocking: the earliest unfinished
+// move always has both its ranks waiting on it. Buffers keep their addresses.
+MoveStats move_expert_weights(Communicator& group, const eplb::MovePlan& plan,
+                              std::span<const SlotBuffer> buffers);
+
+}  // namespace tidal

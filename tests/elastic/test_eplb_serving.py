@@ -1,0 +1,94 @@
+"""Expert load balancing over rank processes, with routing skewed by the test-only router bias:
+a rebalance raises balancedness, requests streaming across rebalances finish normally, and greedy
+tokens equal those of the same biased model without balancing. Every request has a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+from support import MODEL, REFERENCE_FILE, extra, start_server  # noqa: E402
+
+TIMEOUT_S = 180
+# Strong enough that experts 0 and 1 win top-2 for nearly every token in every MoE layer.
+BIAS = "0:8,1:8"
+MAX_TOKENS = 48
+
+
+def reference_prompts() -> list[dict]:
+    return json.loads(REFERENCE_FILE.read_text())["variants"]["default"]["prompts"]
+
+
+async def stream(client: openai.AsyncOpenAI, prompt) -> tuple[list[int], str | None]:
+    """Streams one greedy completion; returns its token ids and finish reason."""
+    tokens: list[int] = []
+    finish = None
+    response = await client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0, stream=True,
+        extra_body={"ignore_eos": True, "return_token_ids": True})
+    async for chunk in response:
+        choice = chunk.choices[0]
+        tokens += extra(choice, "token_ids") or []
+        finish = choice.finish_reason or finish
+    return tokens, finish
+
+
+def run_streams(server, prompts) -> list[tuple[list[int], str | None]]:
+    async def run():
+        async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused",
+                                      max_retries=0, timeout=TIMEOUT_S) as client:
+            return await asyncio.gather(*[stream(client, p) for p in prompts])
+    return asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+
+
+def metric_values(metrics: str, name: str) -> dict[str, float]:
+    return {match.group(1): float(match.group(2))
+            for match in re.finditer(rf"^{name}{{(.*)}} (\S+)$", metrics, re.MULTILINE)}
+
+
+def test_rebalancing_balances_and_keeps_greedy_tokens(monkeypatch):
+    monkeypatch.setenv("TIDAL_TEST_ROUTER_BIAS", BIAS)
+    prompts = [p["prompt_token_ids"] for p in reference_prompts()]
+    prompts = (prompts * 3)[:6]
+    with start_server("--ranks", "3") as server:
+        baseline = run_streams(server, prompts)
+        server.assert_alive()
+    with start_server("--ranks", "3", "--enable-eplb", "--eplb-interval", "8",
+                      "--eplb-window", "64") as server:
+        balanced = run_streams(server, prompts)
+        metrics = httpx.get(server.url + "/metrics", timeout=10).text
+        log = server.log(200000)
+        server.assert_alive()
+
+    # Requests in flight across several rebalances all complete, with identical tokens.
+    for i, ((tokens, finish), (expected, _)) in enumerate(zip(balanced, baseline)):
+        assert finish == "length", (i, finish)
+        assert len(tokens) == MAX_TOKENS, i
+        assert tokens == expected, f"request {i}: tokens changed with rebalancing"
+
+    rebalances = metric_values(metrics, "tidal_eplb_rebalances_total")
+    assert sorted(rebalances) == ['rank="0"', 'rank="1"', 'rank="2"'], metrics[-3000:]
+    assert all(count >= 1 for count in rebalances.values()), rebalances
+    assert sum(metric_values(metrics, "tidal_eplb_bytes_moved_total").values()) > 0
+
+    # The first rebalance starts from the initial placement and must improve it; later ones
+    # (the load is stable) keep a placement at least as balanced.
+    lines = re.findall(r"eplb: rebalance 1 at step \d+: balancedness \(mean over \d+ layers\) "
+                       r"(\S+) -> (\S+);", log)
+    assert lines, log[-4000:]
+    before, after = (float(v) for v in lines[0])
+    assert after > before, lines[0]
+    balancedness = metric_values(metrics, "tidal_eplb_balancedness")
+    layers = {key.split(",")[0] for key in balancedness}
+    assert layers, metrics[-3000:]
+    for layer in layers:
+        assert (balancedness[f'{layer},when="after"'] >=
+                balancedness[f'{layer},when="before"'] - 1e-9), balancedness
