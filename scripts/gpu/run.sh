@@ -25,6 +25,14 @@ cat "$out/env.txt"
 configure_args=(--preset cuda -DTIDAL_TESTS=ON
   # The device's compiler is newer than CI's; CI enforces warnings, this run tests the GPU.
   -DTIDAL_WERROR=OFF)
+# NCCL (the multi-GPU communicator): the toolkit's, else the one in the torch venv's pip wheel.
+torch_nccl=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl
+nccl_lib=""
+nvcc_root="$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")"
+if [ ! -f "$nvcc_root/include/nccl.h" ] && [ -f "$torch_nccl/include/nccl.h" ]; then
+  configure_args+=(-DTIDAL_NCCL_ROOT="$torch_nccl")
+  nccl_lib="$torch_nccl/lib"
+fi
 run_path=""
 if [ -d "$deps" ]; then
   # Unpacked Debian packages (scripts/gpu/fetch_deps.sh): CMake configs, pkg-config files with
@@ -86,6 +94,33 @@ if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sy
 else
   echo "[cli] tidal generate --device cuda differs from --device cpu (see generate_*.json)"
   status=1
+fi
+
+# Every rank count up to the GPUs present, one GPU per rank (NCCL): the same greedy tokens as one
+# rank (3 ranks of 8 experts means 9 slots, one redundant replica). tidal is built above.
+num_gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ "$num_gpus" -ge 2 ]; then
+  export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on these machines (PEERS.md)
+  multi_path="$LD_LIBRARY_PATH_FOR_TESTS"
+  # The wheel's NCCL only when the build linked it: on LD_LIBRARY_PATH it would win over the
+  # toolkit's NCCL that the binary was built against.
+  if [ -n "$nccl_lib" ] && [ -d "$nccl_lib" ]; then multi_path="$nccl_lib${multi_path:+:$multi_path}"; fi
+  for ranks in $(seq 1 "$num_gpus"); do
+    LD_LIBRARY_PATH="$multi_path" timeout 300 "$build/tidal" generate --device cuda \
+      --ranks "$ranks" --json --ignore-eos --max-tokens 24 --prompt-token-ids "$ids" \
+      >"$out/generate_ranks$ranks.json" 2>>"$out/multi_gpu.log" || status=1
+    [ "$ranks" = 1 ] && continue
+    if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sys.argv[1:]); sys.exit(a!=b or len(a)!=24)' \
+        "$out/generate_ranks1.json" "$out/generate_ranks$ranks.json" 2>>"$out/multi_gpu.log"; then
+      echo "[multi-gpu] ranks $ranks == ranks 1: yes"
+    else
+      echo "[multi-gpu] ranks $ranks == ranks 1: no (see generate_ranks*.json, multi_gpu.log)"
+      tail -20 "$out/multi_gpu.log"
+      status=1
+    fi
+  done
+else
+  echo "[multi-gpu] skipped: $num_gpus GPU(s)"
 fi
 
 if [ "${SANITIZE:-0}" = 1 ]; then

@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "comm/gloo_communicator.h"
 #include "comm/kv_store.h"
+#include "comm/nccl_communicator.h"
 #include "common/logging.h"
 #include "elastic/expert_mover.h"
 #include "elastic/rank_protocol.h"
@@ -87,7 +88,10 @@ struct EplbReport {
 std::unique_ptr<JoinedRank> join(const protocol::RankConfig& config) {
   auto rank = std::make_unique<JoinedRank>();
   rank->config = config;
-  rank->backend = make_backend(config.device);
+  // A group on one machine spreads over its GPUs: "cuda" means cuda:<rank> here (an explicit
+  // "cuda:N" is kept as given).
+  const bool on_cuda = config.device == "cuda" || config.device.rfind("cuda:", 0) == 0;
+  rank->backend = make_backend(config.device == "cuda" ? cat("cuda:", config.rank) : config.device);
   rank->tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_file(config.model_directory));
   const ModelConfig model_config = load_model_config(config.model_directory);
   const auto num_experts = static_cast<int>(model_config.num_experts);
@@ -104,13 +108,24 @@ std::unique_ptr<JoinedRank> join(const protocol::RankConfig& config) {
   rank->store = std::make_unique<KvStoreClient>(
       KvStoreClientOptions{.endpoint = config.store_endpoint,
                            .timeout = std::chrono::milliseconds(config.comm_timeout_ms)});
-  GlooOptions gloo;
-  gloo.store = rank->store.get();
-  gloo.rank = config.rank;
-  gloo.size = config.num_ranks;
-  gloo.epoch = config.epoch;
-  gloo.timeout = std::chrono::milliseconds(config.comm_timeout_ms);
-  rank->group = make_gloo_communicator(gloo);
+  if (on_cuda) {
+    // NCCL on the backend's device and stream: the expert all-to-alls move device memory.
+    NcclOptions nccl;
+    nccl.store = rank->store.get();
+    nccl.rank = config.rank;
+    nccl.size = config.num_ranks;
+    nccl.epoch = config.epoch;
+    nccl.timeout = std::chrono::milliseconds(config.comm_timeout_ms);
+    rank->group = make_nccl_communicator_for(*rank->backend, nccl);
+  } else {
+    GlooOptions gloo;
+    gloo.store = rank->store.get();
+    gloo.rank = config.rank;
+    gloo.size = config.num_ranks;
+    gloo.epoch = config.epoch;
+    gloo.timeout = std::chrono::milliseconds(config.comm_timeout_ms);
+    rank->group = make_gloo_communicator(gloo);
+  }
   rank->executor = std::make_unique<ExpertParallelExecutor>(
       *rank->group, rank->tables, rank->shape, config.engine.scheduler.max_num_batched_tokens);
   rank->model = load_model(config.model_directory, *rank->backend,

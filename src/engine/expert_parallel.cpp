@@ -17,9 +17,11 @@ ExpertParallelExecutor::ExpertParallelExecutor(Communicator& group,
 Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64_t moe_layer,
                                    const Tensor& x, const Tensor& topk_ids,
                                    const Tensor& topk_weights, const ExpertSlots& slots) {
-  // Gloo moves host memory: this path serves backends whose tensors are host-addressable.
-  TIDAL_CHECK(backend.shares_host_memory(),
-              "expert parallelism over this communicator needs host-addressable tensors");
+  // Routing runs on the host. With host-addressable tensors (CPU, Gloo) everything is read and
+  // written in place. Otherwise (CUDA, NCCL) the ids come to the host (copy_to_host waits for the
+  // stream: one synchronisation per MoE layer in this first version), the index arrays go up into
+  // workspace tensors, and the all-to-alls move device memory on the backend's stream.
+  const bool host = backend.shares_host_memory();
   Communicator& group = *group_;
   const int num_ranks = group.size();
   const int64_t tokens = x.dim(0);
@@ -33,7 +35,14 @@ Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(act);
 
   // Route every (token, choice) to a replica; order the rows by destination rank.
-  const auto* ids = topk_ids.as<const int32_t>();
+  std::vector<int32_t> host_ids;
+  if (!host && assignments > 0) {
+    TIDAL_CHECK(topk_ids.dtype == DType::kI32, "top-k ids must be I32");
+    host_ids.resize(static_cast<size_t>(assignments));
+    backend.copy_to_host(host_ids.data(), topk_ids.data,
+                         static_cast<size_t>(assignments) * sizeof(int32_t));
+  }
+  const auto* ids = host ? topk_ids.as<const int32_t>() : host_ids.data();
   TIDAL_CHECK(tables_->size() == 1 || moe_layer < static_cast<int64_t>(tables_->size()),
               "MoE layer ", moe_layer, " has no placement tables (", tables_->size(), ")");
   const eplb::PlacementTables& tables =
@@ -77,16 +86,28 @@ Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64
   const Tensor back_y = workspace.take(act, {std::max<int64_t>(assignments, 1), hidden});
   const Tensor expert_out = workspace.take(act, {std::max<int64_t>(assignments, 1), hidden});
 
+  // A device index array (unused on the host path, which reads the host vectors in place).
+  const Tensor device_rows =
+      host ? Tensor{} : workspace.take(DType::kI32, {std::max<int64_t>(assignments, 1)});
+
   std::vector<int32_t> send_tokens(static_cast<size_t>(assignments));
+  std::vector<int32_t> host_send_slots(host ? 0 : static_cast<size_t>(assignments));
+  int32_t* slot_out = host ? send_slots.as<int32_t>() : host_send_slots.data();
   for (int64_t i = 0; i < assignments; ++i) {
     send_tokens[i] = static_cast<int32_t>(send_order[i] / k);
-    send_slots.as<int32_t>()[i] = local_slot[send_order[i]];
+    slot_out[i] = local_slot[send_order[i]];
   }
   if (assignments > 0) {
-    const Tensor token_rows{.data = send_tokens.data(),
-                            .dtype = DType::kI32,
-                            .shape = {assignments},
-                            .device = backend.device()};
+    Tensor token_rows{.data = send_tokens.data(),
+                      .dtype = DType::kI32,
+                      .shape = {assignments},
+                      .device = backend.device()};
+    if (!host) {
+      const size_t index_bytes = static_cast<size_t>(assignments) * sizeof(int32_t);
+      backend.copy_from_host(send_slots.data, host_send_slots.data(), index_bytes);
+      backend.copy_from_host(device_rows.data, send_tokens.data(), index_bytes);
+      token_rows.data = device_rows.data;
+    }
     backend.gather_rows(x, token_rows, send_x.rows(0, assignments));
   }
   std::vector<size_t> send_bytes(static_cast<size_t>(num_ranks)),
@@ -102,7 +123,12 @@ Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64
   group.all_to_all_v(send_slots.data, send_slot_bytes, recv_slots.data, recv_slot_bytes);
 
   // This rank's experts over every row it received, one choice per row with weight one.
-  std::fill_n(recv_weights.as<float>(), received, 1.0f);
+  if (host) {
+    std::fill_n(recv_weights.as<float>(), received, 1.0f);
+  } else if (received > 0) {
+    const std::vector<float> ones(static_cast<size_t>(received), 1.0f);
+    backend.copy_from_host(recv_weights.data, ones.data(), ones.size() * sizeof(float));
+  }
   backend.moe_experts(recv_x.rows(0, received), recv_slots.rows(0, received),
                       recv_weights.rows(0, received), slots, recv_y.rows(0, received));
   group.all_to_all_v(recv_y.data, recv_bytes, back_y.data, send_bytes);
@@ -111,10 +137,17 @@ Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64
   if (assignments > 0) {
     std::vector<int32_t> inverse(static_cast<size_t>(assignments));
     for (int64_t i = 0; i < assignments; ++i) inverse[send_order[i]] = static_cast<int32_t>(i);
-    const Tensor inverse_rows{.data = inverse.data(),
-                              .dtype = DType::kI32,
-                              .shape = {assignments},
-                              .device = backend.device()};
+    Tensor inverse_rows{.data = inverse.data(),
+                        .dtype = DType::kI32,
+                        .shape = {assignments},
+                        .device = backend.device()};
+    if (!host) {
+      // device_rows held the send order's token rows, which gather_rows above already read on
+      // the same stream, so it can take the inverse index now.
+      backend.copy_from_host(device_rows.data, inverse.data(),
+                             static_cast<size_t>(assignments) * sizeof(int32_t));
+      inverse_rows.data = device_rows.data;
+    }
     backend.gather_rows(back_y.rows(0, assignments), inverse_rows, expert_out.rows(0, assignments));
   }
   const Tensor out = workspace.take(act, {tokens, hidden});
