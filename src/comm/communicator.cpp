@@ -17,4 +17,14 @@ void Communicator::all_to_all(std::span<const int64_t> send_one_per_rank,
   all_to_all_v(send_one_per_rank.data(), bytes, recv_one_per_rank.data(), bytes);
 }
 
+std::string Communicator::where() const {
+  return cat("epoch ", epoch(), ", rank ", rank(), " of ", size());
+}
+
+void Communicator::check_peer(const char* op, int peer) const {
+  if (peer < 0 || peer >= size() || peer == rank()) {
+    throw CommError(cat(op, ": peer ", peer, " is not another rank of the group (", where(), ")"));
+  }
+}
+
 }  // namespace tidal

@@ -62,6 +62,12 @@ class Communicator {
   virtual void recv(int peer, void* data, size_t bytes) = 0;
 
   virtual void barrier() = 0;
+
+ protected:
+  // "epoch e, rank r of n": every CommError message says where it happened.
+  std::string where() const;
+  // Throws CommError unless peer is another rank of this group.
+  void check_peer(const char* op, int peer) const;
 };
 
 }  // namespace tidal

@@ -95,8 +95,6 @@ class GlooCommunicator final : public Communicator {
   // Runs body, turning any failure into CommError(op, epoch, rank) and breaking the group.
   template <typename Body>
   void guarded(const char* op, Body&& body);
-  std::string where() const;
-  void check_peer(const char* op, int peer) const;
 
   int rank_;
   int size_;
@@ -149,10 +147,6 @@ GlooCommunicator::GlooCommunicator(const GlooOptions& options)
     throw CommError(
         cat("rendezvous failed (", where(), ", store prefix '", prefix, "'): ", e.what()));
   }
-}
-
-std::string GlooCommunicator::where() const {
-  return cat("epoch ", epoch_, ", rank ", rank_, " of ", size_);
 }
 
 template <typename Body>
@@ -220,12 +214,6 @@ void GlooCommunicator::all_to_all_v(const void* send, std::span<const size_t> se
     options.setTimeout(timeout_);
     gloo::alltoallv(options);
   });
-}
-
-void GlooCommunicator::check_peer(const char* op, int peer) const {
-  if (peer < 0 || peer >= size_ || peer == rank_) {
-    throw CommError(cat(op, ": peer ", peer, " is not another rank of the group (", where(), ")"));
-  }
 }
 
 void GlooCommunicator::send(int peer, const void* data, size_t bytes) {

@@ -61,8 +61,6 @@ class NcclCommunicator final : public Communicator {
                   ncclRedOp_t reduce);
   template <typename Body>
   void guarded(const char* op, Body&& body);
-  std::string where() const;
-  void check_peer(const char* op, int peer) const;
 
   // Throws NcclFailure for a failed NCCL call (with the communicator's last error).
   void check(ncclResult_t result, const char* call) const;
@@ -174,10 +172,6 @@ NcclCommunicator::~NcclCommunicator() {
     comm_ = nullptr;
   }
   if (staging_ != nullptr) cudaFree(staging_);
-}
-
-std::string NcclCommunicator::where() const {
-  return cat("epoch ", epoch_, ", rank ", rank_, " of ", size_);
 }
 
 void NcclCommunicator::check(ncclResult_t result, const char* call) const {
@@ -348,12 +342,6 @@ void NcclCommunicator::all_to_all_v(const void* send, std::span<const size_t> se
     // a staged one must finish before the host reads its result or reuses the staging buffer.
     if (host_send || host_recv) wait_stream();
   });
-}
-
-void NcclCommunicator::check_peer(const char* op, int peer) const {
-  if (peer < 0 || peer >= size_ || peer == rank_) {
-    throw CommError(cat(op, ": peer ", peer, " is not another rank of the group (", where(), ")"));
-  }
 }
 
 void NcclCommunicator::send(int peer, const void* data, size_t bytes) {
