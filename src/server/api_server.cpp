@@ -173,15 +173,21 @@ void ApiServer::register_routes() {
     if (chat) {
       chat_request = parse_chat_request(req.body, context_.defaults);
       if (auto* error = std::get_if<ApiError>(&chat_request)) return send_error(res, *error);
+      request = &std::get<ChatRequest>(chat_request);
+    } else {
+      completion = parse_completion_request(req.body, context_.defaults);
+      if (auto* error = std::get_if<ApiError>(&completion)) return send_error(res, *error);
+      request = &std::get<CompletionRequest>(completion);
+    }
+    if (request->model != context_.model_name) {
+      return send_error(res, {.status = 404,
+                              .type = "invalid_request_error",
+                              .message = cat("The model '", request->model, "' does not exist"),
+                              .param = "model",
+                              .code = "model_not_found"});
+    }
+    if (chat) {
       const ChatRequest& parsed = std::get<ChatRequest>(chat_request);
-      request = &parsed;
-      if (parsed.model != context_.model_name) {
-        return send_error(res, {.status = 404,
-                                .type = "invalid_request_error",
-                                .message = cat("The model '", parsed.model, "' does not exist"),
-                                .param = "model",
-                                .code = "model_not_found"});
-      }
       if (context_.chat_template == nullptr) {
         return send_error(
             res, ApiError::bad_request("this model has no chat template; use /v1/completions"));
@@ -196,17 +202,7 @@ void ApiServer::register_routes() {
       }
       prompts.push_back(context_.tokenizer->encode(rendered));
     } else {
-      completion = parse_completion_request(req.body, context_.defaults);
-      if (auto* error = std::get_if<ApiError>(&completion)) return send_error(res, *error);
       const CompletionRequest& parsed = std::get<CompletionRequest>(completion);
-      request = &parsed;
-      if (parsed.model != context_.model_name) {
-        return send_error(res, {.status = 404,
-                                .type = "invalid_request_error",
-                                .message = cat("The model '", parsed.model, "' does not exist"),
-                                .param = "model",
-                                .code = "model_not_found"});
-      }
       for (const Prompt& prompt : parsed.prompts) {
         if (const auto* text = std::get_if<std::string>(&prompt)) {
           prompts.push_back(context_.tokenizer->encode(*text));
