@@ -21,13 +21,8 @@ namespace {
 using ::testing::HasSubstr;
 
 using testing_util::CommandResult;
+using testing_util::join_ids;
 using testing_util::run_tidal;
-
-std::string join_ids(const std::vector<int32_t>& ids) {
-  std::string text;
-  for (size_t i = 0; i < ids.size(); ++i) text += (i ? "," : "") + std::to_string(ids[i]);
-  return text;
-}
 
 TEST(Cli, TokenizeReadsStdinAndPrintsIds) {
   for (const auto& prompt : testing_util::load_reference("default")) {

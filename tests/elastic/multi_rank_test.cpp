@@ -20,6 +20,7 @@ namespace tidal {
 namespace {
 
 using ::testing::HasSubstr;
+using testing_util::join_ids;
 using testing_util::run_tidal;
 
 constexpr size_t kTokens = 24;
@@ -37,12 +38,6 @@ int free_port() {
   EXPECT_EQ(::getsockname(sock, reinterpret_cast<sockaddr*>(&address), &size), 0);
   ::close(sock);
   return ntohs(address.sin_port);
-}
-
-std::string join_ids(const std::vector<int32_t>& ids) {
-  std::string text;
-  for (size_t i = 0; i < ids.size(); ++i) text += (i ? "," : "") + std::to_string(ids[i]);
-  return text;
 }
 
 std::vector<int32_t> generate(const testing_util::ReferencePrompt& prompt,

@@ -43,4 +43,10 @@ CommandResult run_tidal(const std::string& arguments, const std::string& input) 
   return result;
 }
 
+std::string join_ids(const std::vector<int32_t>& ids) {
+  std::string text;
+  for (size_t i = 0; i < ids.size(); ++i) text += (i ? "," : "") + std::to_string(ids[i]);
+  return text;
+}
+
 }  // namespace tidal::testing_util
