@@ -2,6 +2,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <sstream>
 
 #include "common/logging.h"
 #include "engine/sampler.h"
@@ -202,6 +203,58 @@ std::vector<RequestOutput> Engine::abort(const std::string& id) {
   live_ids_.erase(id);
   request->finish_reason = FinishReason::kAbort;
   return {drain_output(*request, {}, {})};
+}
+
+std::vector<RequestHandoff> Engine::release_all() {
+  std::vector<RequestHandoff> released;
+  for (std::unique_ptr<Request>& request : scheduler_.remove_all()) {
+    std::ostringstream rng;
+    rng << request->rng;
+    live_ids_.erase(request->id);
+    released.push_back({.id = request->id,
+                        .prompt_ids = std::move(request->prompt_ids),
+                        .params = std::move(request->params),
+                        .output_ids = std::move(request->output_ids),
+                        .text_sent = request->text_sent,
+                        .rng_state = rng.str(),
+                        .num_preemptions = request->num_preemptions});
+  }
+  return released;
+}
+
+Status Engine::adopt(RequestHandoff handoff) {
+  if (live_ids_.contains(handoff.id)) {
+    return Status::invalid_argument(cat("duplicate request id '", handoff.id, "'"));
+  }
+  const auto num_tokens = static_cast<int64_t>(handoff.prompt_ids.size() + handoff.output_ids.size());
+  if (handoff.prompt_ids.empty() || num_tokens >= max_model_len_) {
+    return Status::invalid_argument(cat("request '", handoff.id, "' has ", num_tokens,
+                                        " tokens; this rank's maximum model length is ",
+                                        max_model_len_));
+  }
+  const auto vocab = static_cast<int32_t>(model_->config().vocab_size);
+  if (Status status = handoff.params.validate(vocab); !status.is_ok()) return status;
+  auto request = std::make_unique<Request>();
+  request->id = handoff.id;
+  request->prompt_ids = std::move(handoff.prompt_ids);
+  request->params = std::move(handoff.params);
+  request->num_preemptions = handoff.num_preemptions;
+  std::istringstream rng(handoff.rng_state);
+  rng >> request->rng;
+  if (rng.fail()) return Status::invalid_argument(cat("request '", handoff.id, "': bad rng state"));
+  // Replaying the detokenizer rebuilds the text exactly as the old rank had it; what the client
+  // already has is marked sent.
+  request->detokenizer =
+      std::make_unique<IncrementalDetokenizer>(*tokenizer_, request->params.skip_special_tokens);
+  for (const int32_t token : handoff.output_ids) request->text += request->detokenizer->push(token);
+  TIDAL_CHECK(handoff.text_sent <= request->text.size(), "request '", handoff.id, "': ",
+              handoff.text_sent, " bytes were sent but its output decodes to only ",
+              request->text.size());
+  request->text_sent = handoff.text_sent;
+  request->output_ids = std::move(handoff.output_ids);
+  live_ids_.insert(request->id);
+  scheduler_.add(std::move(request));
+  return Status::ok();
 }
 
 }  // namespace tidal

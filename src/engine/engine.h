@@ -13,6 +13,7 @@
 #include "engine/block_manager.h"
 #include "engine/kv_cache.h"
 #include "engine/model_runner.h"
+#include "engine/request_handoff.h"
 #include "engine/request.h"
 #include "engine/scheduler.h"
 #include "model/arch/qwen3_moe.h"
@@ -44,7 +45,18 @@ class Engine {
   std::vector<RequestOutput> step();
   // Drops a request, freeing its KV blocks; its final output says kAbort.
   std::vector<RequestOutput> abort(const std::string& id);
+  // Takes every request out of this engine (freeing their KV blocks) without finishing them, for
+  // another rank to continue (see adopt()). Between steps only.
+  std::vector<RequestHandoff> release_all();
+  // Continues a request another rank released: it is queued like a preempted request, its KV
+  // recomputed from prompt + output, and its outputs carry only tokens and text not yet sent.
+  // Refused (invalid_argument) when the id is live here or the request does not fit this engine.
+  Status adopt(RequestHandoff handoff);
+  // Sizes and locks the workspace by running the worst-case batch: once at start-up and once
+  // per elastic transition (collective in a group). Counted in runner().num_warm_ups().
   void warm_up();
+  // The data-parallel group changes at an elastic transition (between steps).
+  void set_dp_group(Communicator* group) { options_.dp_group = group; }
 
   bool has_work() const { return scheduler_.has_work(); }
   int64_t max_model_len() const { return max_model_len_; }

@@ -101,4 +101,14 @@ std::unique_ptr<Request> Scheduler::remove(const std::string& request_id) {
   return nullptr;
 }
 
+std::vector<std::unique_ptr<Request>> Scheduler::remove_all() {
+  std::vector<std::unique_ptr<Request>> removed;
+  for (std::unique_ptr<Request>& request : running_) removed.push_back(std::move(request));
+  running_.clear();
+  for (std::unique_ptr<Request>& request : waiting_) removed.push_back(std::move(request));
+  waiting_.clear();
+  for (const std::unique_ptr<Request>& request : removed) blocks_->release(*request);
+  return removed;
+}
+
 }  // namespace tidal

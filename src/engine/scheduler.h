@@ -34,6 +34,8 @@ class Scheduler {
   std::vector<std::unique_ptr<Request>> complete_step(const std::vector<ScheduledRequest>& batch);
   // Removes a request wherever it is; returns it (nullptr when unknown).
   std::unique_ptr<Request> remove(const std::string& request_id);
+  // Removes every request, running ones first in admission order, then waiting ones.
+  std::vector<std::unique_ptr<Request>> remove_all();
 
   bool has_work() const { return !waiting_.empty() || !running_.empty(); }
   int64_t num_running() const { return static_cast<int64_t>(running_.size()); }

@@ -169,5 +169,60 @@ TEST_F(EngineBehaviour, LockedWorkspaceRefusesALargerBatchNamingBothSizes) {
   EXPECT_EQ(runner.run({{&small, 8}}).requests.size(), 1u);
 }
 
+// A request handed to another engine mid-generation continues there exactly: the same tokens,
+// the same streamed text (nothing repeated, nothing lost), and for a seeded sampled request the
+// same random draws, as one uninterrupted run.
+TEST_F(EngineBehaviour, HandedOffRequestsContinueExactly) {
+  SamplingParams sampled;
+  sampled.temperature = 0.9f;
+  sampled.top_p = 0.9f;
+  sampled.seed = 1234;
+  sampled.max_tokens = 24;
+  sampled.ignore_eos = true;
+  const std::vector<SamplingParams> cases = {greedy(24), sampled};
+  for (const SamplingParams& params : cases) {
+    const Completion whole = run(params);
+    ASSERT_EQ(whole.token_ids.size(), 24u);
+
+    Engine first(*loaded_->backend, *loaded_->model, *loaded_->tokenizer, EngineOptions{});
+    first.warm_up();
+    ASSERT_TRUE(first.add_request("moved", prompt_, params).is_ok());
+    Completion got;
+    auto collect = [&](const std::vector<RequestOutput>& outputs) {
+      for (const RequestOutput& output : outputs) {
+        got.token_ids.insert(got.token_ids.end(), output.new_token_ids.begin(),
+                             output.new_token_ids.end());
+        got.text += output.new_text;
+        if (output.finished()) got.finish_reason = output.finish_reason;
+      }
+    };
+    for (int step = 0; step < 10; ++step) collect(first.step());
+    ASSERT_EQ(got.token_ids.size(), 10u);
+    std::vector<RequestHandoff> released = first.release_all();
+    ASSERT_EQ(released.size(), 1u);
+    EXPECT_FALSE(first.has_work());
+    EXPECT_EQ(first.block_manager().num_free_blocks(), first.block_manager().num_blocks());
+    EXPECT_EQ(released[0].output_ids, got.token_ids);
+
+    Engine second(*loaded_->backend, *loaded_->model, *loaded_->tokenizer, EngineOptions{});
+    second.warm_up();
+    ASSERT_TRUE(second.adopt(released[0]).is_ok());
+    EXPECT_THAT(second.adopt(released[0]).message(), HasSubstr("duplicate request id"));
+    for (int step = 0; step < 100 && second.has_work(); ++step) collect(second.step());
+    EXPECT_EQ(got.token_ids, whole.token_ids) << "temperature " << params.temperature;
+    EXPECT_EQ(got.text, whole.text);
+    EXPECT_EQ(got.finish_reason, FinishReason::kLength);
+  }
+}
+
+TEST_F(EngineBehaviour, AdoptRefusesWhatDoesNotFit) {
+  RequestHandoff handoff{.id = "long", .prompt_ids = prompt_, .params = greedy(8)};
+  handoff.output_ids.assign(static_cast<size_t>(engine_->max_model_len()), 1);
+  EXPECT_THAT(engine_->adopt(handoff).message(), HasSubstr("maximum model length"));
+  handoff.output_ids = {1, 2};
+  handoff.rng_state = "not a state";
+  EXPECT_THAT(engine_->adopt(handoff).message(), HasSubstr("bad rng state"));
+}
+
 }  // namespace
 }  // namespace tidal
