@@ -24,6 +24,12 @@ Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint ch
   TIDAL_CHECK(shard.executor != nullptr ||
                   static_cast<int64_t>(shard.slot_experts.size()) == config_.num_experts,
               "without an expert-parallel executor every expert must be local");
+  int64_t num_moe_layers = 0;
+  for (int64_t i = 0; i < config_.num_layers; ++i) num_moe_layers += config_.is_moe_layer(i);
+  TIDAL_CHECK(shard.slot_experts_by_moe_layer.empty() ||
+                  static_cast<int64_t>(shard.slot_experts_by_moe_layer.size()) == num_moe_layers,
+              "the shard names slots for ", shard.slot_experts_by_moe_layer.size(),
+              " MoE layers; the model has ", num_moe_layers);
   embed_tokens_ = store_.get("model.embed_tokens.weight", {config_.vocab_size, hidden});
   layers_.reserve(static_cast<size_t>(config_.num_layers));
   for (int64_t i = 0; i < config_.num_layers; ++i) {
@@ -34,7 +40,12 @@ Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint ch
     layer.attention = AttentionWeights::load(store_, config_, prefix + "self_attn.");
     layer.is_moe = config_.is_moe_layer(i);
     if (layer.is_moe) {
-      layer.moe = MoeWeights::load(store_, config_, prefix + "mlp.", shard.slot_experts);
+      const size_t moe_index = static_cast<size_t>(std::count_if(
+          layers_.begin(), layers_.end(), [](const Layer& earlier) { return earlier.is_moe; }));
+      layer.moe = MoeWeights::load(store_, config_, prefix + "mlp.",
+                                   shard.slot_experts_by_moe_layer.empty()
+                                       ? shard.slot_experts
+                                       : shard.slot_experts_by_moe_layer[moe_index]);
     } else {
       layer.mlp = DenseMlpWeights::load(store_, config_, prefix + "mlp.");
     }

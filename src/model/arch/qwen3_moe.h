@@ -19,6 +19,9 @@ namespace tidal {
 // Which experts this rank holds and how routed tokens reach them.
 struct ModelShard {
   std::vector<int32_t> slot_experts;  // logical expert of each local slot; empty: slot e = expert e
+  // Per MoE layer (in MoE layer order), when layers differ (expert load balancing re-places each
+  // layer on its own); empty: every layer uses slot_experts.
+  std::vector<std::vector<int32_t>> slot_experts_by_moe_layer = {};
   ExpertExecutor* executor = nullptr;  // nullptr: every expert is local
 };
 
