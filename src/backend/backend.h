@@ -2,7 +2,9 @@
 // the model and the engine talk only to this.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -61,6 +63,27 @@ struct ExpertSlots {
   Tensor down;     // [num_slots, hidden, intermediate]
 };
 
+// A reproducible uniform fill (dummy weights, benchmark inputs): element i of a tensor gets
+// center + t * half_width / 2^23 with t = counter_random::ticks(seed, first_index + i) in
+// [-2^23, 2^23), so values lie in [center - half_width, center + half_width). Element i depends
+// only on (seed, first_index + i): a slice filled with its first_index gets the same values as
+// the whole. half_width must be a power of two (then every backend rounds the same way).
+struct RandomFill {
+  uint64_t seed = 0;
+  int64_t first_index = 0;
+  float center = 0.0f;
+  float half_width = 1.0f;
+
+  // The value of one tick, half_width / 2^23; throws tidal::Error unless half_width is a
+  // positive power of two.
+  float step() const {
+    int exponent = 0;
+    TIDAL_CHECK(half_width > 0.0f && std::frexp(half_width, &exponent) == 0.5f,
+                "random fill half width ", half_width, " is not a positive power of two");
+    return std::ldexp(half_width, -23);
+  }
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -79,6 +102,8 @@ class Backend {
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
   virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(const Tensor& tensor) = 0;
+  // F32, F16 or BF16 tensors; values rounded to nearest even in the tensor's dtype.
+  virtual void fill_random(const Tensor& tensor, const RandomFill& fill) = 0;
   virtual void synchronize() = 0;
 
   // Ops. Activations are [tokens, features] in activation_dtype(); weights are [out, in] in

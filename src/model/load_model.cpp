@@ -24,6 +24,24 @@ std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend&
   return model;
 }
 
+std::unique_ptr<Qwen3MoeModel> load_dummy_model(const DummyModelOptions& options, Backend& backend,
+                                                ModelShard shard) {
+  const auto start = std::chrono::steady_clock::now();
+  ModelConfig config = load_dummy_config(options);
+  Checkpoint checkpoint = dummy_checkpoint(config, options.seed);
+  auto model = std::make_unique<Qwen3MoeModel>(backend, std::move(config), std::move(checkpoint),
+                                               std::move(shard));
+  backend.synchronize();  // the fills are queued: count their time
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const ModelConfig& made = model->config();
+  log_info("made dummy weights (seed ", options.seed, ") of ", options.config_file, " on ",
+           backend.name(), ": ", made.num_layers, " layers, ", made.num_experts, " experts (top-",
+           made.num_experts_per_tok, "), hidden ", made.hidden_size, ", vocab ", made.vocab_size,
+           " in ", seconds, " s");
+  return model;
+}
+
 std::string default_model_directory() {
   return TIDAL_DEFAULT_MODEL_DIR;
 }

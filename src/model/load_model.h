@@ -5,12 +5,17 @@
 #include <string>
 
 #include "model/arch/qwen3_moe.h"
+#include "model/dummy_weights.h"
 
 namespace tidal {
 
 // Throws tidal::Error naming the directory or file and what is wrong.
 std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend& backend,
                                           ModelShard shard = {});
+
+// A model of a config's shapes with dummy weights made on `backend` (--load-format dummy).
+std::unique_ptr<Qwen3MoeModel> load_dummy_model(const DummyModelOptions& options, Backend& backend,
+                                                ModelShard shard = {});
 
 // The bundled tiny model served when no model is named.
 std::string default_model_directory();

@@ -1,4 +1,7 @@
-// WeightStore: turns checkpoint tensors into device tensors and owns whatever it had to copy.
+// WeightStore: turns checkpoint tensors into device tensors and owns whatever it had to copy. A
+// synthetic checkpoint (dummy weights) is filled on the device instead, from counter-based random
+// numbers keyed by (seed, tensor name, element index), so any slice of a tensor (an expert in
+// whatever slot, on whatever rank) gets the same values as the whole tensor would.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +35,11 @@ class WeightStore {
   size_t bytes_copied() const { return bytes_copied_; }
 
  private:
+  // Fills `bytes` of `dst` from byte `dst_offset` with the dummy values of `src`'s elements from
+  // byte `src_offset` on.
+  void fill_dummy(const Tensor& dst, size_t dst_offset, const TensorInfo& src, size_t src_offset,
+                  size_t bytes);
+
   Backend* backend_;
   Checkpoint checkpoint_;
   std::vector<DeviceBuffer> owned_;

@@ -4,7 +4,8 @@
 // max |cuda - cpu| / max |cpu| over the output, at most the case's bound.
 //
 // Bounds, from what the CUDA side rounds that the f32 CPU reference does not:
-//   0      exact copies (embedding of a bf16 table, gather_rows, store_kv, router ids);
+//   0      exact copies (embedding of a bf16 table, gather_rows, store_kv, router ids) and
+//          fill_random (the same counter-based bits on both backends);
 //   4e-3   one bf16 rounding of the output (2^-9 relative, plus f32 order noise): add, rms_norm,
 //          moe_combine, linear with bf16 output, embedding of an f32/f16 table;
 //   2e-4   linear with f32 output (only the f32 summation order differs);
@@ -532,6 +533,28 @@ void run_gather_rows(Harness& h, const OpCase& c, Rng& rng) {
   expect_close(c, "out", h.read(gpu_out), Harness::read_host(cpu_out), c.bound);
 }
 
+// The same (seed, first_index) on both backends gives the same bits in every dtype: tokens is the
+// element count, rows the first index, hidden log2 of the half width, inter the centre.
+void run_fill_random(Harness& h, const OpCase& c, Rng& rng) {
+  const Dims& d = c.dims;
+  const RandomFill fill{.seed = rng.next(),
+                        .first_index = d.rows,
+                        .center = static_cast<float>(d.inter),
+                        .half_width = std::ldexp(1.0f, static_cast<int>(d.hidden))};
+  const Tensor cpu_out = h.host_poisoned({d.tokens}, d.weight);
+  h.cpu().fill_random(cpu_out, fill);
+  const Tensor gpu_out = h.device_poisoned({d.tokens}, d.weight);
+  h.gpu().fill_random(gpu_out, fill);
+  const std::vector<float> want = Harness::read_host(cpu_out);
+  expect_close(c, "out", h.read(gpu_out), want, c.bound);
+  // The values cover the range: a fill of one constant would match itself too.
+  const auto [low, high] = std::minmax_element(want.begin(), want.end());
+  if (d.tokens >= 1000) {
+    EXPECT_LT(*low, fill.center - 0.9f * fill.half_width) << c.label;
+    EXPECT_GT(*high, fill.center + 0.9f * fill.half_width) << c.label;
+  }
+}
+
 using Runner = void (*)(Harness&, const OpCase&, Rng&);
 const std::map<std::string, Runner>& runners() {
   static const std::map<std::string, Runner> table = {
@@ -547,6 +570,7 @@ const std::map<std::string, Runner>& runners() {
       {"moe_experts", run_moe_experts},
       {"moe_combine", run_moe_combine},
       {"gather_rows", run_gather_rows},
+      {"fill_random", run_fill_random},
   };
   return table;
 }
@@ -733,6 +757,14 @@ std::vector<OpCase> op_cases() {
       {"gather_rows", "qwen3_30b_bf16", {.tokens = 37, .hidden = kHidden, .rows = 100}, 0.0},
       {"gather_rows", "odd_f32", {.tokens = 5, .hidden = 7, .rows = 9, .weight = DType::kF32}, 0.0},
       {"gather_rows", "odd_bf16", {.tokens = 6, .hidden = 3, .rows = 4}, 0.0},
+      // fill_random: exact on every dtype, from offset 0 and from the middle of a stream
+      {"fill_random", "bf16_weights", {.tokens = 100003, .hidden = -5, .rows = 0}, 0.0},
+      {"fill_random",
+       "bf16_norm_offset",
+       {.tokens = 4097, .hidden = -5, .inter = 1, .rows = 123456789},
+       0.0},
+      {"fill_random", "f32", {.tokens = 1001, .hidden = 0, .rows = 7, .weight = DType::kF32}, 0.0},
+      {"fill_random", "f16", {.tokens = 999, .hidden = -3, .rows = 5, .weight = DType::kF16}, 0.0},
   };
   return cases;
 }
@@ -759,7 +791,7 @@ TEST(OpTable, CoversEveryOp) {
   std::map<std::string, int> seen;
   for (const OpCase& c : op_cases()) ++seen[c.op];
   for (const auto& [op, runner] : runners()) EXPECT_GT(seen[op], 0) << op;
-  EXPECT_EQ(runners().size(), 12u);
+  EXPECT_EQ(runners().size(), 13u);
 }
 
 // A kernel fault surfaces as a tidal::Error naming the device, not an abort.

@@ -8,6 +8,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dense.h"
 #include "kernels/cpu/moe.h"
+#include "kernels/cpu/random_fill.h"
 
 namespace tidal {
 namespace {
@@ -52,6 +53,10 @@ void CpuBackend::copy_on_device(void* dst, const void* src, size_t bytes) {
 }
 void CpuBackend::fill_zero(const Tensor& tensor) {
   std::memset(tensor.data, 0, tensor.num_bytes());
+}
+void CpuBackend::fill_random(const Tensor& tensor, const RandomFill& fill) {
+  cpu::random_fill(tensor.data, tensor.dtype, tensor.num_elements(), fill.seed, fill.first_index,
+                   fill.center, fill.step());
 }
 
 void CpuBackend::embedding(const Tensor& table, const Tensor& ids, const Tensor& out) {

@@ -17,6 +17,7 @@ class CpuBackend final : public Backend {
   void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override;
   void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void fill_zero(const Tensor& tensor) override;
+  void fill_random(const Tensor& tensor, const RandomFill& fill) override;
   void synchronize() override {}
 
   void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) override;

@@ -15,6 +15,7 @@
 #include "kernels/cuda/dense.cuh"
 #include "kernels/cuda/moe.cuh"
 #include "kernels/cuda/norm.cuh"
+#include "kernels/cuda/random_fill.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/router.cuh"
 
@@ -178,6 +179,15 @@ void CudaBackend::fill_zero(const Tensor& tensor) {
   if (tensor.num_bytes() == 0) return;
   activate();
   TIDAL_CUDA_CHECK(cudaMemsetAsync(tensor.data, 0, tensor.num_bytes(), stream_));
+}
+
+void CudaBackend::fill_random(const Tensor& tensor, const RandomFill& fill) {
+  const float step = fill.step();
+  const cuda::ElementType type = element_type(tensor, "random fill target");
+  if (tensor.num_elements() == 0) return;
+  activate();
+  TIDAL_CUDA_CHECK(cuda::random_fill(tensor.data, type, tensor.num_elements(), fill.seed,
+                                     fill.first_index, fill.center, step, stream_));
 }
 
 void CudaBackend::synchronize() {

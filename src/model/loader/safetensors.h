@@ -43,12 +43,27 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// A tensor of a synthetic checkpoint: a name, a dtype and a shape, no bytes.
+struct SyntheticTensor {
+  std::string name;
+  DType dtype = DType::kBF16;
+  std::vector<int64_t> shape;
+};
+
 // All the safetensors of a model directory: model.safetensors, or the shards named by
 // model.safetensors.index.json (every shard is opened and checked against the index).
 class Checkpoint {
  public:
   // Throws tidal::Error naming the directory/file when nothing loadable is there.
   static Checkpoint open(const std::string& directory);
+  // A checkpoint that names tensors without holding their bytes (dummy weights for benchmarks):
+  // whoever loads it makes the values from (seed, name, element index) instead of copying. Each
+  // tensor's `data` spans an inaccessible address reservation of the right size, so sizes and
+  // offsets work as for a file while any read of the bytes faults at once rather than loading
+  // garbage.
+  static Checkpoint synthetic(const std::vector<SyntheticTensor>& tensors, uint64_t seed);
+  bool is_synthetic() const { return reservation_ != nullptr; }
+  uint64_t synthetic_seed() const { return synthetic_seed_; }
 
   bool has(const std::string& name) const;
   std::vector<std::string> names() const;  // sorted
@@ -70,6 +85,10 @@ class Checkpoint {
   std::string directory_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorInfo*> index_;
+  // Synthetic checkpoints only: the tensors, and the reservation their spans point into.
+  std::vector<std::unique_ptr<TensorInfo>> synthetic_tensors_;
+  std::shared_ptr<void> reservation_;
+  uint64_t synthetic_seed_ = 0;
 };
 
 }  // namespace tidal
