@@ -13,5 +13,6 @@ Command add_tokenize_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 Command add_serve_command(CLI::App& app);
 Command add_rank_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 }  // namespace tidal::cli

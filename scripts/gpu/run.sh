@@ -1,13 +1,36 @@
 #!/usr/bin/env bash
 # On the GPU machine: configure the cuda preset (tests on) against the carried .deps, build the GPU
-# tests with every core, run the op test and the fixture test, and write their logs under $OUT.
+# tests with every core, run the op test and the fixture test, the CLI and rank checks, then the
+# benchmarks (tidal bench and the transformers baseline), and write their logs under $OUT.
 #   run: scripts/gpu/run.sh            (from the repo root, with carry: [".deps"])
 #   env: SANITIZE=1 also runs the small op cases under compute-sanitizer memcheck;
-#        GTEST_FILTER narrows the op test as usual.
+#        GTEST_FILTER narrows the op test as usual;
+#        BENCH=0 skips the benchmarks, BENCH_LAYERS=N runs them on N layers (default 48),
+#        BENCH_BASELINE=0 skips the transformers baseline;
+#        TIDAL_SOURCE=head builds the committed HEAD (git archive) instead of the working tree,
+#        for a tree that others are editing while this runs.
+# $OUT brings back at most 8 files: the bench JSONs and logs go there as they are, everything
+# else as logs.tgz.
 set -uo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo_root"
-out="${OUT:-$repo_root/build-cuda/gpu-out}"
+if [ "${TIDAL_SOURCE:-tree}" = head ]; then
+  if git rev-parse HEAD >/dev/null 2>&1; then
+    head_src="$repo_root/build-cuda/head-src"
+    rm -rf "$head_src"
+    mkdir -p "$head_src"
+    git archive HEAD | tar -x -C "$head_src"
+    ln -s "$repo_root/.deps" "$head_src/.deps"
+    echo "building the committed HEAD $(git rev-parse --short HEAD), not the working tree"
+    repo_root="$head_src"
+    cd "$repo_root"
+  else
+    echo "TIDAL_SOURCE=head but no git history here: building the working tree"
+  fi
+fi
+final_out="${OUT:-}"
+out="$repo_root/build-cuda/gpu-out"
+rm -rf "$out"
 mkdir -p "$out"
 build="$repo_root/build-cuda"
 deps="$repo_root/.deps/root"
@@ -130,5 +153,34 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   tail -20 "$out/sanitizer.log"
 fi
 
+# Benchmarks on the Qwen3-30B-A3B shapes with dummy weights, then the transformers baseline on the
+# same shapes and card (one after the other: each takes most of the card's memory at 48 layers).
+if [ "${BENCH:-1}" = 1 ]; then
+  layers="${BENCH_LAYERS:-48}"
+  config=bench/configs/qwen3-30b-a3b.json
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv >"$out/card.txt" 2>&1
+  if ! with_deps_libs timeout 420 "$build/tidal" bench --device cuda --config "$config" \
+      --num-layers "$layers" --json "$out/bench_tidal.json" >"$out/bench_tidal.log" 2>&1; then
+    echo "[bench] tidal bench failed"
+    status=1
+  fi
+  grep -v "^I " "$out/bench_tidal.log" | tail -30
+  if [ "${BENCH_BASELINE:-1}" = 1 ]; then
+    if ! PYTHONUNBUFFERED=1 timeout 480 python3 tools/bench_transformers.py --config "$config" \
+        --num-layers "$layers" --json "$out/bench_transformers.json" \
+        >"$out/bench_transformers.log" 2>&1; then
+      echo "[bench] transformers baseline failed"
+      status=1
+    fi
+    grep -v Warning "$out/bench_transformers.log" | tail -15
+  fi
+fi
+
 echo "gpu tests: $([ $status = 0 ] && echo PASSED || echo FAILED) (logs in $out)"
+if [ -n "$final_out" ]; then
+  for file in bench_tidal.json bench_transformers.json bench_tidal.log bench_transformers.log; do
+    [ -f "$out/$file" ] && cp "$out/$file" "$final_out/"
+  done
+  tar czf "$final_out/logs.tgz" -C "$out" .
+fi
 exit $status

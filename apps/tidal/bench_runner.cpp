@@ -1,0 +1,182 @@
+// tidal bench's measurements: every time is a host clock around many steps that ends with a
+// device synchronisation, after warm-up steps that grow the workspace and scratch.
+#include "apps/tidal/bench_runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "backend/workspace.h"
+#include "common/logging.h"
+#include "engine/kv_cache.h"
+#include "model/synthetic_batch.h"
+
+namespace tidal::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Seconds per call of `step`, over `iterations` calls after `warm_up` untimed ones.
+template <typename Step>
+double time_steps(Backend& backend, int warm_up, int iterations, Step&& step) {
+  for (int i = 0; i < warm_up; ++i) step();
+  backend.synchronize();
+  const auto start = Clock::now();
+  for (int i = 0; i < iterations; ++i) step();
+  backend.synchronize();
+  return std::chrono::duration<double>(Clock::now() - start).count() / iterations;
+}
+
+Tensor random_tensor(Backend& backend, std::vector<DeviceBuffer>& owned, DType dtype,
+                     std::initializer_list<int64_t> shape, uint64_t seed) {
+  Tensor tensor{.data = nullptr, .dtype = dtype, .shape = shape, .device = backend.device()};
+  owned.push_back(backend.allocate(tensor.num_bytes()));
+  tensor.data = owned.back().data();
+  backend.fill_random(tensor, {.seed = seed, .first_index = 0, .center = 0.0f, .half_width = 1.0f});
+  return tensor;
+}
+
+}  // namespace
+
+Tensor CountingExecutor::run(Backend& backend, Workspace& workspace, int64_t moe_layer,
+                             const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+                             const ExpertSlots& slots) {
+  if (counting_) {
+    std::vector<int32_t> ids(static_cast<size_t>(topk_ids.num_elements()));
+    backend.copy_to_host(ids.data(), topk_ids.data, ids.size() * sizeof(int32_t));
+    if (touched_.size() <= static_cast<size_t>(moe_layer)) {
+      touched_.resize(static_cast<size_t>(moe_layer) + 1, 0);
+    }
+    touched_[static_cast<size_t>(moe_layer)] =
+        static_cast<int64_t>(std::set<int32_t>(ids.begin(), ids.end()).size());
+  }
+  return local_.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, slots);
+}
+
+Ceilings measure_ceilings(Backend& backend, size_t copy_bytes, int64_t matmul_size,
+                          int iterations) {
+  Ceilings ceilings;
+  {
+    std::vector<DeviceBuffer> owned;
+    const auto elements = static_cast<int64_t>(copy_bytes / 2);
+    const Tensor src = random_tensor(backend, owned, DType::kBF16, {elements}, 1);
+    const Tensor dst = random_tensor(backend, owned, DType::kBF16, {elements}, 2);
+    const double seconds = time_steps(backend, 2, iterations, [&] {
+      backend.copy_on_device(dst.data, src.data, src.num_bytes());
+    });
+    ceilings.copy_bytes_per_s = 2.0 * static_cast<double>(src.num_bytes()) / seconds;
+  }
+  {
+    std::vector<DeviceBuffer> owned;
+    const int64_t n = matmul_size;
+    // bf16 weights; activations in the backend's dtype (bf16 on CUDA, f32 on the CPU).
+    const DType act = backend.activation_dtype();
+    const Tensor x = random_tensor(backend, owned, act, {n, n}, 3);
+    const Tensor w = random_tensor(backend, owned, DType::kBF16, {n, n}, 4);
+    const Tensor out = random_tensor(backend, owned, act, {n, n}, 5);
+    const double seconds =
+        time_steps(backend, 2, iterations, [&] { backend.linear(x, w, nullptr, out); });
+    const auto size = static_cast<double>(n);
+    ceilings.matmul_flops_per_s = 2.0 * size * size * size / seconds;
+    ceilings.matmul_size = n;
+  }
+  return ceilings;
+}
+
+struct ModelBench::State {
+  std::unique_ptr<KvCache> kv_cache;
+  Workspace workspace;
+  explicit State(Backend& backend) : workspace(backend) {}
+};
+
+ModelBench::ModelBench(Backend& backend, Qwen3MoeModel& model, CountingExecutor& counter,
+                       const BenchPlan& plan)
+    : backend_(&backend),
+      model_(&model),
+      counter_(&counter),
+      plan_(plan),
+      state_(std::make_unique<State>(backend)) {
+  // Decode batches and the prefill use the cache one at a time, each from block 0.
+  int64_t blocks = 1;
+  for (const int64_t batch : plan.batch_sizes) {
+    const SyntheticBatchSpec spec{.num_seqs = batch,
+                                  .new_tokens = 1,
+                                  .cached_tokens = plan.context - 1,
+                                  .block_size = plan.block_size};
+    blocks = std::max(blocks, spec.num_blocks());
+  }
+  if (plan.prefill_tokens > 0) {
+    const SyntheticBatchSpec spec{
+        .num_seqs = 1, .new_tokens = plan.prefill_tokens, .block_size = plan.block_size};
+    blocks = std::max(blocks, spec.num_blocks());
+  }
+  state_->kv_cache = std::make_unique<KvCache>(backend, model.config(), blocks, plan.block_size);
+  // Random keys and values: attention over zeros would be no cheaper, but nothing reads as real.
+  uint64_t seed = plan.seed + 100;
+  for (const KvCacheLayer& layer : state_->kv_cache->layers()) {
+    for (const Tensor& pool : {layer.key, layer.value}) {
+      backend.fill_random(pool,
+                          {.seed = seed++, .first_index = 0, .center = 0.0f, .half_width = 1.0f});
+    }
+  }
+  backend.synchronize();
+  log_info("bench: KV cache of ", blocks, " blocks of ", plan.block_size, " tokens, ",
+           KvCache::bytes_per_block(model.config(), plan.block_size, backend.activation_dtype()) *
+                   static_cast<size_t>(blocks) >>
+               20,
+           " MiB");
+}
+
+ModelBench::~ModelBench() = default;
+
+DecodeResult ModelBench::decode(int64_t batch, const Ceilings& ceilings) {
+  const ModelConfig& config = model_->config();
+  const SyntheticBatch inputs(*backend_, {.num_seqs = batch,
+                                          .new_tokens = 1,
+                                          .cached_tokens = plan_.context - 1,
+                                          .block_size = plan_.block_size,
+                                          .vocab_size = config.vocab_size,
+                                          .seed = plan_.seed + static_cast<uint64_t>(batch)});
+  Workspace& workspace = state_->workspace;
+  const auto step = [&] {
+    workspace.begin_step();
+    model_->forward(inputs.batch(), state_->kv_cache->layers(), workspace);
+  };
+  step();  // grows the workspace and the backend's scratch, outside the timing
+  counter_->start_counting();
+  step();
+  DecodeResult result;
+  result.batch = batch;
+  result.context = plan_.context;
+  result.touched_experts = counter_->stop_counting();
+  result.step_seconds = time_steps(*backend_, 2, plan_.iterations, step);
+  const double weight_bytes = static_cast<double>(dtype_size(config.dtype));
+  const double kv_bytes = static_cast<double>(dtype_size(backend_->activation_dtype()));
+  result.floor_bytes = decode_step_bytes(config, batch, plan_.context, result.touched_experts,
+                                         weight_bytes, kv_bytes);
+  result.floor_seconds = result.floor_bytes.total() / ceilings.copy_bytes_per_s;
+  return result;
+}
+
+PrefillResult ModelBench::prefill(const Ceilings& ceilings) {
+  const ModelConfig& config = model_->config();
+  const SyntheticBatch inputs(*backend_, {.num_seqs = 1,
+                                          .new_tokens = plan_.prefill_tokens,
+                                          .cached_tokens = 0,
+                                          .block_size = plan_.block_size,
+                                          .vocab_size = config.vocab_size,
+                                          .seed = plan_.seed + 7});
+  Workspace& workspace = state_->workspace;
+  const auto step = [&] {
+    workspace.begin_step();
+    model_->forward(inputs.batch(), state_->kv_cache->layers(), workspace);
+  };
+  PrefillResult result;
+  result.tokens = plan_.prefill_tokens;
+  result.step_seconds = time_steps(*backend_, 1, plan_.prefill_iterations, step);
+  result.flops = prefill_flops(config, plan_.prefill_tokens);
+  result.floor_seconds = result.flops.total() / ceilings.matmul_flops_per_s;
+  return result;
+}
+
+}  // namespace tidal::cli

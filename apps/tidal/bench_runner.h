@@ -1,0 +1,96 @@
+// The measurements behind `tidal bench`: the card's ceilings (copy bandwidth, bf16 matmul rate)
+// and the model's decode and prefill steps, each with the floor it is compared with.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/arch/qwen3_moe.h"
+#include "model/roofline.h"
+
+namespace tidal::cli {
+
+struct Ceilings {
+  double copy_bytes_per_s = 0;    // device-to-device copy, bytes read plus bytes written
+  double matmul_flops_per_s = 0;  // bf16 GEMM through the backend's linear (cuBLAS on CUDA)
+  int64_t matmul_size = 0;        // the square GEMM's M = N = K
+};
+
+// Large enough to run well past launch overhead and several times the L2.
+Ceilings measure_ceilings(Backend& backend, size_t copy_bytes, int64_t matmul_size, int iterations);
+
+struct DecodeResult {
+  int64_t batch = 0;
+  int64_t context = 0;
+  double step_seconds = 0;
+  std::vector<int64_t> touched_experts;  // per MoE layer
+  StepBytes floor_bytes;
+  double floor_seconds = 0;  // floor_bytes over the copy bandwidth
+};
+
+struct PrefillResult {
+  int64_t tokens = 0;
+  double step_seconds = 0;
+  PrefillFlops flops;
+  double floor_seconds = 0;  // flops over the matmul rate
+};
+
+struct BenchPlan {
+  std::vector<int64_t> batch_sizes;
+  int64_t context = 1024;         // each sequence's context after the decode step
+  int64_t prefill_tokens = 8192;  // 0: no prefill
+  int64_t block_size = 16;
+  int iterations = 20;  // timed decode steps per batch size
+  int prefill_iterations = 3;
+  uint64_t seed = 0;
+};
+
+// Local experts, plus (while counting) the number of distinct experts each MoE layer's tokens
+// reach. Counting reads the routing back to the host, so it runs outside the timed steps.
+class CountingExecutor final : public ExpertExecutor {
+ public:
+  Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
+             const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots) override;
+
+  void start_counting() {
+    counting_ = true;
+    touched_.clear();
+  }
+  // Distinct experts per MoE layer since start_counting().
+  std::vector<int64_t> stop_counting() {
+    counting_ = false;
+    return touched_;
+  }
+
+ private:
+  LocalExpertExecutor local_;
+  bool counting_ = false;
+  std::vector<int64_t> touched_;
+};
+
+// Runs a model built with `counter` as its executor on a KV cache made for the plan and filled
+// with random keys and values.
+class ModelBench {
+ public:
+  ModelBench(Backend& backend, Qwen3MoeModel& model, CountingExecutor& counter,
+             const BenchPlan& plan);
+  ~ModelBench();
+  ModelBench(const ModelBench&) = delete;
+  ModelBench& operator=(const ModelBench&) = delete;
+
+  DecodeResult decode(int64_t batch, const Ceilings& ceilings);
+  PrefillResult prefill(const Ceilings& ceilings);
+
+ private:
+  struct State;
+  Backend* backend_;
+  Qwen3MoeModel* model_;
+  CountingExecutor* counter_;
+  BenchPlan plan_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace tidal::cli

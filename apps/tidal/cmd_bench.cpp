@@ -1,0 +1,239 @@
+// `tidal bench`: decode step time per batch size and prefill throughput of a model (dummy
+// weights of a config's shapes, or a checkpoint), each beside its floor on this device: bytes
+// over the measured copy bandwidth for decode, FLOPs over the measured bf16 matmul rate for
+// prefill. Prints a table; --json writes every number.
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/tidal/bench_runner.h"
+#include "apps/tidal/commands.h"
+#include "model/load_model.h"
+
+namespace tidal::cli {
+namespace {
+
+struct BenchOptions {
+  std::string device = "cuda";
+  std::string load_format = "dummy";
+  std::string config;
+  std::string model;
+  int64_t num_layers = 0;
+  std::string batch_sizes = "1,8,32,64,128,256";
+  BenchPlan plan;
+  size_t copy_mib = 2048;
+  int64_t matmul_size = 8192;
+  std::string json;
+};
+
+// The command with every setting spelled out, for the report.
+std::string command_line(const BenchOptions& o) {
+  std::ostringstream line;
+  line << "tidal bench --device " << o.device << " --load-format " << o.load_format;
+  if (o.load_format == "dummy") {
+    line << " --config " << o.config;
+  } else {
+    line << " --model " << o.model;
+  }
+  if (o.num_layers != 0) line << " --num-layers " << o.num_layers;
+  line << " --batch-sizes " << o.batch_sizes << " --context " << o.plan.context
+       << " --prefill-tokens " << o.plan.prefill_tokens << " --iterations " << o.plan.iterations
+       << " --prefill-iterations " << o.plan.prefill_iterations << " --seed " << o.plan.seed
+       << " --copy-mib " << o.copy_mib << " --matmul-size " << o.matmul_size;
+  return line.str();
+}
+
+std::vector<int64_t> parse_sizes(const std::string& text) {
+  std::vector<int64_t> sizes;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    size_t used = 0;
+    long long value = 0;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || value <= 0) {
+      TIDAL_FAIL("--batch-sizes: '", item, "' is not a positive integer");
+    }
+    sizes.push_back(value);
+  }
+  return sizes;
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+double mean(const std::vector<int64_t>& values) {
+  if (values.empty()) return 0;
+  return static_cast<double>(std::accumulate(values.begin(), values.end(), int64_t{0})) /
+         static_cast<double>(values.size());
+}
+
+nlohmann::json decode_json(const DecodeResult& r) {
+  return {{"batch", r.batch},
+          {"context", r.context},
+          {"step_ms", r.step_seconds * 1e3},
+          {"tokens_per_s", static_cast<double>(r.batch) / r.step_seconds},
+          {"touched_experts_per_moe_layer", r.touched_experts},
+          {"floor_bytes",
+           {{"dense_weights", r.floor_bytes.dense_weights},
+            {"expert_weights", r.floor_bytes.expert_weights},
+            {"kv_cache", r.floor_bytes.kv_cache},
+            {"total", r.floor_bytes.total()}}},
+          {"floor_ms", r.floor_seconds * 1e3},
+          {"ratio_to_floor", r.step_seconds / r.floor_seconds}};
+}
+
+int run_bench(const BenchOptions& options) {
+  BenchPlan plan = options.plan;
+  plan.batch_sizes = parse_sizes(options.batch_sizes);
+  auto backend = make_backend(options.device);
+  std::printf("%s\n", command_line(options).c_str());
+
+  std::printf("measuring the ceilings: a %zu MiB device copy, a %lld^3 GEMM of bf16 weights\n",
+              options.copy_mib, static_cast<long long>(options.matmul_size));
+  const Ceilings ceilings =
+      measure_ceilings(*backend, options.copy_mib << 20, options.matmul_size, 20);
+  std::printf("copy bandwidth %.0f GB/s (read + write), bf16 matmul %.1f TFLOP/s\n",
+              ceilings.copy_bytes_per_s / 1e9, ceilings.matmul_flops_per_s / 1e12);
+
+  CountingExecutor counter;
+  ModelShard shard;  // every expert local, through the counter
+  shard.executor = &counter;
+  std::unique_ptr<Qwen3MoeModel> model;
+  if (options.load_format == "dummy") {
+    model = load_dummy_model(
+        {.config_file = options.config, .num_layers = options.num_layers, .seed = plan.seed},
+        *backend, shard);
+  } else {
+    TIDAL_CHECK(!options.model.empty(), "--load-format ", options.load_format,
+                " needs --model DIR");
+    TIDAL_CHECK(options.num_layers == 0, "--num-layers needs --load-format dummy");
+    model = load_model(options.model, *backend, shard);
+  }
+  const ModelConfig& config = model->config();
+  ModelBench bench(*backend, *model, counter, plan);
+
+  nlohmann::json decode_rows = nlohmann::json::array();
+  std::printf("\ndecode, context %lld, %lld layers (%s)\n", static_cast<long long>(plan.context),
+              static_cast<long long>(config.num_layers), backend->name().c_str());
+  std::printf("%6s %10s %11s %9s %9s %10s %7s\n", "batch", "step ms", "tokens/s", "experts",
+              "GB read", "floor ms", "ratio");
+  for (const int64_t batch : plan.batch_sizes) {
+    const DecodeResult r = bench.decode(batch, ceilings);
+    std::printf("%6lld %10.3f %11.0f %9.1f %9.2f %10.3f %7.2f\n", static_cast<long long>(batch),
+                r.step_seconds * 1e3, static_cast<double>(batch) / r.step_seconds,
+                mean(r.touched_experts), r.floor_bytes.total() / 1e9, r.floor_seconds * 1e3,
+                r.step_seconds / r.floor_seconds);
+    std::fflush(stdout);
+    decode_rows.push_back(decode_json(r));
+  }
+
+  nlohmann::json prefill = nullptr;
+  if (plan.prefill_tokens > 0) {
+    const PrefillResult r = bench.prefill(ceilings);
+    const double rate = r.flops.total() / r.step_seconds;
+    std::printf(
+        "\nprefill of %lld tokens: %.1f ms, %.0f tokens/s, %.1f TFLOP/s = %.1f%% of the "
+        "matmul rate (floor %.1f ms, ratio %.2f)\n",
+        static_cast<long long>(r.tokens), r.step_seconds * 1e3,
+        static_cast<double>(r.tokens) / r.step_seconds, rate / 1e12,
+        100.0 * rate / ceilings.matmul_flops_per_s, r.floor_seconds * 1e3,
+        r.step_seconds / r.floor_seconds);
+    prefill = {{"tokens", r.tokens},
+               {"step_ms", r.step_seconds * 1e3},
+               {"tokens_per_s", static_cast<double>(r.tokens) / r.step_seconds},
+               {"flops", {{"matmul", r.flops.matmul}, {"attention", r.flops.attention}}},
+               {"tflops_per_s", rate / 1e12},
+               {"fraction_of_matmul_rate", rate / ceilings.matmul_flops_per_s},
+               {"floor_ms", r.floor_seconds * 1e3},
+               {"ratio_to_floor", r.step_seconds / r.floor_seconds}};
+  }
+
+  if (!options.json.empty()) {
+    const nlohmann::json report = {
+        {"date", utc_now()},
+        {"command", command_line(options)},
+        {"device", backend->name()},
+        {"model",
+         {{"config", options.load_format == "dummy" ? options.config : options.model},
+          {"load_format", options.load_format},
+          {"num_layers", config.num_layers},
+          {"hidden_size", config.hidden_size},
+          {"num_experts", config.num_experts},
+          {"num_experts_per_tok", config.num_experts_per_tok},
+          {"moe_intermediate_size", config.moe_intermediate_size},
+          {"num_heads", config.num_heads},
+          {"num_kv_heads", config.num_kv_heads},
+          {"head_dim", config.head_dim},
+          {"vocab_size", config.vocab_size}}},
+        {"ceilings",
+         {{"copy_GB_per_s", ceilings.copy_bytes_per_s / 1e9},
+          {"matmul_TFLOP_per_s", ceilings.matmul_flops_per_s / 1e12},
+          {"matmul_size", ceilings.matmul_size}}},
+        {"decode", decode_rows},
+        {"prefill", prefill}};
+    std::ofstream out(options.json);
+    TIDAL_CHECK(out.good(), options.json, ": cannot write");
+    out << report.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto options = std::make_shared<BenchOptions>();
+  CLI::App* command = app.add_subcommand(
+      "bench", "decode and prefill step times of a model beside their floors on this device");
+  command->add_option("--device", options->device, "cuda, cuda:N or cpu")->capture_default_str();
+  command
+      ->add_option("--load-format", options->load_format,
+                   "dummy (random weights of --config's shapes) or auto (--model's files)")
+      ->check(CLI::IsMember({"dummy", "auto"}))
+      ->capture_default_str();
+  command->add_option("--config", options->config, "config.json for --load-format dummy");
+  command->add_option("--model", options->model, "checkpoint directory for --load-format auto");
+  command->add_option("--num-layers", options->num_layers,
+                      "use only the first N layers of the config (dummy weights)");
+  command->add_option("--batch-sizes", options->batch_sizes, "decode batch sizes")
+      ->capture_default_str();
+  command
+      ->add_option("--context", options->plan.context,
+                   "each decoding sequence's context, this step's token included")
+      ->capture_default_str();
+  command
+      ->add_option("--prefill-tokens", options->plan.prefill_tokens,
+                   "tokens of the one-sequence prefill (0: none)")
+      ->capture_default_str();
+  command->add_option("--iterations", options->plan.iterations, "timed decode steps per batch")
+      ->capture_default_str();
+  command
+      ->add_option("--prefill-iterations", options->plan.prefill_iterations, "timed prefill steps")
+      ->capture_default_str();
+  command->add_option("--seed", options->plan.seed, "seed of weights and inputs")
+      ->capture_default_str();
+  command->add_option("--copy-mib", options->copy_mib, "size of the bandwidth copy")
+      ->capture_default_str();
+  command->add_option("--matmul-size", options->matmul_size, "M = N = K of the rate GEMM")
+      ->capture_default_str();
+  command->add_option("--json", options->json, "write every number to this file");
+  return [options] { return run_bench(*options); };
+}
+
+}  // namespace tidal::cli
