@@ -1,5 +1,7 @@
 // Attention kernels: a grid-stride KV store, and paged attention with one block per (token,
-// head) whose warps split the keys and merge their online-softmax states at the end.
+// head) whose warps split the keys and merge their online-softmax states at the end. The heads
+// of a token are neighbouring blocks, so the query heads that share a KV head (GQA) read its
+// keys and values while they are still in L2.
 #include <cmath>
 
 #include "kernels/cuda/attention.cuh"
@@ -42,8 +44,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float warp_total[kWarps];
   __shared__ float warp_acc[kWarps][kMaxAttentionHeadDim];
 
-  const int64_t token = blockIdx.x;
-  const int64_t head = blockIdx.y;
+  const int64_t token = blockIdx.x / p.num_heads;
+  const int64_t head = blockIdx.x % p.num_heads;
   const int64_t head_dim = p.cache.head_dim;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int warp = static_cast<int>(threadIdx.x) / 32;
@@ -153,13 +155,12 @@ cudaError_t store_kv_bf16(const __nv_bfloat16* k, const __nv_bfloat16* v, int64_
 cudaError_t paged_attention_bf16(const PagedAttentionParams& params, cudaStream_t stream) {
   if (params.num_tokens == 0 || params.num_heads == 0) return cudaSuccess;
   if (params.cache.head_dim > kMaxAttentionHeadDim || params.cache.num_kv_heads <= 0 ||
-      params.num_heads % params.cache.num_kv_heads != 0 || params.num_heads > 65535 ||
-      params.num_tokens > 0x7fffffff) {
+      params.num_heads % params.cache.num_kv_heads != 0 ||
+      params.num_tokens > 0x7fffffff / params.num_heads) {
     return cudaErrorInvalidValue;
   }
-  const dim3 grid(static_cast<unsigned>(params.num_tokens),
-                  static_cast<unsigned>(params.num_heads));
-  paged_attention_kernel<<<grid, kWarps * 32, 0, stream>>>(params);
+  const auto blocks = static_cast<unsigned>(params.num_tokens * params.num_heads);
+  paged_attention_kernel<<<blocks, kWarps * 32, 0, stream>>>(params);
   return cudaGetLastError();
 }
 

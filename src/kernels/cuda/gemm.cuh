@@ -1,7 +1,8 @@
 // A tiled bf16 tensor-core GEMM (WMMA, f32 accumulation) shared by the dense fallback and the MoE
 // experts: rows may be gathered through an index, weights may be F32/F16/BF16 (rounded to bf16
 // in shared memory), and M tiles may each use another weight matrix (a group), which makes it a
-// grouped GEMM over expert slots in one launch. Simple on purpose: no pipelining yet.
+// grouped GEMM over expert slots in one launch. bf16 weights take a 16-byte-load path whose next
+// K step is loaded into registers while the current one multiplies; no deeper pipeline yet.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -9,6 +10,7 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/element.cuh"
 
@@ -95,23 +97,8 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs args) {
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   }
 
-  const __nv_bfloat16 zero = __float2bfloat16(0.0f);
-  for (int64_t k0 = 0; k0 < args.k; k0 += kBlockK) {
-    for (int i = tid; i < kBlockM * kBlockK; i += kThreads) {
-      const int r = i / kBlockK;
-      const int c = i % kBlockK;
-      const int64_t kk = k0 + c;
-      const int64_t src = a_src[r];
-      a_tile[r][c] = src >= 0 && kk < args.k ? args.a[src * args.lda + kk] : zero;
-    }
-    for (int i = tid; i < kBlockN * kBlockK; i += kThreads) {
-      const int r = i / kBlockK;
-      const int c = i % kBlockK;
-      const int64_t kk = k0 + c;
-      const int64_t src = b_src[r];
-      b_tile[r][c] = src >= 0 && kk < args.k ? to_bf16(b[src * args.k + kk]) : zero;
-    }
-    __syncthreads();
+  // One K step of the tile product, from the shared tiles.
+  const auto multiply_tiles = [&] {
     for (int kk = 0; kk < kBlockK; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a_frag[2];
       wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b_frag[2];
@@ -124,7 +111,75 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs args) {
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a_frag[i], b_frag[j], acc[i][j]);
       }
     }
-    __syncthreads();
+  };
+
+  // bf16 weights with 16-byte aligned rows: 16-byte loads, and the next K step's loads issued
+  // before this step's multiply (a register double buffer), so memory and tensor cores overlap.
+  // Every 8-element vector is wholly inside K or wholly past it (K is a multiple of 8).
+  bool vectorised = false;
+  if constexpr (std::is_same_v<W, __nv_bfloat16>) {
+    const auto aligned = [](const void* pointer) {
+      return reinterpret_cast<uintptr_t>(pointer) % 16 == 0;
+    };
+    vectorised = args.k % 8 == 0 && args.lda % 8 == 0 && args.b_group_stride % 8 == 0 &&
+                 aligned(args.a) && aligned(args.b);
+  }
+  if (vectorised) {
+    constexpr int kVectors = kBlockK / 8;                      // 16-byte vectors per tile row
+    constexpr int kPerThread = kBlockM * kVectors / kThreads;  // for A; B has as many
+    static_assert(kBlockM == kBlockN && kBlockM * kVectors % kThreads == 0);
+    uint4 a_next[kPerThread];
+    uint4 b_next[kPerThread];
+    const auto load = [&](int64_t k0) {
+      for (int v = 0; v < kPerThread; ++v) {
+        const int i = tid + v * kThreads;
+        const int r = i / kVectors;
+        const int64_t kk = k0 + (i % kVectors) * 8;
+        const int64_t a_row = a_src[r];
+        const int64_t b_row = b_src[r];
+        a_next[v] = a_row >= 0 && kk < args.k
+                        ? *reinterpret_cast<const uint4*>(args.a + a_row * args.lda + kk)
+                        : make_uint4(0, 0, 0, 0);
+        b_next[v] = b_row >= 0 && kk < args.k
+                        ? *reinterpret_cast<const uint4*>(b + b_row * args.k + kk)
+                        : make_uint4(0, 0, 0, 0);
+      }
+    };
+    load(0);
+    for (int64_t k0 = 0; k0 < args.k; k0 += kBlockK) {
+      for (int v = 0; v < kPerThread; ++v) {
+        const int i = tid + v * kThreads;
+        const int r = i / kVectors;
+        const int c = (i % kVectors) * 8;
+        *reinterpret_cast<uint4*>(&a_tile[r][c]) = a_next[v];
+        *reinterpret_cast<uint4*>(&b_tile[r][c]) = b_next[v];
+      }
+      __syncthreads();
+      if (k0 + kBlockK < args.k) load(k0 + kBlockK);
+      multiply_tiles();
+      __syncthreads();
+    }
+  } else {
+    const __nv_bfloat16 zero = __float2bfloat16(0.0f);
+    for (int64_t k0 = 0; k0 < args.k; k0 += kBlockK) {
+      for (int i = tid; i < kBlockM * kBlockK; i += kThreads) {
+        const int r = i / kBlockK;
+        const int c = i % kBlockK;
+        const int64_t kk = k0 + c;
+        const int64_t src = a_src[r];
+        a_tile[r][c] = src >= 0 && kk < args.k ? args.a[src * args.lda + kk] : zero;
+      }
+      for (int i = tid; i < kBlockN * kBlockK; i += kThreads) {
+        const int r = i / kBlockK;
+        const int c = i % kBlockK;
+        const int64_t kk = k0 + c;
+        const int64_t src = b_src[r];
+        b_tile[r][c] = src >= 0 && kk < args.k ? to_bf16(b[src * args.k + kk]) : zero;
+      }
+      __syncthreads();
+      multiply_tiles();
+      __syncthreads();
+    }
   }
   for (int i = 0; i < 2; ++i) {
     for (int j = 0; j < 2; ++j) {
