@@ -32,6 +32,12 @@ final_out="${OUT:-}"
 out="$repo_root/build-cuda/gpu-out"
 rm -rf "$out"
 mkdir -p "$out"
+# Copies files to $OUT as soon as they exist, so a run cut short still brings them back.
+keep() {
+  [ -n "$final_out" ] || return 0
+  for file in "$@"; do [ -f "$out/$file" ] && cp "$out/$file" "$final_out/"; done
+  return 0
+}
 build="$repo_root/build-cuda"
 deps="$repo_root/.deps/root"
 
@@ -88,11 +94,13 @@ status=0
 if ! cmake "${configure_args[@]}" >"$out/build.log" 2>&1; then
   tail -50 "$out/build.log"
   echo "configure failed (full log in build.log)"
+  keep build.log
   exit 1
 fi
 if ! cmake --build "$build" --target gpu_op_test gpu_model_test tidal -j "$(nproc)" >>"$out/build.log" 2>&1; then
   grep -E "error|FAILED" -A5 "$out/build.log" | head -80
   echo "build failed (full log in build.log)"
+  keep build.log
   exit 1
 fi
 echo "build ok"
@@ -100,10 +108,12 @@ echo "build ok"
 with_deps_libs "$build/tests/gpu/gpu_op_test" --gtest_output="json:$out/op_test.json" \
   >"$out/op_test.log" 2>&1 || status=1
 grep -E "^\[op\]|FAILED|Failure|PASSED|error" "$out/op_test.log" | head -150
+keep op_test.log
 
 with_deps_libs "$build/tests/gpu/gpu_model_test" --gtest_output="json:$out/model_test.json" \
   >"$out/model_test.log" 2>&1 || status=1
 grep -E "^\[model\]|FAILED|Failure|PASSED|error" "$out/model_test.log" | head -80
+keep model_test.log
 
 # The CLI on the GPU: the same greedy tokens as on the CPU for a fixture prompt.
 ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][1]["prompt_token_ids"])))' tests/fixtures/tiny-qwen3-moe.reference.json)
@@ -159,28 +169,27 @@ if [ "${BENCH:-1}" = 1 ]; then
   layers="${BENCH_LAYERS:-48}"
   config=bench/configs/qwen3-30b-a3b.json
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv >"$out/card.txt" 2>&1
-  if ! with_deps_libs timeout 420 "$build/tidal" bench --device cuda --config "$config" \
-      --num-layers "$layers" --json "$out/bench_tidal.json" >"$out/bench_tidal.log" 2>&1; then
+  if ! with_deps_libs timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench --device cuda \
+      --config "$config" --num-layers "$layers" --prefill-iterations 2 \
+      --json "$out/bench_tidal.json" >"$out/bench_tidal.log" 2>&1; then
     echo "[bench] tidal bench failed"
     status=1
   fi
   grep -v "^I " "$out/bench_tidal.log" | tail -30
+  keep bench_tidal.json bench_tidal.log card.txt
   if [ "${BENCH_BASELINE:-1}" = 1 ]; then
-    if ! PYTHONUNBUFFERED=1 timeout 480 python3 tools/bench_transformers.py --config "$config" \
-        --num-layers "$layers" --json "$out/bench_transformers.json" \
+    if ! PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-300}" python3 tools/bench_transformers.py \
+        --config "$config" --num-layers "$layers" --iterations 3 \
+        --json "$out/bench_transformers.json" \
         >"$out/bench_transformers.log" 2>&1; then
       echo "[bench] transformers baseline failed"
       status=1
     fi
     grep -v Warning "$out/bench_transformers.log" | tail -15
+    keep bench_transformers.json bench_transformers.log
   fi
 fi
 
 echo "gpu tests: $([ $status = 0 ] && echo PASSED || echo FAILED) (logs in $out)"
-if [ -n "$final_out" ]; then
-  for file in bench_tidal.json bench_transformers.json bench_tidal.log bench_transformers.log; do
-    [ -f "$out/$file" ] && cp "$out/$file" "$final_out/"
-  done
-  tar czf "$final_out/logs.tgz" -C "$out" .
-fi
+[ -n "$final_out" ] && tar czf "$final_out/logs.tgz" -C "$out" .
 exit $status
