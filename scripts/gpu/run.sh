@@ -7,26 +7,25 @@
 #        GTEST_FILTER narrows the op test as usual;
 #        BENCH=0 skips the benchmarks, BENCH_LAYERS=N runs them on N layers (default 48),
 #        BENCH_BASELINE=0 skips the transformers baseline;
-#        TIDAL_SOURCE=head builds the committed HEAD (git archive) instead of the working tree,
-#        for a tree that others are editing while this runs.
+#        TIDAL_SOURCE=DIR builds a source snapshot carried in DIR instead of the working tree
+#        (make it with scripts/gpu/snapshot.sh DIR, carry DIR), for a tree others are editing.
 # $OUT brings back at most 8 files: the bench JSONs and logs go there as they are, everything
 # else as logs.tgz.
 set -uo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo_root"
-if [ "${TIDAL_SOURCE:-tree}" = head ]; then
-  if git rev-parse HEAD >/dev/null 2>&1; then
-    head_src="$repo_root/build-cuda/head-src"
-    rm -rf "$head_src"
-    mkdir -p "$head_src"
-    git archive HEAD | tar -x -C "$head_src"
-    ln -s "$repo_root/.deps" "$head_src/.deps"
-    echo "building the committed HEAD $(git rev-parse --short HEAD), not the working tree"
-    repo_root="$head_src"
-    cd "$repo_root"
-  else
-    echo "TIDAL_SOURCE=head but no git history here: building the working tree"
+if [ -n "${TIDAL_SOURCE:-}" ]; then
+  # A snapshot of the source made where the code is edited (git archive HEAD | tar -x -C DIR),
+  # carried beside the tree: others may be editing the tree itself while this runs.
+  snapshot="$repo_root/$TIDAL_SOURCE"
+  if [ ! -f "$snapshot/CMakeLists.txt" ]; then
+    echo "TIDAL_SOURCE=$TIDAL_SOURCE holds no source tree (carry it)"
+    exit 1
   fi
+  [ -e "$snapshot/.deps" ] || ln -s "$repo_root/.deps" "$snapshot/.deps"
+  echo "building the snapshot in $TIDAL_SOURCE ($(cat "$snapshot/SNAPSHOT" 2>/dev/null))"
+  repo_root="$snapshot"
+  cd "$repo_root"
 fi
 final_out="${OUT:-}"
 out="$repo_root/build-cuda/gpu-out"
