@@ -13,6 +13,7 @@ Command add_tokenize_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 Command add_serve_command(CLI::App& app);
 Command add_rank_command(CLI::App& app);
+Command add_scale_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
 
 }  // namespace tidal::cli

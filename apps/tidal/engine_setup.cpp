@@ -23,6 +23,14 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
   command.add_option("--eplb-window", setup.eplb_window,
                      "steps of expert load the balancer plans from");
   command.add_option("--eplb-interval", setup.eplb_interval, "steps between rebalances");
+  command.add_flag("--enable-elastic-ep,--elastic", setup.elastic,
+                   "serve through rank processes even at one rank, so that POST /v1/admin/scale "
+                   "can change their number (several --ranks imply it)");
+  command.add_option("--max-ranks", setup.max_ranks,
+                     "the most ranks a scale may reach (default: the GPUs of this host for cuda, "
+                     "max(--ranks, 8) for cpu)");
+  command.add_option("--scale-prepare-timeout", setup.scale_prepare_timeout_s,
+                     "seconds a scale's prepare may take before it rolls back");
   command.add_option("--local-ranks", setup.local_ranks,
                      "ranks this process starts (default: all); the others join with "
                      "`tidal rank --coordinator ...`");
@@ -47,7 +55,7 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
                            const Tokenizer& tokenizer) {
   RunningEngine running;
   if (setup.ranks == 1 && setup.expert_slots == 0 && setup.local_ranks < 0 &&
-      setup.num_redundant_experts == 0 && !setup.enable_eplb) {
+      setup.num_redundant_experts == 0 && !setup.enable_eplb && !setup.elastic) {
     running.backend = make_backend(setup.device);
     running.model = load_model(model_directory, *running.backend);
     running.engine =
@@ -62,10 +70,12 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
                        .num_ranks = setup.ranks,
                        .slots_per_rank = setup.expert_slots,
                        .num_redundant_experts = setup.num_redundant_experts,
+                       .max_num_ranks = setup.max_ranks,
                        .num_local_ranks = setup.local_ranks,
                        .bind_host = setup.coordinator_host,
                        .control_port = setup.coordinator_port,
                        .engine = setup.engine,
+                       .prepare_timeout = std::chrono::seconds(setup.scale_prepare_timeout_s),
                        .enable_eplb = setup.enable_eplb,
                        .eplb_window = setup.eplb_window,
                        .eplb_interval = setup.eplb_interval});

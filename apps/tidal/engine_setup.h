@@ -24,6 +24,9 @@ struct EngineSetup {
   int eplb_window = 1000;
   int eplb_interval = 3000;
   int local_ranks = -1;  // -1: this process starts every rank
+  bool elastic = false;  // serve through rank processes even at one rank, so it can scale
+  int max_ranks = 0;     // 0: the GPUs of this host (cuda), max(ranks, 8) (cpu)
+  int scale_prepare_timeout_s = 120;
   std::string coordinator_host = "127.0.0.1";
   int coordinator_port = 0;
   EngineOptions engine;  // scheduler and KV cache sizing, per rank
@@ -32,7 +35,8 @@ struct EngineSetup {
 // Registers --device, --ranks/--data-parallel-size, --expert-slots, --local-ranks,
 // --coordinator-host/-port, --max-num-seqs, --max-num-batched-tokens, --max-model-len,
 // --block-size, --num-kv-blocks, --kv-cache-memory, --num-redundant-experts, --enable-eplb,
-// --eplb-window and --eplb-interval.
+// --eplb-window, --eplb-interval, --enable-elastic-ep, --max-ranks and
+// --scale-prepare-timeout.
 void add_engine_setup_options(CLI::App& command, EngineSetup& setup);
 
 // Members are destroyed in reverse order: the client (which may own a thread or rank processes)

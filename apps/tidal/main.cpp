@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   commands["generate"] = tidal::cli::add_generate_command(app);
   commands["serve"] = tidal::cli::add_serve_command(app);
   commands["rank"] = tidal::cli::add_rank_command(app);
+  commands["scale"] = tidal::cli::add_scale_command(app);
   commands["bench"] = tidal::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);

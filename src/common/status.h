@@ -17,6 +17,7 @@ enum class StatusCode {
   kOutOfMemory,  // KV cache or workspace full
   kUnavailable,  // a peer or a rank is gone
   kTimeout,
+  kConflict,  // the operation clashes with one already running (maps to HTTP 409)
   kInternal,
 };
 

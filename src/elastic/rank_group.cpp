@@ -1,6 +1,7 @@
-// RankGroup: spawn, handshake, route, shut down.
+// RankGroup: spawn, handshake, route, shut down. Transitions are in rank_group_scale.cpp.
 #include "elastic/rank_group.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -11,6 +12,7 @@
 
 #include "comm/kv_store.h"
 #include "common/logging.h"
+#include "elastic/rank_group_operation.h"
 #include "elastic/rank_protocol.h"
 #include "eplb/placement_policy.h"
 #include "model/loader/model_config.h"
@@ -25,18 +27,32 @@ class ControlSocket {
   zmq::socket_t socket{context, zmq::socket_type::router};
 };
 
-RankGroup::RankGroup(RankGroupOptions options)
-    : options_(std::move(options)),
-      identities_(static_cast<size_t>(std::max(options_.num_ranks, 1))),
-      ready_(static_cast<size_t>(std::max(options_.num_ranks, 1)), false),
-      loads_(static_cast<size_t>(std::max(options_.num_ranks, 1))) {
+namespace {
+
+bool is_cuda(const std::string& device) {
+  return device == "cuda" || device.rfind("cuda:", 0) == 0;
+}
+
+// GPUs the NVIDIA driver shows on this host (without linking CUDA into the front).
+int count_host_gpus() {
+  int count = 0;
+  if (DIR* dir = ::opendir("/proc/driver/nvidia/gpus")) {
+    while (const dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
+    ::closedir(dir);
+  }
+  return count;
+}
+
+}  // namespace
+
+RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
   TIDAL_CHECK(options_.num_ranks >= 1, "--ranks must be at least 1, got ", options_.num_ranks);
   const ModelConfig config = load_model_config(options_.model_directory);
-  const auto experts = static_cast<int>(config.num_experts);
+  num_experts_ = static_cast<int>(config.num_experts);
   TIDAL_CHECK(options_.num_redundant_experts >= 0, "--num-redundant-experts must be >= 0, got ",
               options_.num_redundant_experts);
   if (options_.slots_per_rank == 0) {
-    const int physical = experts + options_.num_redundant_experts;
+    const int physical = num_experts_ + options_.num_redundant_experts;
     options_.slots_per_rank = (physical + options_.num_ranks - 1) / options_.num_ranks;
   }
   if (options_.enable_eplb) {
@@ -45,31 +61,59 @@ RankGroup::RankGroup(RankGroupOptions options)
     TIDAL_CHECK(options_.eplb_window > 0, "--eplb-window must be positive, got ",
                 options_.eplb_window);
   }
-  const Status shape = eplb::check_shape(experts, options_.num_ranks, options_.slots_per_rank);
+  if (options_.max_num_ranks == 0) {
+    options_.max_num_ranks =
+        is_cuda(options_.device) ? std::max(count_host_gpus(), 1) : std::max(options_.num_ranks, 8);
+  }
+  TIDAL_CHECK(options_.num_ranks <= options_.max_num_ranks, "--ranks ", options_.num_ranks,
+              " exceeds ", options_.max_num_ranks,
+              is_cuda(options_.device) ? " (the GPUs of this host)" : " (--max-ranks)");
+  const Status shape = eplb::check_shape(num_experts_, options_.num_ranks, options_.slots_per_rank);
   if (!shape.is_ok()) TIDAL_FAIL(shape.message());
-  physical_to_logical_ =
-      eplb::initial_placement(experts, options_.num_ranks, options_.slots_per_rank)
-          .physical_to_logical();
+  int num_moe_layers = 0;
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    num_moe_layers += config.is_moe_layer(layer) ? 1 : 0;
+  }
+  placements_.assign(
+      static_cast<size_t>(std::max(num_moe_layers, 1)),
+      eplb::initial_placement(num_experts_, options_.num_ranks, options_.slots_per_rank)
+          .physical_to_logical());
 
   store_ = std::make_unique<KvStoreServer>(
       KvStoreServerOptions{.bind_address = cat("tcp://", options_.bind_host, ":*")});
+  store_client_ = std::make_unique<KvStoreClient>(
+      KvStoreClientOptions{.endpoint = store_->endpoint(), .timeout = options_.comm_timeout});
   control_ = std::make_unique<ControlSocket>();
   control_->socket.set(zmq::sockopt::linger, 0);
   control_->socket.bind(
       cat("tcp://", options_.bind_host, ":",
           options_.control_port == 0 ? std::string("*") : std::to_string(options_.control_port)));
   control_endpoint_ = control_->socket.get(zmq::sockopt::last_endpoint);
+  {
+    std::lock_guard lock(mutex_);
+    for (int rank = 0; rank < options_.num_ranks; ++rank) {
+      ranks_.push_back(add_member_locked(
+          rank, is_cuda(options_.device) ? cat("cuda:", rank) : options_.device, false));
+    }
+  }
   io_thread_ = std::thread([this] { io_loop(); });
   log_info("coordinator at ", control_endpoint_, ": ", options_.num_ranks, " ranks x ",
-           options_.slots_per_rank, " expert slots (", experts, " experts)");
-  spawn_local_ranks();
+           options_.slots_per_rank, " expert slots (", num_experts_, " experts, up to ",
+           options_.max_num_ranks, " ranks)");
+  const int num_local =
+      options_.num_local_ranks < 0 ? options_.num_ranks : options_.num_local_ranks;
+  for (int rank = 0; rank < std::min(num_local, options_.num_ranks); ++rank) {
+    const int pid = spawn_rank(rank, members_.at(ranks_[static_cast<size_t>(rank)]).device);
+    std::lock_guard lock(mutex_);
+    members_.at(ranks_[static_cast<size_t>(rank)]).pid = pid;
+  }
 
   std::string failure;
   {
     std::unique_lock lock(mutex_);
     const bool all_ready = changed_.wait_for(lock, options_.start_timeout, [&] {
-      return !failure_.empty() ||
-             std::all_of(ready_.begin(), ready_.end(), [](bool ready) { return ready; });
+      return !failure_.empty() || std::all_of(ranks_.begin(), ranks_.end(),
+                                              [&](int id) { return members_.at(id).ready; });
     });
     if (!failure_.empty()) {
       failure = failure_;
@@ -81,6 +125,7 @@ RankGroup::RankGroup(RankGroupOptions options)
     shutdown();
     TIDAL_FAIL("starting ", options_.num_ranks, " ranks failed: ", failure);
   }
+  stats_.num_ranks = options_.num_ranks;
   log_info("all ", options_.num_ranks, " ranks ready (max_model_len ", max_model_len_, ")");
 }
 
@@ -88,29 +133,40 @@ RankGroup::~RankGroup() {
   shutdown();
 }
 
-void RankGroup::spawn_local_ranks() {
-  const int count = options_.num_local_ranks < 0 ? options_.num_ranks : options_.num_local_ranks;
-  for (int rank = 0; rank < count; ++rank) {
-    const std::string rank_arg = std::to_string(rank);
-    const pid_t pid = ::fork();
-    if (pid < 0) TIDAL_FAIL("cannot start rank ", rank, ": fork failed");
-    if (pid == 0) {
-      // The child: die with the front, then become `tidal rank`.
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      const char* argv[] = {"tidal",  "rank",           "--coordinator", control_endpoint_.c_str(),
-                            "--rank", rank_arg.c_str(), nullptr};
-      ::execv(options_.rank_binary.c_str(), const_cast<char* const*>(argv));
-      ::_exit(127);
-    }
-    local_pids_.push_back(pid);
-  }
+int RankGroup::num_ranks() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<int>(ranks_.size());
 }
 
-void RankGroup::send_to(int rank, const std::string& payload) {
-  {
-    std::lock_guard lock(mutex_);
-    outbox_.emplace_back(rank, payload);
+int RankGroup::add_member_locked(int place, const std::string& device, bool joining) {
+  const int id = next_member_id_++;
+  Member& member = members_[id];
+  member.id = id;
+  member.place = place;
+  member.device = device;
+  member.joining = joining;
+  return id;
+}
+
+int RankGroup::spawn_rank(int place, const std::string& device) {
+  (void)device;  // the configuration names the device; the process only asks for its place
+  const std::string place_arg = std::to_string(place);
+  const pid_t pid = ::fork();
+  if (pid < 0) TIDAL_FAIL("cannot start rank ", place, ": fork failed");
+  if (pid == 0) {
+    // The child: die with the front, then become `tidal rank`.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    const char* argv[] = {
+        "tidal",           "rank", "--coordinator", control_endpoint_.c_str(), "--rank",
+        place_arg.c_str(), nullptr};
+    ::execv(options_.rank_binary.c_str(), const_cast<char* const*>(argv));
+    ::_exit(127);
   }
+  return pid;
+}
+
+void RankGroup::send_locked(int member_id, const nlohmann::json& message) {
+  outbox_.emplace_back(member_id, protocol::encode(message));
 }
 
 void RankGroup::io_loop() {
@@ -133,11 +189,12 @@ void RankGroup::io_loop() {
       std::lock_guard lock(mutex_);
       outbox.swap(outbox_);
     }
-    for (auto& [rank, payload] : outbox) {
+    for (auto& [member_id, payload] : outbox) {
       std::string identity;
       {
         std::lock_guard lock(mutex_);
-        identity = identities_[static_cast<size_t>(rank)];
+        const auto it = members_.find(member_id);
+        if (it != members_.end()) identity = it->second.identity;
       }
       if (identity.empty()) continue;
       socket.send(zmq::buffer(identity), zmq::send_flags::sndmore);
@@ -151,66 +208,101 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
   const std::string type = message.at("type").get<std::string>();
   std::unique_lock lock(mutex_);
   // After its hello, a rank is known by its socket identity, never by what it claims.
-  const auto known = std::find(identities_.begin(), identities_.end(), identity);
-  const int sender =
-      known == identities_.end() ? -1 : static_cast<int>(known - identities_.begin());
-  if (type != protocol::kHello && sender < 0) {
-    log_warning("dropped a '", type, "' message from an unknown rank");
-    return;
+  Member* sender = nullptr;
+  for (auto& [id, member] : members_) {
+    if (!identity.empty() && member.identity == identity) sender = &member;
   }
   if (type == protocol::kHello) {
-    int rank = message.at("rank").get<int>();
-    if (rank < 0) {
-      // A rank started by hand without an index: the first free place after the ones this
-      // process's own ranks will ask for, so that the two never race for a place.
-      const int num_local =
-          options_.num_local_ranks < 0 ? options_.num_ranks : options_.num_local_ranks;
-      const auto free = std::find(identities_.begin() + std::min(num_local, options_.num_ranks),
-                                  identities_.end(), std::string());
-      rank = free == identities_.end() ? -1 : static_cast<int>(free - identities_.begin());
+    const int asked = message.at("rank").get<int>();
+    // A rank started by hand without an index takes the first place nobody of ours will ask
+    // for: after the ranks this process starts, so that the two never race for a place.
+    const int num_local =
+        options_.num_local_ranks < 0 ? options_.num_ranks : options_.num_local_ranks;
+    Member* place = nullptr;
+    for (auto& [id, member] : members_) {
+      if (!member.identity.empty()) continue;
+      const bool fits = asked >= 0
+                            ? member.place == asked
+                            : (member.pid < 0 && !member.joining && member.place >= num_local);
+      if (fits && (place == nullptr || member.place < place->place)) place = &member;
     }
-    if (rank < 0 || rank >= options_.num_ranks || !identities_[rank].empty()) {
-      log_warning("refused a rank hello (rank ", message.at("rank").get<int>(), "): no free place");
+    if (place == nullptr) {
+      log_warning("refused a rank hello (rank ", asked, "): no free place");
       return;
     }
-    identities_[rank] = identity;
-    log_info("rank ", rank, " said hello; sending its configuration");
+    place->identity = identity;
+    const Operation* transition = running_.get();
     protocol::RankConfig config{.model_directory = options_.model_directory,
-                                .device = options_.device,
-                                .rank = rank,
-                                .num_ranks = options_.num_ranks,
-                                .epoch = 0,
+                                .device = place->device,
+                                .rank = place->place,
+                                .num_ranks = static_cast<int>(ranks_.size()),
+                                .epoch = epoch_,
                                 .slots_per_rank = options_.slots_per_rank,
-                                .physical_to_logical = physical_to_logical_,
+                                .max_num_ranks = options_.max_num_ranks,
+                                .placements = placements_,
+                                .joining = false,
                                 .store_endpoint = store_->endpoint(),
                                 .engine = options_.engine,
                                 .comm_timeout_ms = options_.comm_timeout.count(),
                                 .enable_eplb = options_.enable_eplb,
                                 .eplb_window = options_.eplb_window,
                                 .eplb_interval = options_.eplb_interval};
-    outbox_.emplace_back(rank, protocol::encode(protocol::to_json(config)));
-  } else if (type == protocol::kReady) {
-    ready_[static_cast<size_t>(sender)] = true;
+    if (place->joining) {
+      TIDAL_CHECK(transition != nullptr && transition->planned, "a joining rank without a plan");
+      config.num_ranks = transition->plan.new_num_ranks;
+      config.epoch = transition->epoch;
+      config.placements = transition->next_placements;
+      config.joining = true;
+    }
+    log_info("rank ", place->place, place->joining ? " (joining)" : "",
+             " said hello; sending its configuration");
+    send_locked(place->id, protocol::to_json(config));
+    return;
+  }
+  if (sender == nullptr) {
+    log_warning("dropped a '", type, "' message from an unknown rank");
+    return;
+  }
+  if (type == protocol::kReady) {
+    sender->ready = true;
+    sender->warm_ups = message.at("warm_ups").get<int64_t>();
     const int64_t length = message.at("max_model_len").get<int64_t>();
     max_model_len_ = max_model_len_ == 0 ? length : std::min(max_model_len_, length);
     changed_.notify_all();
   } else if (type == protocol::kFailed) {
-    const std::string reason = cat("rank ", sender, ": ", message.at("message").get<std::string>());
+    const std::string reason =
+        cat("rank ", sender->place, ": ", message.at("message").get<std::string>());
     log_line(LogLevel::kError, reason);
+    sender->failure = reason;
+    changed_.notify_all();
+    if (sender->joining) return;  // the transition rolls back; the group serves on
     if (failure_.empty()) failure_ = reason;
     abort_everything_locked();
     for (auto& [id, promise] : pending_submits_) {
       promise.set_value(Status(StatusCode::kUnavailable, reason));
     }
     pending_submits_.clear();
-    changed_.notify_all();
   } else if (type == protocol::kSubmitted) {
-    const auto it = pending_submits_.find(message.at("id").get<std::string>());
-    if (it == pending_submits_.end()) return;
-    it->second.set_value(message.at("ok").get<bool>()
-                             ? Status::ok()
-                             : Status::invalid_argument(message.at("message").get<std::string>()));
-    pending_submits_.erase(it);
+    const std::string id = message.at("id").get<std::string>();
+    const bool ok = message.at("ok").get<bool>();
+    const auto it = pending_submits_.find(id);
+    if (it != pending_submits_.end()) {
+      it->second.set_value(ok ? Status::ok()
+                              : Status::invalid_argument(message.at("message").get<std::string>()));
+      pending_submits_.erase(it);
+    } else if (!ok) {
+      // An adopted request the new rank refused: nothing else can continue it.
+      log_line(LogLevel::kError, cat("request ", id, " could not continue on rank ", sender->place,
+                                     ": ", message.at("message").get<std::string>()));
+      if (const auto live = live_.find(id); live != live_.end()) {
+        RequestOutput output;
+        output.request_id = id;
+        output.finish_reason = FinishReason::kAbort;
+        live->second.queue->push(std::move(output));
+        members_.at(live->second.member).outstanding_tokens -= live->second.tokens;
+        live_.erase(live);
+      }
+    }
   } else if (type == protocol::kOutputs) {
     for (const nlohmann::json& entry : message.at("outputs")) {
       RequestOutput output = protocol::output_from_json(entry);
@@ -219,13 +311,13 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
       const bool finished = output.finished();
       it->second.queue->push(std::move(output));
       if (finished) {
-        loads_[it->second.rank].num_outstanding_tokens -= it->second.tokens;
+        members_.at(it->second.member).outstanding_tokens -= it->second.tokens;
         live_.erase(it);
       }
     }
     EngineLoad load = protocol::load_from_json(message.at("load"));
-    EngineLoad& kept = loads_[static_cast<size_t>(sender)];
-    if (sender == 0 && load.eplb_rebalances > kept.eplb_rebalances) {
+    if (!ranks_.empty() && sender->id == ranks_.front() &&
+        load.eplb_rebalances > sender->load.eplb_rebalances) {
       // Every rank rebalances at the same step; rank 0's report stands for the group.
       double before = 0, after = 0;
       for (const double value : load.eplb_balancedness_before) before += value;
@@ -235,11 +327,13 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
       log_info("eplb: rebalance ", load.eplb_rebalances, " at step ", load.num_steps,
                ": balancedness (mean over ", load.eplb_balancedness_before.size(), " layers) ",
                before / layers, " -> ", after / layers, "; rank 0 moved ",
-               load.eplb_bytes_moved - kept.eplb_bytes_moved, " bytes in ",
-               load.eplb_seconds - kept.eplb_seconds, " s");
+               load.eplb_bytes_moved - sender->load.eplb_bytes_moved, " bytes in ",
+               load.eplb_seconds - sender->load.eplb_seconds, " s");
     }
-    load.num_outstanding_tokens = kept.num_outstanding_tokens;  // the front keeps this one
-    kept = load;
+    sender->warm_ups = load.num_warm_ups;
+    sender->load = load;
+  } else {
+    handle_transition_message_locked(*sender, type, message);
   }
 }
 
@@ -253,6 +347,19 @@ void RankGroup::abort_everything_locked() {
   live_.clear();
 }
 
+int RankGroup::least_loaded_member_locked() const {
+  int chosen = -1;
+  for (const int id : ranks_) {
+    const Member& member = members_.at(id);
+    if (member.leaving) continue;
+    if (chosen < 0 || member.outstanding_tokens < members_.at(chosen).outstanding_tokens) {
+      chosen = id;
+    }
+  }
+  TIDAL_CHECK(chosen >= 0, "no rank can take requests");
+  return chosen;
+}
+
 Status RankGroup::submit(const std::string& id, std::vector<int32_t> prompt_ids,
                          SamplingParams params, std::shared_ptr<OutputQueue> queue) {
   std::future<Status> verdict;
@@ -262,27 +369,21 @@ Status RankGroup::submit(const std::string& id, std::vector<int32_t> prompt_ids,
     if (live_.contains(id) || pending_submits_.contains(id)) {
       return Status::invalid_argument(cat("duplicate request id '", id, "'"));
     }
-    // Least outstanding tokens first; ties to the lower rank.
-    int chosen = 0;
-    for (int rank = 1; rank < options_.num_ranks; ++rank) {
-      if (loads_[rank].num_outstanding_tokens < loads_[chosen].num_outstanding_tokens) {
-        chosen = rank;
-      }
-    }
+    const int chosen = least_loaded_member_locked();
     const int64_t tokens = static_cast<int64_t>(prompt_ids.size()) + params.max_tokens;
-    loads_[chosen].num_outstanding_tokens += tokens;
-    live_[id] = Live{.queue = std::move(queue), .rank = chosen, .tokens = tokens};
+    members_.at(chosen).outstanding_tokens += tokens;
+    live_[id] = Live{.queue = std::move(queue), .member = chosen, .tokens = tokens};
     verdict = pending_submits_[id].get_future();
-    outbox_.emplace_back(chosen, protocol::encode({{"type", protocol::kSubmit},
-                                                   {"id", id},
-                                                   {"prompt_ids", prompt_ids},
-                                                   {"params", protocol::to_json(params)}}));
+    send_locked(chosen, {{"type", protocol::kSubmit},
+                         {"id", id},
+                         {"prompt_ids", prompt_ids},
+                         {"params", protocol::to_json(params)}});
   }
   Status status = verdict.get();
   if (!status.is_ok()) {
     std::lock_guard lock(mutex_);
     if (const auto it = live_.find(id); it != live_.end()) {
-      loads_[it->second.rank].num_outstanding_tokens -= it->second.tokens;
+      members_.at(it->second.member).outstanding_tokens -= it->second.tokens;
       live_.erase(it);
     }
   }
@@ -293,20 +394,45 @@ void RankGroup::abort(const std::string& id) {
   std::lock_guard lock(mutex_);
   const auto it = live_.find(id);
   if (it == live_.end()) return;
-  outbox_.emplace_back(it->second.rank, protocol::encode({{"type", protocol::kAbort}, {"id", id}}));
+  // A request handed back by a leaving rank is not sent on (see adopt_handoff_locked).
+  it->second.abort_requested = true;
+  send_locked(it->second.member, {{"type", protocol::kAbort}, {"id", id}});
 }
 
 std::vector<EngineLoad> RankGroup::loads() const {
   std::lock_guard lock(mutex_);
-  return loads_;
+  std::vector<EngineLoad> loads;
+  for (const int id : ranks_) {
+    const Member& member = members_.at(id);
+    EngineLoad load = member.load;
+    load.num_outstanding_tokens = member.outstanding_tokens;  // the front keeps this one
+    load.num_warm_ups = member.warm_ups;
+    loads.push_back(std::move(load));
+  }
+  return loads;
+}
+
+void RankGroup::reap(int pid, std::chrono::milliseconds grace) noexcept {
+  int status = 0;
+  for (auto waited = std::chrono::milliseconds(0); waited < grace;
+       waited += std::chrono::milliseconds(10)) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  log_warning("rank process ", pid, " did not exit; killing it");
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
 }
 
 void RankGroup::shutdown() noexcept {
+  stopping_transition_ = true;
+  changed_.notify_all();
+  if (transition_thread_.joinable()) transition_thread_.join();
   if (io_thread_.joinable()) {
     {
       std::lock_guard lock(mutex_);
-      for (int rank = 0; rank < options_.num_ranks; ++rank) {
-        outbox_.emplace_back(rank, protocol::encode({{"type", protocol::kShutdown}}));
+      for (const auto& [id, member] : members_) {
+        send_locked(id, {{"type", protocol::kShutdown}});
       }
       abort_everything_locked();
     }
@@ -315,20 +441,15 @@ void RankGroup::shutdown() noexcept {
     stopping_ = true;
     io_thread_.join();
   }
-  for (const int pid : local_pids_) {
-    int status = 0;
-    bool exited = false;
-    for (int waited_ms = 0; waited_ms < 10000 && !exited; waited_ms += 10) {
-      exited = ::waitpid(pid, &status, WNOHANG) == pid;
-      if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (!exited) {
-      log_warning("rank process ", pid, " did not exit; killing it");
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
+  std::vector<int> pids;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, member] : members_) {
+      if (member.pid > 0) pids.push_back(member.pid);
+      member.pid = -1;
     }
   }
-  local_pids_.clear();
+  for (const int pid : pids) reap(pid, std::chrono::seconds(10));
 }
 
 }  // namespace tidal

@@ -1,7 +1,25 @@
-// RankGroup: the front's side of a group of rank processes. It serves the rendezvous store and
-// the control socket, starts local ranks (or waits for ranks started by hand), hands each its
-// configuration, and then acts as the EngineClient: it places each request on the rank with the
-// fewest outstanding tokens and routes the outputs back.
+// RankGroup: the front's side of a group of rank processes, and the coordinator of its elastic
+// transitions. It serves the rendezvous store and the control socket, starts local ranks (or
+// waits for ranks started by hand), hands each its configuration, and acts as the EngineClient:
+// it places each request on the rank with the fewest outstanding tokens and routes the outputs
+// back.
+//
+// A transition (scale to N ranks), in the coordinator's order:
+//   prepare (serving continues)
+//     1. hold: every rank pauses load balancing and reports its placement and expert load;
+//     2. plan (plan_scale): leaving ranks, renumbering, each layer's placement at N;
+//     3. joining ranks start, load their slots' weights, allocate their KV cache and form the
+//        next epoch's communicator with the staying ranks, which form it in the background;
+//        nobody warms up yet;
+//   commit (the commit point: from here the transition completes or the group fails)
+//     4. every old rank, at one step agreed over the old communicator, moves expert weights;
+//        leaving ranks hand their requests back (each continues on a staying rank, its stream
+//        unbroken) and exit; staying ranks switch communicator and placement;
+//     5. every rank of the new epoch runs warm_and_capture once, together, and resumes;
+//     6. the router learns the new rank set.
+//   A failure before the commit point (a joining rank dies, fails or times out, a communicator
+//   does not form) rolls back: the joining processes are killed, the staying ranks drop their
+//   standby communicator, and the group keeps serving at its old size and epoch.
 #pragma once
 
 #include <atomic>
@@ -13,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -20,10 +39,12 @@
 
 #include "engine/engine.h"
 #include "engine/engine_client.h"
+#include "engine/scale_control.h"
 
 namespace tidal {
 
 class KvStoreServer;
+class KvStoreClient;
 
 class ControlSocket;
 
@@ -33,6 +54,9 @@ struct RankGroupOptions {
   int num_ranks = 1;
   int slots_per_rank = 0;  // 0: ceil((experts + num_redundant_experts) / ranks)
   int num_redundant_experts = 0;
+  // The most ranks the group may scale to: GPUs on this host for cuda (0: all of them), CPU rank
+  // places for cpu (0: max(num_ranks, 8)). Placement tables are sized for it once.
+  int max_num_ranks = 0;
   int num_local_ranks = -1;  // ranks this process starts; -1: all; the rest join by hand
   std::string bind_host = "127.0.0.1";
   int control_port = 0;  // 0: any free port (the endpoint is logged and in control_endpoint())
@@ -40,13 +64,16 @@ struct RankGroupOptions {
   EngineOptions engine;  // every rank's scheduler and KV cache sizing
   std::chrono::milliseconds start_timeout = std::chrono::seconds(120);
   std::chrono::milliseconds comm_timeout = std::chrono::seconds(60);
+  // Bound on a transition's prepare (joining ranks loading and forming the communicator); past
+  // it the transition rolls back.
+  std::chrono::milliseconds prepare_timeout = std::chrono::seconds(120);
   // Expert load balancing on the ranks (see RankConfig).
   bool enable_eplb = false;
   int eplb_window = 1000;
   int eplb_interval = 3000;
 };
 
-class RankGroup final : public EngineClient {
+class RankGroup final : public EngineClient, public ScaleControl {
  public:
   // Returns once every rank is ready; throws tidal::Error (after stopping what it started) when
   // a rank fails to join or the start times out.
@@ -60,45 +87,98 @@ class RankGroup final : public EngineClient {
   void abort(const std::string& id) override;
   std::vector<EngineLoad> loads() const override;
   int64_t max_model_len() const override { return max_model_len_; }
+  ScaleControl* scale_control() override { return this; }
+
+  Result<std::string> start_scale(const ScaleRequest& request) override;
+  std::optional<nlohmann::json> scale_operation(const std::string& id) const override;
+  nlohmann::json topology() const override;
+  bool is_scaling() const override;
+  ScaleStats scale_stats() const override;
 
   const std::string& control_endpoint() const { return control_endpoint_; }
-  int num_ranks() const { return options_.num_ranks; }
+  int num_ranks() const;
 
  private:
+  // One rank process, known from its hello on. Its rank index is its position in ranks_, which
+  // changes at transitions; its member id never does.
+  struct Member {
+    int id = 0;
+    int place = -1;        // the rank index it was started for (matched against its hello)
+    std::string identity;  // ZeroMQ routing id; "" until it says hello
+    std::string device;    // e.g. "cpu", "cuda:2"
+    int pid = -1;          // a local process of ours; -1 for one started by hand
+    bool joining = false;  // started for a transition that has not committed yet
+    bool leaving = false;  // leaves at the commit in progress: no new requests
+    bool ready = false;
+    std::string failure;  // what it reported before failing
+    EngineLoad load;
+    int64_t outstanding_tokens = 0;
+    int64_t warm_ups = 0;
+  };
   struct Live {
     std::shared_ptr<OutputQueue> queue;
-    int rank = 0;
+    int member = 0;
     int64_t tokens = 0;  // prompt + max_tokens: what it adds to its rank's outstanding load
+    bool abort_requested = false;
   };
+  struct Operation;  // one scale operation's record (rank_group_scale.cpp)
+
   void io_loop();
   void handle(const std::string& identity, const std::string& payload);
-  void send_to(int rank, const std::string& payload);
-  void spawn_local_ranks();
+  void handle_transition_message_locked(Member& sender, const std::string& type,
+                                        const nlohmann::json& message);
+  void send_locked(int member_id, const nlohmann::json& message);
+  int spawn_rank(int place, const std::string& device);  // returns the pid
+  int add_member_locked(int place, const std::string& device, bool joining);
+  // The current rank with the fewest outstanding tokens that is not leaving (ties: lowest).
+  int least_loaded_member_locked() const;
+  void adopt_handoff_locked(const nlohmann::json& request);
   // Tells every rank to stop, ends the I/O thread, reaps local ranks (SIGKILL after a grace
   // period). Idempotent; the destructor and a failed start both use it.
   void shutdown() noexcept;
   // Ends every live request with kAbort (the group can no longer serve it).
   void abort_everything_locked();
+  // Waits for a local process to exit (SIGKILL after `grace`); never throws.
+  static void reap(int pid, std::chrono::milliseconds grace) noexcept;
+
+  // The transition, on a thread of its own (rank_group_scale.cpp).
+  void run_transition(std::shared_ptr<Operation> operation, ScaleRequest request);
+  // Undoes a prepare: joining processes killed (their pids returned for reaping outside the
+  // lock), staying ranks told to drop their standby, the operation marked failed.
+  std::vector<int> rollback_locked(Operation& operation, const std::string& reason);
+  nlohmann::json operation_json_locked(const Operation& operation) const;
 
   RankGroupOptions options_;
+  int num_experts_ = 0;
   std::unique_ptr<KvStoreServer> store_;
+  std::unique_ptr<KvStoreClient> store_client_;  // the coordinator's own, to drop dead epochs' keys
   std::unique_ptr<ControlSocket> control_;
   std::string control_endpoint_;
-  std::vector<int32_t> physical_to_logical_;
   int64_t max_model_len_ = 0;
-  std::vector<int> local_pids_;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
-  std::vector<std::string> identities_;  // rank -> ZeroMQ routing id ("" until it says hello)
-  std::vector<bool> ready_;
-  std::string failure_;  // first failure a rank reported
-  std::deque<std::pair<int, std::string>> outbox_;
+  std::map<int, Member> members_;  // by member id
+  int next_member_id_ = 0;
+  std::vector<int> ranks_;  // rank index -> member id, for the current epoch
+  uint64_t epoch_ = 0;
+  uint64_t next_epoch_ = 1;  // a failed transition burns its epoch number; none is reused
+  // [MoE layer][physical slot]: the placement the coordinator last planned or was told of.
+  std::vector<std::vector<int32_t>> placements_;
+  std::string failure_;  // first failure of the group (a rank of the current epoch)
+  std::deque<std::pair<int, std::string>> outbox_;  // (member id, payload)
   std::unordered_map<std::string, std::promise<Status>> pending_submits_;
   std::unordered_map<std::string, Live> live_;
-  std::vector<EngineLoad> loads_;
   std::atomic<bool> stopping_{false};
   std::thread io_thread_;
+
+  std::map<std::string, std::shared_ptr<Operation>> operations_;
+  std::shared_ptr<Operation> running_;  // the transition in progress, if any
+  uint64_t next_operation_ = 1;
+  ScaleStats stats_;
+  std::mutex start_scale_mutex_;  // one start_scale at a time (it may join the last thread)
+  std::atomic<bool> stopping_transition_{false};
+  std::thread transition_thread_;
 };
 
 }  // namespace tidal

@@ -26,7 +26,9 @@ nlohmann::json to_json(const RankConfig& config) {
           {"num_ranks", config.num_ranks},
           {"epoch", config.epoch},
           {"slots_per_rank", config.slots_per_rank},
-          {"physical_to_logical", config.physical_to_logical},
+          {"max_num_ranks", config.max_num_ranks},
+          {"placements", config.placements},
+          {"joining", config.joining},
           {"store_endpoint", config.store_endpoint},
           {"max_num_seqs", config.engine.scheduler.max_num_seqs},
           {"max_num_batched_tokens", config.engine.scheduler.max_num_batched_tokens},
@@ -48,7 +50,9 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.num_ranks = message.at("num_ranks").get<int>();
   config.epoch = message.at("epoch").get<uint64_t>();
   config.slots_per_rank = message.at("slots_per_rank").get<int>();
-  config.physical_to_logical = message.at("physical_to_logical").get<std::vector<int32_t>>();
+  config.max_num_ranks = message.at("max_num_ranks").get<int>();
+  config.placements = message.at("placements").get<std::vector<std::vector<int32_t>>>();
+  config.joining = message.at("joining").get<bool>();
   config.store_endpoint = message.at("store_endpoint").get<std::string>();
   config.engine.scheduler.max_num_seqs = message.at("max_num_seqs").get<int64_t>();
   config.engine.scheduler.max_num_batched_tokens =
@@ -163,6 +167,26 @@ EngineLoad load_from_json(const nlohmann::json& value) {
   load.eplb_balancedness_before = value.at(11).get<std::vector<double>>();
   load.eplb_balancedness_after = value.at(12).get<std::vector<double>>();
   return load;
+}
+
+nlohmann::json to_json(const RequestHandoff& handoff) {
+  return {{"id", handoff.id},
+          {"prompt_ids", handoff.prompt_ids},
+          {"params", to_json(handoff.params)},
+          {"output_ids", handoff.output_ids},
+          {"text_sent", handoff.text_sent},
+          {"rng_state", handoff.rng_state},
+          {"num_preemptions", handoff.num_preemptions}};
+}
+
+RequestHandoff handoff_from_json(const nlohmann::json& value) {
+  return {.id = value.at("id").get<std::string>(),
+          .prompt_ids = value.at("prompt_ids").get<std::vector<int32_t>>(),
+          .params = params_from_json(value.at("params")),
+          .output_ids = value.at("output_ids").get<std::vector<int32_t>>(),
+          .text_sent = value.at("text_sent").get<size_t>(),
+          .rng_state = value.at("rng_state").get<std::string>(),
+          .num_preemptions = value.at("num_preemptions").get<int64_t>()};
 }
 
 }  // namespace tidal::rank_protocol

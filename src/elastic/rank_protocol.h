@@ -10,6 +10,7 @@
 
 #include "engine/engine.h"
 #include "engine/engine_client.h"
+#include "engine/request_handoff.h"
 #include "engine/request_output.h"
 #include "engine/sampling_params.h"
 
@@ -25,6 +26,19 @@ inline constexpr char kSubmitted[] = "submitted";  // rank -> front: {id, ok, me
 inline constexpr char kAbort[] = "abort";          // front -> rank: {id}
 inline constexpr char kOutputs[] = "outputs";      // rank -> front: {outputs: [...], load}
 inline constexpr char kShutdown[] = "shutdown";    // front -> rank: {}
+// Elastic transitions (see rank_group.h for the sequence). Every one carries the operation's
+// serial `op`, so a late message of a failed operation is recognised and dropped.
+inline constexpr char kHold[] = "hold";  // front -> old ranks: {op}; pause load balancing
+inline constexpr char kHeld[] = "held";  // rank -> front: {op, placements, load}
+// front -> old ranks: {op, epoch, new_rank (-1: leaving), num_ranks, placements, rank_map}
+inline constexpr char kStandby[] = "standby";
+inline constexpr char kStandbyReady[] = "standby_ready";  // rank -> front: {op}
+inline constexpr char kCommit[] = "commit";               // front -> old and new ranks: {op}
+// rank -> front: {op, warm_ups, bytes_moved, move_seconds, warm_seconds, pause_seconds}
+inline constexpr char kCommitted[] = "committed";
+inline constexpr char kHandoff[] = "handoff";    // leaving rank -> front: {op, requests, warm_ups}
+inline constexpr char kRollback[] = "rollback";  // front -> old ranks: {op}
+inline constexpr char kAdopt[] = "adopt";        // front -> rank: {request}
 
 // What a rank needs to join: the model, its place in the group, and how to reach the others.
 struct RankConfig {
@@ -34,8 +48,14 @@ struct RankConfig {
   int num_ranks = 1;
   uint64_t epoch = 0;
   int slots_per_rank = 0;
-  std::vector<int32_t>
-      physical_to_logical;  // [num_ranks * slots_per_rank]: every MoE layer's start
+  int max_num_ranks = 0;  // sizes the placement tables once, for every size the group may reach
+  // [MoE layer][num_ranks * slots_per_rank]: each layer's placement (layers differ once load
+  // balancing has run).
+  std::vector<std::vector<int32_t>> placements;
+  // A rank joining a running group at an elastic transition: it loads its weights, allocates its
+  // KV cache and forms the epoch's communicator, then waits for the commit to warm up with the
+  // others. false: a rank of the group's first epoch, which warms up as soon as it has joined.
+  bool joining = false;
   std::string store_endpoint;
   EngineOptions engine;  // sizing; its dp_group is set by the rank itself
   int64_t comm_timeout_ms = 60000;
@@ -58,5 +78,7 @@ nlohmann::json to_json(const RequestOutput& output);
 RequestOutput output_from_json(const nlohmann::json& value);
 nlohmann::json to_json(const EngineLoad& load);
 EngineLoad load_from_json(const nlohmann::json& value);
+nlohmann::json to_json(const RequestHandoff& handoff);
+RequestHandoff handoff_from_json(const nlohmann::json& value);
 
 }  // namespace tidal::rank_protocol

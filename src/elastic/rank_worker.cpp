@@ -1,35 +1,28 @@
-// RankWorker: join, warm up, then the lockstep loop of sync, step and output.
+// RankWorker: join, then the lockstep loop of sync, step and output, with elastic transitions
+// and load balancing between steps.
 #include "elastic/rank_worker.h"
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 #include <zmq.hpp>
 
-#include "backend/backend.h"
-#include "comm/gloo_communicator.h"
-#include "comm/kv_store.h"
-#include "comm/nccl_communicator.h"
 #include "common/logging.h"
-#include "elastic/expert_mover.h"
 #include "elastic/rank_protocol.h"
-#include "engine/engine.h"
-#include "engine/expert_parallel.h"
-#include "eplb/load_window.h"
-#include "eplb/placement.h"
-#include "eplb/placement_diff.h"
-#include "eplb/placement_policy.h"
-#include "eplb/replica_tables.h"
-#include "model/load_model.h"
+#include "elastic/rank_rebalance.h"
+#include "elastic/rank_state.h"
+#include "elastic/rank_transition.h"
 
 namespace tidal {
 namespace {
 
 namespace protocol = rank_protocol;
+using Clock = std::chrono::steady_clock;
 
 class ControlChannel {
  public:
@@ -37,7 +30,7 @@ class ControlChannel {
       : socket_(context_, zmq::socket_type::dealer) {
     // Unique per process: ranks started by hand all ask for "any rank" (-1).
     socket_.set(zmq::sockopt::routing_id, cat("rank-", rank, "-pid-", ::getpid()));
-    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::linger, 2000);  // a leaving rank's last messages still go out
     socket_.connect(endpoint);
   }
   void send(const nlohmann::json& message) {
@@ -58,158 +51,6 @@ class ControlChannel {
   zmq::socket_t socket_;
 };
 
-// Everything a joined rank holds, built in dependency order.
-struct JoinedRank {
-  protocol::RankConfig config;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<KvStoreClient> store;
-  std::unique_ptr<Communicator> group;
-  eplb::TableShape shape;
-  // One placement and one set of tables per MoE layer. The executor reads `tables` by address, so
-  // the vector is sized once here and a rebalance only rewrites its elements.
-  std::vector<eplb::Placement> placements;
-  std::vector<eplb::PlacementTables> tables;
-  std::unique_ptr<ExpertParallelExecutor> executor;
-  std::unique_ptr<Qwen3MoeModel> model;
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<eplb::LoadWindow> load_window;  // only with enable_eplb
-};
-
-// What this rank reports about expert load balancing (EngineLoad's eplb_ fields).
-struct EplbReport {
-  int64_t rebalances = 0;
-  int64_t bytes_moved = 0;
-  double seconds = 0;
-  std::vector<double> balancedness_before;
-  std::vector<double> balancedness_after;
-};
-
-std::unique_ptr<JoinedRank> join(const protocol::RankConfig& config) {
-  auto rank = std::make_unique<JoinedRank>();
-  rank->config = config;
-  // A group on one machine spreads over its GPUs: "cuda" means cuda:<rank> here (an explicit
-  // "cuda:N" is kept as given).
-  const bool on_cuda = config.device == "cuda" || config.device.rfind("cuda:", 0) == 0;
-  rank->backend = make_backend(config.device == "cuda" ? cat("cuda:", config.rank) : config.device);
-  rank->tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_file(config.model_directory));
-  const ModelConfig model_config = load_model_config(config.model_directory);
-  const auto num_experts = static_cast<int>(model_config.num_experts);
-  const eplb::Placement placement(num_experts, config.num_ranks, config.slots_per_rank,
-                                  config.physical_to_logical);
-  rank->shape = eplb::table_shape(num_experts, config.slots_per_rank, config.num_ranks);
-  int num_moe_layers = 0;
-  for (int64_t layer = 0; layer < model_config.num_layers; ++layer) {
-    if (model_config.is_moe_layer(layer)) ++num_moe_layers;
-  }
-  rank->placements.assign(static_cast<size_t>(std::max(num_moe_layers, 1)), placement);
-  rank->tables.assign(rank->placements.size(), eplb::build_tables(placement, rank->shape));
-
-  rank->store = std::make_unique<KvStoreClient>(
-      KvStoreClientOptions{.endpoint = config.store_endpoint,
-                           .timeout = std::chrono::milliseconds(config.comm_timeout_ms)});
-  if (on_cuda) {
-    // NCCL on the backend's device and stream: the expert all-to-alls move device memory.
-    NcclOptions nccl;
-    nccl.store = rank->store.get();
-    nccl.rank = config.rank;
-    nccl.size = config.num_ranks;
-    nccl.epoch = config.epoch;
-    nccl.timeout = std::chrono::milliseconds(config.comm_timeout_ms);
-    rank->group = make_nccl_communicator_for(*rank->backend, nccl);
-  } else {
-    GlooOptions gloo;
-    gloo.store = rank->store.get();
-    gloo.rank = config.rank;
-    gloo.size = config.num_ranks;
-    gloo.epoch = config.epoch;
-    gloo.timeout = std::chrono::milliseconds(config.comm_timeout_ms);
-    rank->group = make_gloo_communicator(gloo);
-  }
-  rank->executor = std::make_unique<ExpertParallelExecutor>(
-      *rank->group, rank->tables, rank->shape, config.engine.scheduler.max_num_batched_tokens);
-  rank->model = load_model(config.model_directory, *rank->backend,
-                           {.slot_experts = placement.local_slot_to_logical(config.rank),
-                            .executor = rank->executor.get()});
-  EngineOptions options = config.engine;
-  options.dp_group = rank->group.get();
-  rank->engine = std::make_unique<Engine>(*rank->backend, *rank->model, *rank->tokenizer, options);
-  rank->engine->warm_up();  // collective: every rank of the epoch warms up together, once
-  if (config.enable_eplb) {
-    TIDAL_CHECK(config.eplb_interval > 0 && config.eplb_window > 0,
-                "--eplb-interval and --eplb-window must be positive");
-    TIDAL_CHECK(rank->backend->shares_host_memory(),
-                "expert load balancing moves weights through host memory: CPU backend only");
-    // Attached after the warm-up so that its batches never count as load.
-    rank->load_window = std::make_unique<eplb::LoadWindow>(
-        static_cast<int>(rank->placements.size()), num_experts, config.eplb_window);
-    rank->executor->set_load_window(rank->load_window.get());
-  }
-  return rank;
-}
-
-// mean / max of the ranks' loads; 1 when nothing was routed.
-double balancedness(const eplb::Placement& placement, std::span<const double> load) {
-  const std::vector<double> ranks = eplb::rank_loads(placement, load);
-  const double max = *std::max_element(ranks.begin(), ranks.end());
-  if (max <= 0) return 1.0;
-  double sum = 0;
-  for (const double value : ranks) sum += value;
-  return sum / static_cast<double>(ranks.size()) / max;
-}
-
-// Between two steps, on every rank at the same step: agree on the window's load, plan each
-// layer's new placement (pure and deterministic, so every rank plans the same), move the weights
-// into the existing slots and rewrite the tables in place.
-void rebalance(JoinedRank& rank, EplbReport& report) {
-  const auto start = std::chrono::steady_clock::now();
-  Communicator& group = *rank.group;
-  std::vector<int64_t> totals = rank.load_window->totals();
-  group.all_reduce_sum(std::span<int64_t>(totals));
-  const int num_logical = rank.load_window->num_logical();
-  const int num_ranks = group.size();
-  const std::vector<ExpertSlots> slots = rank.model->moe_expert_slots();
-  TIDAL_CHECK(slots.size() == rank.placements.size(), "the model has ", slots.size(),
-              " MoE layers, the placements ", rank.placements.size());
-  const auto num_slots = static_cast<size_t>(rank.config.slots_per_rank);
-  report.balancedness_before.assign(slots.size(), 1.0);
-  report.balancedness_after.assign(slots.size(), 1.0);
-  for (size_t layer = 0; layer < slots.size(); ++layer) {
-    std::vector<double> load(static_cast<size_t>(num_logical));
-    for (size_t e = 0; e < load.size(); ++e) {
-      load[e] = static_cast<double>(totals[layer * load.size() + e]);
-    }
-    const eplb::Placement& current = rank.placements[layer];
-    const eplb::Placement next = eplb::plan_placement(current, num_ranks, load);
-    report.balancedness_before[layer] = balancedness(current, load);
-    report.balancedness_after[layer] = balancedness(next, load);
-    if (next == current) continue;
-    const eplb::MovePlan plan =
-        eplb::plan_moves(current, next, eplb::identity_rank_map(num_ranks, num_ranks));
-    const SlotBuffer buffers[] = {{.base = static_cast<std::byte*>(slots[layer].gate_up.data),
-                                   .slot_bytes = slots[layer].gate_up.num_bytes() / num_slots},
-                                  {.base = static_cast<std::byte*>(slots[layer].down.data),
-                                   .slot_bytes = slots[layer].down.num_bytes() / num_slots}};
-    const MoveStats moved = move_expert_weights(group, plan, buffers);
-    report.bytes_moved += moved.bytes_received + moved.bytes_copied;
-    // Same vectors, same sizes: the executor (and a device copy) keeps reading the same addresses.
-    const eplb::PlacementTables fresh = eplb::build_tables(next, rank.shape);
-    eplb::PlacementTables& tables = rank.tables[layer];
-    TIDAL_CHECK(fresh.physical_to_logical.size() == tables.physical_to_logical.size() &&
-                    fresh.replica_count.size() == tables.replica_count.size() &&
-                    fresh.replica_slots.size() == tables.replica_slots.size(),
-                "placement tables changed size");
-    tables.num_ranks = fresh.num_ranks;
-    std::copy(fresh.physical_to_logical.begin(), fresh.physical_to_logical.end(),
-              tables.physical_to_logical.begin());
-    std::copy(fresh.replica_count.begin(), fresh.replica_count.end(), tables.replica_count.begin());
-    std::copy(fresh.replica_slots.begin(), fresh.replica_slots.end(), tables.replica_slots.begin());
-    rank.placements[layer] = next;
-  }
-  ++report.rebalances;
-  report.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 EngineLoad load_of(const Engine& engine) {
   return {.num_running = engine.scheduler().num_running(),
           .num_waiting = engine.scheduler().num_waiting(),
@@ -221,19 +62,259 @@ EngineLoad load_of(const Engine& engine) {
           .num_outstanding_tokens = 0};
 }
 
-void send_outputs(ControlChannel& control, const std::vector<RequestOutput>& outputs,
-                  const Engine& engine, int64_t steps, const EplbReport& eplb) {
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// A test-only stall of a joining rank before it forms its communicator, so that tests can kill
+// it during prepare (TIDAL_TEST_JOIN_STALL_MS); unset, it does nothing.
+void stall_join_for_tests() {
+  const char* stall = std::getenv("TIDAL_TEST_JOIN_STALL_MS");
+  if (stall != nullptr) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(stall)));
+}
+
+// One rank process from its first epoch (or its joining) to its exit.
+class Worker {
+ public:
+  Worker(ControlChannel& control, std::unique_ptr<RankState> rank)
+      : control_(control), rank_(std::move(rank)) {}
+
+  // Returns the exit code.
+  int run();
+  // A joining rank: waits for its transition's commit, then warms up with the new epoch.
+  // Returns false when told to shut down first.
+  bool await_commit();
+
+ private:
+  void handle(const nlohmann::json& message);
+  void send_outputs(const std::vector<RequestOutput>& outputs);
+  // Between steps, at the step all old ranks agreed on: weights, hand-back or switch, warm-up.
+  // Returns false when this rank leaves the group.
+  bool commit();
+  void report_committed(uint64_t op, const CommitReport& report);
+
+  ControlChannel& control_;
+  std::unique_ptr<RankState> rank_;
+  bool stop_requested_ = false;
+  int64_t steps_ = 0;
+  EplbReport eplb_;
+  // Transitions: the operation holding load balancing, the standby of the one being prepared,
+  // and the commit received for it. Rolled-back standbys finish their rendezvous (or time out)
+  // in the background and are joined at exit.
+  uint64_t holding_op_ = 0;
+  std::unique_ptr<StandbyGroup> standby_;
+  std::optional<RankTransition> transition_;
+  bool standby_reported_ = false;
+  uint64_t commit_op_ = 0;
+  std::vector<std::unique_ptr<StandbyGroup>> abandoned_;
+};
+
+void Worker::send_outputs(const std::vector<RequestOutput>& outputs) {
   nlohmann::json list = nlohmann::json::array();
   for (const RequestOutput& output : outputs) list.push_back(protocol::to_json(output));
-  EngineLoad load = load_of(engine);
-  load.num_steps = steps;
-  load.eplb_rebalances = eplb.rebalances;
-  load.eplb_bytes_moved = eplb.bytes_moved;
-  load.eplb_seconds = eplb.seconds;
-  load.eplb_balancedness_before = eplb.balancedness_before;
-  load.eplb_balancedness_after = eplb.balancedness_after;
-  control.send(
+  EngineLoad load = load_of(*rank_->engine);
+  load.num_steps = steps_;
+  load.eplb_rebalances = eplb_.rebalances;
+  load.eplb_bytes_moved = eplb_.bytes_moved;
+  load.eplb_seconds = eplb_.seconds;
+  load.eplb_balancedness_before = eplb_.balancedness_before;
+  load.eplb_balancedness_after = eplb_.balancedness_after;
+  control_.send(
       {{"type", protocol::kOutputs}, {"outputs", list}, {"load", protocol::to_json(load)}});
+}
+
+void Worker::handle(const nlohmann::json& message) {
+  Engine& engine = *rank_->engine;
+  const std::string type = message.at("type").get<std::string>();
+  if (type == protocol::kSubmit) {
+    const std::string id = message.at("id").get<std::string>();
+    const Status status =
+        engine.add_request(id, message.at("prompt_ids").get<std::vector<int32_t>>(),
+                           protocol::params_from_json(message.at("params")));
+    control_.send({{"type", protocol::kSubmitted},
+                   {"id", id},
+                   {"ok", status.is_ok()},
+                   {"message", status.message()}});
+  } else if (type == protocol::kAdopt) {
+    RequestHandoff handoff = protocol::handoff_from_json(message.at("request"));
+    const std::string id = handoff.id;
+    const Status status = engine.adopt(std::move(handoff));
+    control_.send({{"type", protocol::kSubmitted},
+                   {"id", id},
+                   {"ok", status.is_ok()},
+                   {"message", status.message()}});
+  } else if (type == protocol::kAbort) {
+    send_outputs(engine.abort(message.at("id").get<std::string>()));
+  } else if (type == protocol::kShutdown) {
+    stop_requested_ = true;
+  } else if (type == protocol::kHold) {
+    holding_op_ = message.at("op").get<uint64_t>();
+    nlohmann::json placements = nlohmann::json::array();
+    for (const eplb::Placement& placement : rank_->placements) {
+      placements.push_back(placement.physical_to_logical());
+    }
+    control_.send({{"type", protocol::kHeld},
+                   {"op", holding_op_},
+                   {"placements", placements},
+                   {"load", local_expert_load(*rank_)}});
+  } else if (type == protocol::kStandby) {
+    RankTransition transition =
+        transition_from_json(message, rank_->num_experts, rank_->config.slots_per_rank);
+    log_info("rank ", rank_->config.rank, ": preparing epoch ", transition.epoch, " as ",
+             transition.new_rank < 0
+                 ? std::string("a leaving rank")
+                 : cat("rank ", transition.new_rank, " of ", transition.num_ranks));
+    if (transition.new_rank >= 0) standby_ = std::make_unique<StandbyGroup>(*rank_, transition);
+    standby_reported_ = false;
+    transition_ = std::move(transition);
+  } else if (type == protocol::kCommit) {
+    commit_op_ = message.at("op").get<uint64_t>();
+  } else if (type == protocol::kRollback) {
+    const uint64_t op = message.at("op").get<uint64_t>();
+    log_info("rank ", rank_->config.rank, ": transition ", op, " rolled back");
+    if (standby_ != nullptr) abandoned_.push_back(std::move(standby_));
+    transition_.reset();
+    if (holding_op_ == op) holding_op_ = 0;
+    if (commit_op_ == op) commit_op_ = 0;
+  }
+}
+
+void Worker::report_committed(uint64_t op, const CommitReport& report) {
+  control_.send({{"type", protocol::kCommitted},
+                 {"op", op},
+                 {"rank", rank_->config.rank},
+                 {"warm_ups", rank_->engine->runner().num_warm_ups()},
+                 {"bytes_moved", report.bytes_moved},
+                 {"move_seconds", report.move_seconds},
+                 {"warm_seconds", report.warm_seconds},
+                 {"pause_seconds", report.pause_seconds}});
+}
+
+bool Worker::commit() {
+  const auto paused = Clock::now();
+  TIDAL_CHECK(transition_ && transition_->op == commit_op_, "commit of operation ", commit_op_,
+              " without its standby");
+  const RankTransition transition = *transition_;
+  CommitReport report;
+  move_for_transition(*rank_, transition, report);
+  if (transition.new_rank < 0) {
+    // Leaving: every request goes back to the front, which continues it on a staying rank.
+    nlohmann::json requests = nlohmann::json::array();
+    for (const RequestHandoff& handoff : rank_->engine->release_all()) {
+      requests.push_back(protocol::to_json(handoff));
+    }
+    log_info("rank ", rank_->config.rank, ": leaving at epoch ", transition.epoch,
+             ", handing back ", requests.size(), " requests");
+    control_.send({{"type", protocol::kHandoff},
+                   {"op", transition.op},
+                   {"requests", requests},
+                   {"warm_ups", rank_->engine->runner().num_warm_ups()},
+                   {"bytes_moved", report.bytes_moved},
+                   {"move_seconds", report.move_seconds}});
+    return false;
+  }
+  // The rendezvous finished during prepare (the front commits only then), so this returns at once.
+  while (!standby_->done()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  switch_epoch(*rank_, transition, standby_->take());
+  standby_.reset();
+  transition_.reset();
+  holding_op_ = 0;
+  commit_op_ = 0;
+  report.warm_seconds = warm_and_capture(*rank_);
+  report.pause_seconds = seconds_since(paused);
+  log_info("rank ", rank_->config.rank, "/", rank_->config.num_ranks, ": epoch ",
+           rank_->config.epoch, " committed (moved ", report.bytes_moved, " bytes in ",
+           report.move_seconds, " s, warm_and_capture ", report.warm_seconds, " s, paused ",
+           report.pause_seconds, " s)");
+  report_committed(transition.op, report);
+  return true;
+}
+
+bool Worker::await_commit() {
+  const auto joined = Clock::now();
+  for (;;) {
+    const std::optional<nlohmann::json> message = control_.receive(std::chrono::milliseconds(100));
+    if (!message) {
+      if (std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - joined).count() >
+          rank_->config.comm_timeout_ms * 4) {
+        TIDAL_FAIL("joined epoch ", rank_->config.epoch, " but no commit came");
+      }
+      continue;
+    }
+    const std::string type = message->at("type").get<std::string>();
+    if (type == protocol::kShutdown || type == protocol::kRollback) return false;
+    if (type == protocol::kCommit) {
+      commit_op_ = message->at("op").get<uint64_t>();
+      break;
+    }
+    handle(*message);  // adopted requests may arrive before the commit reaches this rank
+  }
+  CommitReport report;
+  report.warm_seconds = warm_and_capture(*rank_);
+  report.pause_seconds = report.warm_seconds;
+  log_info("rank ", rank_->config.rank, "/", rank_->config.num_ranks, ": joined epoch ",
+           rank_->config.epoch, " (warm_and_capture ", report.warm_seconds, " s)");
+  report_committed(commit_op_, report);
+  commit_op_ = 0;
+  return true;
+}
+
+int Worker::run() {
+  Engine& engine = *rank_->engine;
+  for (;;) {
+    // Commands first, all of them, without waiting.
+    while (std::optional<nlohmann::json> message = control_.receive(std::chrono::milliseconds(0))) {
+      handle(*message);
+    }
+    if (standby_ != nullptr && standby_->done() && !standby_reported_) {
+      standby_reported_ = true;
+      const std::string error = standby_->error();
+      control_.send({{"type", protocol::kStandbyReady},
+                     {"op", standby_->op()},
+                     {"ok", error.empty()},
+                     {"message", error}});
+    }
+    if (transition_ && transition_->new_rank < 0 && !standby_reported_) {
+      standby_reported_ = true;  // a leaving rank forms nothing
+      control_.send({{"type", protocol::kStandbyReady},
+                     {"op", transition_->op},
+                     {"ok", true},
+                     {"message", ""}});
+    }
+    // Every rank agrees, at the same point: whether to step, whether to stop, whether load
+    // balancing is held, and whether every rank has the commit of a transition (a minimum,
+    // taken as the maximum of negated values).
+    int64_t flags[4] = {engine.has_work() ? 1 : 0, stop_requested_ ? 1 : 0,
+                        holding_op_ != 0 ? 1 : 0, -static_cast<int64_t>(commit_op_)};
+    rank_->group->all_reduce_max(flags);
+    if (flags[1] != 0) break;
+    if (-flags[3] > 0) {
+      if (!commit()) return 0;
+      continue;
+    }
+    if (flags[0] == 0) {
+      // Nobody has work: wait a little for a command so idle ranks do not spin.
+      if (std::optional<nlohmann::json> message = control_.receive(std::chrono::milliseconds(2))) {
+        handle(*message);
+      }
+      continue;
+    }
+    std::vector<RequestOutput> outputs = engine.step();
+    ++steps_;
+    if (!outputs.empty() || steps_ % 64 == 0) send_outputs(outputs);
+    if (rank_->load_window) {
+      rank_->load_window->commit_step();
+      // Every rank of the epoch counts the same steps, so all rebalance together; never while a
+      // transition holds the placement the coordinator planned from.
+      if (++rank_->eplb_steps >= rank_->config.eplb_interval && flags[2] == 0) {
+        rank_->eplb_steps = 0;
+        rebalance(*rank_, eplb_);
+        send_outputs({});
+      }
+    }
+  }
+  log_info("rank ", rank_->config.rank, " shut down after ", steps_, " steps");
+  return 0;
 }
 
 }  // namespace
@@ -241,83 +322,31 @@ void send_outputs(ControlChannel& control, const std::vector<RequestOutput>& out
 int run_rank_worker(const RankWorkerOptions& options) {
   ControlChannel control(options.control_endpoint, options.rank);
   control.send({{"type", protocol::kHello}, {"rank", options.rank}});
-  std::unique_ptr<JoinedRank> rank;
+  int rank_idx = options.rank;
   try {
-    std::optional<nlohmann::json> config = control.receive(std::chrono::seconds(120));
-    if (!config || config->at("type") != protocol::kConfig) {
+    std::optional<nlohmann::json> message = control.receive(std::chrono::seconds(120));
+    if (!message || message->at("type") != protocol::kConfig) {
       TIDAL_FAIL("rank ", options.rank, ": no configuration from the front at ",
                  options.control_endpoint);
     }
-    rank = join(protocol::config_from_json(*config));
-  } catch (const std::exception& error) {
-    log_line(LogLevel::kError, cat("rank ", options.rank, " failed to join: ", error.what()));
-    control.send({{"type", protocol::kFailed}, {"rank", options.rank}, {"message", error.what()}});
-    return 1;
-  }
-  Engine& engine = *rank->engine;
-  Communicator& group = *rank->group;
-  const int rank_idx = rank->config.rank;  // assigned by the coordinator when not asked for
-  control.send(
-      {{"type", protocol::kReady}, {"rank", rank_idx}, {"max_model_len", engine.max_model_len()}});
-  log_info("rank ", rank_idx, "/", group.size(), " ready (epoch ", group.epoch(), ")");
-
-  bool stop_requested = false;
-  int64_t steps = 0;
-  EplbReport eplb;
-  auto handle = [&](const nlohmann::json& message) {
-    const std::string type = message.at("type").get<std::string>();
-    if (type == protocol::kSubmit) {
-      const std::string id = message.at("id").get<std::string>();
-      const Status status =
-          engine.add_request(id, message.at("prompt_ids").get<std::vector<int32_t>>(),
-                             protocol::params_from_json(message.at("params")));
-      control.send({{"type", protocol::kSubmitted},
-                    {"id", id},
-                    {"ok", status.is_ok()},
-                    {"message", status.message()}});
-    } else if (type == protocol::kAbort) {
-      send_outputs(control, engine.abort(message.at("id").get<std::string>()), engine, steps, eplb);
-    } else if (type == protocol::kShutdown) {
-      stop_requested = true;
-    }
-  };
-  try {
-    for (;;) {
-      // Commands first, all of them, without waiting.
-      while (std::optional<nlohmann::json> message =
-                 control.receive(std::chrono::milliseconds(0))) {
-        handle(*message);
-      }
-      // Every rank agrees whether to step, and whether to stop, at the same point.
-      int64_t flags[2] = {engine.has_work() ? 1 : 0, stop_requested ? 1 : 0};
-      group.all_reduce_max(flags);
-      if (flags[1] != 0) break;
-      if (flags[0] == 0) {
-        // Nobody has work: wait a little for a command so idle ranks do not spin.
-        if (std::optional<nlohmann::json> message = control.receive(std::chrono::milliseconds(2))) {
-          handle(*message);
-        }
-        continue;
-      }
-      std::vector<RequestOutput> outputs = engine.step();
-      ++steps;
-      if (!outputs.empty() || steps % 64 == 0) send_outputs(control, outputs, engine, steps, eplb);
-      if (rank->load_window) {
-        rank->load_window->commit_step();
-        // Every rank counts the same steps (they step in lockstep), so all rebalance together.
-        if (steps % rank->config.eplb_interval == 0) {
-          rebalance(*rank, eplb);
-          send_outputs(control, {}, engine, steps, eplb);
-        }
-      }
-    }
+    const protocol::RankConfig config = protocol::config_from_json(*message);
+    rank_idx = config.rank;  // assigned by the coordinator when not asked for
+    if (config.joining) stall_join_for_tests();
+    std::unique_ptr<RankState> rank = join_rank(config);
+    control.send({{"type", protocol::kReady},
+                  {"rank", rank_idx},
+                  {"max_model_len", rank->engine->max_model_len()},
+                  {"warm_ups", rank->engine->runner().num_warm_ups()}});
+    log_info("rank ", rank_idx, "/", config.num_ranks, config.joining ? " joined" : " ready",
+             " (epoch ", config.epoch, ")");
+    Worker worker(control, std::move(rank));
+    if (config.joining && !worker.await_commit()) return 0;
+    return worker.run();
   } catch (const std::exception& error) {
     log_line(LogLevel::kError, cat("rank ", rank_idx, " failed: ", error.what()));
     control.send({{"type", protocol::kFailed}, {"rank", rank_idx}, {"message", error.what()}});
     return 1;
   }
-  log_info("rank ", rank_idx, " shut down after ", steps, " steps");
-  return 0;
 }
 
 }  // namespace tidal

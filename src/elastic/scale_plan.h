@@ -7,16 +7,10 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/scale_control.h"
 #include "eplb/placement.h"
 
 namespace tidal {
-
-struct ScaleRequest {
-  int target_ranks = 0;
-  // Old ranks to remove (scale-down only; exactly current - target of them). Empty: the ranks
-  // with the fewest outstanding tokens leave (fewest requests to hand over), ties to the highest.
-  std::vector<int> remove_ranks = {};
-};
 
 struct ScalePlanInput {
   int num_logical = 0;

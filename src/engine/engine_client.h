@@ -9,6 +9,7 @@
 #include "common/status.h"
 #include "engine/output_queue.h"
 #include "engine/sampling_params.h"
+#include "engine/scale_control.h"
 
 namespace tidal {
 
@@ -43,6 +44,8 @@ class EngineClient {
   // One snapshot per rank, in rank order.
   virtual std::vector<EngineLoad> loads() const = 0;
   virtual int64_t max_model_len() const = 0;
+  // The elastic controls when this engine can change its rank count; nullptr when it cannot.
+  virtual ScaleControl* scale_control() { return nullptr; }
 };
 
 }  // namespace tidal

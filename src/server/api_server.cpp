@@ -8,7 +8,9 @@
 #include <memory>
 
 #include "common/logging.h"
+#include "server/admin_routes.h"
 #include "server/generation.h"
+#include "server/http_json.h"
 #include "server/response_format.h"
 
 namespace tidal {
@@ -16,19 +18,16 @@ namespace {
 
 constexpr auto kStreamPoll = std::chrono::milliseconds(500);
 
-void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
-  res.status = status;
-  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                  "application/json");
-}
-
-void send_error(httplib::Response& res, const ApiError& error) {
-  send_json(res, error.status, error.body());
-}
-
 bool is_known_route(const std::string& path) {
-  static const char* kRoutes[] = {"/v1/completions", "/v1/chat/completions", "/v1/models",
-                                  "/health", "/metrics"};
+  static const char* kRoutes[] = {"/v1/completions",
+                                  "/v1/chat/completions",
+                                  "/v1/models",
+                                  "/health",
+                                  "/metrics",
+                                  "/v1/admin/scale",
+                                  "/v1/admin/topology",
+                                  "/scale_elastic_ep",
+                                  "/is_scaling_elastic_ep"};
   for (const char* route : kRoutes) {
     if (path == route) return true;
   }
@@ -148,7 +147,9 @@ void ApiServer::register_routes() {
   });
 
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(metrics_.render(context_.engine->loads()),
+    const ScaleControl* scaling = context_.engine->scale_control();
+    res.set_content(metrics_.render(context_.engine->loads(),
+                                    scaling ? std::optional(scaling->scale_stats()) : std::nullopt),
                     "text/plain; version=0.0.4; charset=utf-8");
   });
 
@@ -273,6 +274,7 @@ void ApiServer::register_routes() {
             [generate](const httplib::Request& req, httplib::Response& res) {
               generate(req, res, true);
             });
+  register_admin_routes(http, *context_.engine);
 }
 
 }  // namespace tidal

@@ -64,7 +64,8 @@ void ServerMetrics::count_finish(const std::string& reason) {
   ++finishes_by_reason_[reason];
 }
 
-std::string ServerMetrics::render(const std::vector<EngineLoad>& loads) const {
+std::string ServerMetrics::render(const std::vector<EngineLoad>& loads,
+                                  const std::optional<ScaleStats>& scaling) const {
   std::string out;
   {
     std::lock_guard lock(mutex_);
@@ -147,7 +148,48 @@ std::string ServerMetrics::render(const std::vector<EngineLoad>& loads) const {
       }
     }
   }
+  if (scaling) render_scaling(*scaling, out);
   return out;
+}
+
+void ServerMetrics::render_scaling(const ScaleStats& stats, std::string& out) {
+  struct Line {
+    const char* name;
+    const char* type;
+    const char* help;
+    double value;
+  };
+  const Line lines[] = {
+      {"tidal_topology_epoch", "gauge", "The topology epoch the ranks serve in.",
+       static_cast<double>(stats.epoch)},
+      {"tidal_ranks", "gauge", "Ranks serving.", static_cast<double>(stats.num_ranks)},
+      {"tidal_scale_requests_migrated_total", "counter",
+       "Requests continued on another rank because theirs left the group.",
+       static_cast<double>(stats.requests_migrated)},
+      {"tidal_scale_weight_bytes_moved_total", "counter",
+       "Expert weight bytes moved by elastic transitions.", static_cast<double>(stats.bytes_moved)},
+      {"tidal_scale_last_prepare_seconds", "gauge", "The last transition's prepare phase.",
+       stats.last_prepare_seconds},
+      {"tidal_scale_last_pause_seconds", "gauge",
+       "The last transition's commit pause (commit sent to every rank resumed).",
+       stats.last_pause_seconds},
+      {"tidal_scale_last_weight_move_seconds", "gauge",
+       "The last transition's longest expert weight move on a rank.", stats.last_move_seconds},
+      {"tidal_scale_last_warm_and_capture_seconds", "gauge",
+       "The last transition's longest warm_and_capture on a rank.",
+       stats.last_warm_and_capture_seconds},
+      {"tidal_scale_last_total_seconds", "gauge", "The last transition, from request to resumed.",
+       stats.last_total_seconds},
+  };
+  for (const Line& line : lines) {
+    header(out, line.name, line.type, line.help);
+    out += std::string(line.name) + " " + format_number(line.value) + "\n";
+  }
+  header(out, "tidal_scale_transitions_total", "counter", "Elastic transitions by result.");
+  out +=
+      "tidal_scale_transitions_total{result=\"ok\"} " + std::to_string(stats.transitions_ok) + "\n";
+  out += "tidal_scale_transitions_total{result=\"failed\"} " +
+         std::to_string(stats.transitions_failed) + "\n";
 }
 
 }  // namespace tidal

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,10 +42,14 @@ class ServerMetrics {
   void observe_inter_token_latency(double seconds) { inter_token_latency_.observe(seconds); }
   void observe_request_latency(double seconds) { request_latency_.observe(seconds); }
 
-  // `loads` holds one snapshot per rank, in rank order.
-  std::string render(const std::vector<EngineLoad>& loads) const;
+  // `loads` holds one snapshot per rank, in rank order; `scaling` is there when the engine can
+  // change its rank count.
+  std::string render(const std::vector<EngineLoad>& loads,
+                     const std::optional<ScaleStats>& scaling = std::nullopt) const;
 
  private:
+  static void render_scaling(const ScaleStats& stats, std::string& out);
+
   mutable std::mutex mutex_;
   std::map<int, uint64_t> responses_by_status_;
   std::map<std::string, uint64_t> finishes_by_reason_;

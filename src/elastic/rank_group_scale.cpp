@@ -1,0 +1,490 @@
+// RankGroup's elastic transitions: admission, prepare, commit, rollback and their records.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+
+#include "comm/kv_store.h"
+#include "common/logging.h"
+#include "elastic/rank_group.h"
+#include "elastic/rank_group_operation.h"
+#include "elastic/rank_protocol.h"
+#include "eplb/placement.h"
+
+namespace tidal {
+namespace protocol = rank_protocol;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+bool is_cuda(const std::string& device) {
+  return device == "cuda" || device.rfind("cuda:", 0) == 0;
+}
+
+}  // namespace
+
+Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
+  std::lock_guard start_lock(start_scale_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    if (!failure_.empty()) return Status(StatusCode::kUnavailable, failure_);
+    if (running_ != nullptr) {
+      return Status(StatusCode::kConflict,
+                    cat("scale operation ", running_->id, " (", running_->from_ranks, " -> ",
+                        running_->request.target_ranks, " ranks) is still running"));
+    }
+  }
+  // The last transition's thread has finished its work (running_ is clear); collect it.
+  if (transition_thread_.joinable()) transition_thread_.join();
+
+  std::lock_guard lock(mutex_);
+  ScalePlanInput input{.num_logical = num_experts_,
+                       .slots_per_rank = options_.slots_per_rank,
+                       .max_num_ranks = options_.max_num_ranks};
+  for (const std::vector<int32_t>& layer : placements_) {
+    input.current.emplace_back(num_experts_, static_cast<int>(ranks_.size()),
+                               options_.slots_per_rank, layer);
+  }
+  for (const int id : ranks_)
+    input.outstanding_tokens.push_back(members_.at(id).outstanding_tokens);
+  // Validation only: the plan that runs is made from the ranks' own report (see
+  // run_transition), which includes load balancing's latest placement.
+  const Result<ScalePlan> check = plan_scale(input, request);
+  if (!check.is_ok()) return check.status();
+
+  auto operation = std::make_shared<Operation>();
+  operation->serial = next_operation_++;
+  operation->id = cat("scale-", operation->serial);
+  operation->request = request;
+  operation->from_ranks = static_cast<int>(ranks_.size());
+  operation->epoch_before = epoch_;
+  operations_[operation->id] = operation;
+  if (request.target_ranks == operation->from_ranks) {
+    operation->phase = "done";
+    operation->result = "no-op";
+    log_info("scale ", operation->id, ": already at ", request.target_ranks, " ranks");
+    return operation->id;
+  }
+  running_ = operation;
+  log_info("scale ", operation->id, ": ", operation->from_ranks, " -> ", request.target_ranks,
+           " ranks, preparing");
+  transition_thread_ =
+      std::thread([this, operation, request] { run_transition(operation, request); });
+  return operation->id;
+}
+
+void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleRequest request) {
+  Operation& op = *operation;
+  std::unique_lock lock(mutex_);
+  // Waits until `done`, or returns why it cannot be: the deadline, a joining rank that failed or
+  // exited, the group failing, shutdown.
+  auto wait = [&](auto done, Clock::time_point deadline, const char* what) -> std::string {
+    for (;;) {
+      if (done()) return "";
+      if (stopping_transition_) return "the server is shutting down";
+      if (!failure_.empty()) return failure_;
+      if (!op.standby_error.empty()) return op.standby_error;
+      for (const int id : op.joining) {
+        Member& member = members_.at(id);
+        if (!member.failure.empty()) return member.failure;
+        int status = 0;
+        if (member.pid > 0 && ::waitpid(member.pid, &status, WNOHANG) == member.pid) {
+          member.pid = -1;
+          return cat("joining rank ", member.place, " exited before the commit (",
+                     WIFSIGNALED(status) ? cat("signal ", WTERMSIG(status))
+                                         : cat("status ", WEXITSTATUS(status)),
+                     ")");
+        }
+      }
+      if (Clock::now() >= deadline) return cat("timed out waiting for ", what);
+      changed_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
+    }
+  };
+  auto fail_before_commit = [&](const std::string& reason) {
+    std::vector<int> pids = rollback_locked(op, reason);
+    lock.unlock();
+    for (const int pid : pids) reap(pid, std::chrono::seconds(5));
+  };
+  const auto prepare_deadline = op.started + options_.prepare_timeout;
+
+  // 1. Hold load balancing and learn every layer's placement and load.
+  op.old_members = ranks_;
+  for (const int id : op.old_members) {
+    send_locked(id, {{"type", protocol::kHold}, {"op", op.serial}});
+  }
+  std::string error = wait([&] { return op.held.size() == op.old_members.size(); },
+                           prepare_deadline, "the ranks' placement reports");
+  if (!error.empty()) return fail_before_commit(error);
+
+  // 2. Plan.
+  ScalePlanInput input{.num_logical = num_experts_,
+                       .slots_per_rank = options_.slots_per_rank,
+                       .max_num_ranks = options_.max_num_ranks};
+  const nlohmann::json& first = op.held.at(op.old_members.front());
+  for (const nlohmann::json& layer : first.at("placements")) {
+    input.current.emplace_back(num_experts_, static_cast<int>(op.old_members.size()),
+                               options_.slots_per_rank, layer.get<std::vector<int32_t>>());
+  }
+  input.load.assign(input.current.size(), {});
+  for (const auto& [id, report] : op.held) {
+    const auto load = report.at("load").get<std::vector<std::vector<double>>>();
+    for (size_t layer = 0; layer < load.size() && layer < input.load.size(); ++layer) {
+      input.load[layer].resize(load[layer].size(), 0.0);
+      for (size_t e = 0; e < load[layer].size(); ++e) input.load[layer][e] += load[layer][e];
+    }
+  }
+  for (const int id : op.old_members) {
+    input.outstanding_tokens.push_back(members_.at(id).outstanding_tokens);
+  }
+  Result<ScalePlan> plan = [&]() -> Result<ScalePlan> {
+    try {
+      return plan_scale(input, request);
+    } catch (const std::exception& failure) {
+      return Status(StatusCode::kInternal, failure.what());
+    }
+  }();
+  if (!plan.is_ok()) return fail_before_commit(plan.status().message());
+  op.plan = std::move(plan.value());
+  op.epoch = next_epoch_++;
+  for (const eplb::Placement& placement : op.plan.next) {
+    op.next_placements.push_back(placement.physical_to_logical());
+  }
+
+  // 3. Joining ranks get places (and GPUs nobody uses) after the staying ones.
+  for (int place = 0; place < op.plan.new_num_ranks; ++place) {
+    const int old_rank = op.plan.rank_map[static_cast<size_t>(place)];
+    if (old_rank >= 0) {
+      op.new_members.push_back(op.old_members[static_cast<size_t>(old_rank)]);
+      continue;
+    }
+    std::string device = options_.device;
+    if (is_cuda(options_.device)) {
+      for (int gpu = 0;; ++gpu) {
+        const std::string candidate = cat("cuda:", gpu);
+        const bool used = std::any_of(members_.begin(), members_.end(), [&](const auto& entry) {
+          return entry.second.device == candidate;
+        });
+        if (!used) {
+          device = candidate;
+          break;
+        }
+      }
+    }
+    const int id = add_member_locked(place, device, true);
+    op.joining.push_back(id);
+    op.new_members.push_back(id);
+  }
+  for (size_t old_rank = 0; old_rank < op.old_members.size(); ++old_rank) {
+    const auto it =
+        std::find(op.plan.rank_map.begin(), op.plan.rank_map.end(), static_cast<int>(old_rank));
+    const int new_rank =
+        it == op.plan.rank_map.end() ? -1 : static_cast<int>(it - op.plan.rank_map.begin());
+    send_locked(op.old_members[old_rank], {{"type", protocol::kStandby},
+                                           {"op", op.serial},
+                                           {"epoch", op.epoch},
+                                           {"new_rank", new_rank},
+                                           {"num_ranks", op.plan.new_num_ranks},
+                                           {"placements", op.next_placements},
+                                           {"rank_map", op.plan.rank_map}});
+  }
+  op.planned = true;
+  log_info("scale ", op.id, ": planned epoch ", op.epoch, " (", op.plan.new_num_ranks,
+           " ranks; leaving ", nlohmann::json(op.plan.removed).dump(), ", joining ",
+           op.joining.size(), ")");
+  std::vector<std::pair<int, std::pair<int, std::string>>> to_spawn;
+  for (const int id : op.joining) {
+    to_spawn.push_back({id, {members_.at(id).place, members_.at(id).device}});
+  }
+  lock.unlock();
+  for (const auto& [id, place_device] : to_spawn) {
+    const int pid = spawn_rank(place_device.first, place_device.second);
+    std::lock_guard relock(mutex_);
+    members_.at(id).pid = pid;
+  }
+  lock.lock();
+  error = wait(
+      [&] {
+        return op.standby_ready.size() == op.old_members.size() &&
+               std::all_of(op.joining.begin(), op.joining.end(),
+                           [&](int id) { return members_.at(id).ready; });
+      },
+      prepare_deadline, "the joining ranks and the standby communicator");
+  if (!error.empty()) return fail_before_commit(error);
+
+  // 4. The commit point.
+  const auto commit_sent = Clock::now();
+  op.prepare_seconds = seconds_between(op.started, commit_sent);
+  op.phase = "committing";
+  log_info("scale ", op.id, ": prepared in ", op.prepare_seconds, " s; committing epoch ",
+           op.epoch);
+  std::vector<int> leaving;
+  for (const int id : op.old_members) {
+    if (std::find(op.new_members.begin(), op.new_members.end(), id) == op.new_members.end()) {
+      members_.at(id).leaving = true;
+      leaving.push_back(id);
+    }
+  }
+  for (const int id : op.old_members)
+    send_locked(id, {{"type", protocol::kCommit}, {"op", op.serial}});
+  for (const int id : op.joining) send_locked(id, {{"type", protocol::kCommit}, {"op", op.serial}});
+  op.standby_error.clear();
+  error = wait(
+      [&] {
+        return op.committed.size() == op.new_members.size() &&
+               op.handed_off.size() == leaving.size();
+      },
+      commit_sent + options_.comm_timeout * 2, "the commit");
+  if (!error.empty()) {
+    // Past the commit point there is no way back: the group has failed.
+    op.phase = "failed";
+    op.result = "failed";
+    op.error = cat("commit failed: ", error);
+    if (failure_.empty()) failure_ = op.error;
+    abort_everything_locked();
+    ++stats_.transitions_failed;
+    running_ = nullptr;
+    log_line(LogLevel::kError, cat("scale ", op.id, ": ", op.error));
+    changed_.notify_all();
+    return;
+  }
+  op.pause_seconds = seconds_between(commit_sent, Clock::now());
+
+  // 5. The router learns the new rank set.
+  ranks_ = op.new_members;
+  epoch_ = op.epoch;
+  placements_ = op.next_placements;
+  for (const int id : op.joining) members_.at(id).joining = false;
+  for (int rank = 0; rank < static_cast<int>(ranks_.size()); ++rank) {
+    const Member& member = members_.at(ranks_[static_cast<size_t>(rank)]);
+    op.ranks_after.push_back(
+        {{"rank", rank}, {"member", member.id}, {"warm_and_capture", member.warm_ups}});
+  }
+  std::vector<int> pids;
+  for (const int id : leaving) {
+    const Member& member = members_.at(id);
+    const auto old_rank =
+        std::find(op.old_members.begin(), op.old_members.end(), id) - op.old_members.begin();
+    op.removed.push_back(
+        {{"rank", old_rank}, {"member", id}, {"warm_and_capture", member.warm_ups}});
+    if (member.pid > 0) pids.push_back(member.pid);
+    members_.erase(id);
+  }
+  for (auto it = live_.begin(); it != live_.end();) {
+    if (members_.contains(it->second.member)) {
+      ++it;
+      continue;
+    }
+    // Cannot happen while leaving ranks hand back everything; never leave a client hanging.
+    log_line(LogLevel::kError, cat("request ", it->first, " was left on a removed rank"));
+    RequestOutput output;
+    output.request_id = it->first;
+    output.finish_reason = FinishReason::kAbort;
+    it->second.queue->push(std::move(output));
+    it = live_.erase(it);
+  }
+  op.total_seconds = seconds_between(op.started, Clock::now());
+  op.phase = "done";
+  op.result = "ok";
+  stats_.epoch = epoch_;
+  stats_.num_ranks = static_cast<int>(ranks_.size());
+  ++stats_.transitions_ok;
+  stats_.requests_migrated += op.requests_migrated;
+  stats_.bytes_moved += op.bytes_moved;
+  stats_.last_prepare_seconds = op.prepare_seconds;
+  stats_.last_pause_seconds = op.pause_seconds;
+  stats_.last_move_seconds = op.move_seconds;
+  stats_.last_warm_and_capture_seconds = op.warm_seconds;
+  stats_.last_total_seconds = op.total_seconds;
+  running_ = nullptr;
+  log_info("scale ", op.id, ": epoch ", epoch_, " with ", ranks_.size(), " ranks (prepare ",
+           op.prepare_seconds, " s, pause ", op.pause_seconds, " s, moved ", op.bytes_moved,
+           " bytes in ", op.move_seconds, " s, warm_and_capture ", op.warm_seconds, " s, ",
+           op.requests_migrated, " requests migrated, total ", op.total_seconds, " s)");
+  const uint64_t old_epoch = op.epoch_before;
+  lock.unlock();
+  // The old epoch's rendezvous keys are dead weight in the store from here on.
+  store_client_->delete_prefix(cat("gloo/", old_epoch, "/"));
+  store_client_->delete_prefix(cat("nccl/", old_epoch, "/"));
+  for (const int pid : pids) reap(pid, std::chrono::seconds(10));
+}
+
+std::vector<int> RankGroup::rollback_locked(Operation& op, const std::string& reason) {
+  for (const int id : op.old_members) {
+    send_locked(id, {{"type", protocol::kRollback}, {"op", op.serial}});
+  }
+  std::vector<int> pids;
+  for (const int id : op.joining) {
+    Member& member = members_.at(id);
+    if (member.pid > 0) {
+      ::kill(member.pid, SIGKILL);
+      pids.push_back(member.pid);
+    }
+    members_.erase(id);
+  }
+  if (op.epoch != 0) {
+    store_client_->delete_prefix(cat("gloo/", op.epoch, "/"));
+    store_client_->delete_prefix(cat("nccl/", op.epoch, "/"));
+  }
+  op.phase = "failed";
+  op.result = "failed";
+  op.error = reason;
+  op.total_seconds = seconds_between(op.started, Clock::now());
+  ++stats_.transitions_failed;
+  running_ = nullptr;
+  log_line(LogLevel::kError, cat("scale ", op.id, ": rolled back, still ", ranks_.size(),
+                                 " ranks at epoch ", epoch_, ": ", reason));
+  changed_.notify_all();
+  return pids;
+}
+
+void RankGroup::handle_transition_message_locked(Member& sender, const std::string& type,
+                                                 const nlohmann::json& message) {
+  Operation* op = running_.get();
+  if (op == nullptr || message.at("op").get<uint64_t>() != op->serial) {
+    log_warning("dropped a '", type, "' message of a finished transition");
+    return;
+  }
+  if (type == protocol::kHeld) {
+    op->held[sender.id] = message;
+  } else if (type == protocol::kStandbyReady) {
+    if (message.at("ok").get<bool>()) {
+      op->standby_ready.insert(sender.id);
+    } else if (op->standby_error.empty()) {
+      op->standby_error = cat("rank ", sender.place, " could not form the epoch ", op->epoch,
+                              " communicator: ", message.at("message").get<std::string>());
+    }
+  } else if (type == protocol::kCommitted) {
+    op->committed.insert(sender.id);
+    sender.warm_ups = message.at("warm_ups").get<int64_t>();
+    sender.load.num_warm_ups = sender.warm_ups;
+    op->bytes_moved += message.at("bytes_moved").get<int64_t>();
+    op->move_seconds = std::max(op->move_seconds, message.at("move_seconds").get<double>());
+    op->warm_seconds = std::max(op->warm_seconds, message.at("warm_seconds").get<double>());
+    op->rank_pause_seconds =
+        std::max(op->rank_pause_seconds, message.at("pause_seconds").get<double>());
+  } else if (type == protocol::kHandoff) {
+    op->handed_off.insert(sender.id);
+    sender.warm_ups = message.at("warm_ups").get<int64_t>();
+    op->bytes_moved += message.at("bytes_moved").get<int64_t>();
+    op->move_seconds = std::max(op->move_seconds, message.at("move_seconds").get<double>());
+    for (const nlohmann::json& request : message.at("requests")) {
+      adopt_handoff_locked(request);
+      ++op->requests_migrated;
+    }
+  } else {
+    log_warning("dropped an unknown '", type, "' message from rank ", sender.place);
+  }
+  changed_.notify_all();
+}
+
+void RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
+  const std::string id = request.at("id").get<std::string>();
+  const auto it = live_.find(id);
+  if (it == live_.end()) return;
+  Live& live = it->second;
+  members_.at(live.member).outstanding_tokens -= live.tokens;
+  if (live.abort_requested) {
+    // The client gave up while its request was between ranks.
+    RequestOutput output;
+    output.request_id = id;
+    output.finish_reason = FinishReason::kAbort;
+    live.queue->push(std::move(output));
+    live_.erase(it);
+    return;
+  }
+  const int target = least_loaded_member_locked();
+  live.member = target;
+  members_.at(target).outstanding_tokens += live.tokens;
+  send_locked(target, {{"type", protocol::kAdopt}, {"request", request}});
+}
+
+std::optional<nlohmann::json> RankGroup::scale_operation(const std::string& id) const {
+  std::lock_guard lock(mutex_);
+  const auto it = operations_.find(id);
+  if (it == operations_.end()) return std::nullopt;
+  return operation_json_locked(*it->second);
+}
+
+nlohmann::json RankGroup::operation_json_locked(const Operation& op) const {
+  const bool finished = op.phase == "done" || op.phase == "failed";
+  const double elapsed = finished ? op.total_seconds : seconds_between(op.started, Clock::now());
+  return {{"id", op.id},
+          {"from_ranks", op.from_ranks},
+          {"target_ranks", op.request.target_ranks},
+          {"phase", op.phase},
+          {"result", op.result.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.result)},
+          {"error", op.error.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.error)},
+          {"epoch_before", op.epoch_before},
+          {"epoch_after", op.result == "ok" ? nlohmann::json(op.epoch) : nlohmann::json(nullptr)},
+          {"removed_ranks", op.plan.removed},
+          {"removed", op.removed},
+          {"ranks_after", op.ranks_after},
+          {"requests_migrated", op.requests_migrated},
+          {"timings",
+           {{"prepare_seconds", op.prepare_seconds},
+            {"pause_seconds", op.pause_seconds},
+            {"rank_pause_seconds", op.rank_pause_seconds},
+            {"weight_move_seconds", op.move_seconds},
+            {"weight_move_bytes", op.bytes_moved},
+            {"warm_and_capture_seconds", op.warm_seconds},
+            {"total_seconds", elapsed}}}};
+}
+
+nlohmann::json RankGroup::topology() const {
+  std::lock_guard lock(mutex_);
+  nlohmann::json ranks = nlohmann::json::array();
+  for (size_t rank = 0; rank < ranks_.size(); ++rank) {
+    const Member& member = members_.at(ranks_[rank]);
+    ranks.push_back({{"rank", rank},
+                     {"member", member.id},
+                     {"device", member.device},
+                     {"pid", member.pid},
+                     {"warm_and_capture", member.warm_ups},
+                     {"outstanding_tokens", member.outstanding_tokens},
+                     {"running", member.load.num_running},
+                     {"waiting", member.load.num_waiting}});
+  }
+  // Replicas per logical expert over every layer: how much redundancy the placement has.
+  int min_replicas = 0, max_replicas = 0;
+  for (const std::vector<int32_t>& layer : placements_) {
+    std::vector<int> count(static_cast<size_t>(num_experts_), 0);
+    for (const int32_t logical : layer) {
+      if (logical >= 0) ++count[static_cast<size_t>(logical)];
+    }
+    const auto [low, high] = std::minmax_element(count.begin(), count.end());
+    min_replicas = min_replicas == 0 ? *low : std::min(min_replicas, *low);
+    max_replicas = std::max(max_replicas, *high);
+  }
+  return {{"epoch", epoch_},
+          {"num_ranks", ranks_.size()},
+          {"max_ranks", options_.max_num_ranks},
+          {"device", options_.device},
+          {"scaling", running_ ? nlohmann::json(running_->id) : nlohmann::json(nullptr)},
+          {"ranks", ranks},
+          {"placement",
+           {{"num_logical_experts", num_experts_},
+            {"slots_per_rank", options_.slots_per_rank},
+            {"physical_slots", static_cast<int>(ranks_.size()) * options_.slots_per_rank},
+            {"moe_layers", placements_.size()},
+            {"min_replicas", min_replicas},
+            {"max_replicas", max_replicas}}}};
+}
+
+bool RankGroup::is_scaling() const {
+  std::lock_guard lock(mutex_);
+  return running_ != nullptr;
+}
+
+ScaleStats RankGroup::scale_stats() const {
+  std::lock_guard lock(mutex_);
+  ScaleStats stats = stats_;
+  stats.epoch = epoch_;
+  stats.num_ranks = static_cast<int>(ranks_.size());
+  return stats;
+}
+
+}  // namespace tidal
