@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <set>
 
 #include "backend/workspace.h"
 #include "common/logging.h"
@@ -44,13 +43,26 @@ Tensor CountingExecutor::run(Backend& backend, Workspace& workspace, int64_t moe
   if (counting_) {
     std::vector<int32_t> ids(static_cast<size_t>(topk_ids.num_elements()));
     backend.copy_to_host(ids.data(), topk_ids.data, ids.size() * sizeof(int32_t));
-    if (touched_.size() <= static_cast<size_t>(moe_layer)) {
-      touched_.resize(static_cast<size_t>(moe_layer) + 1, 0);
+    if (counts_.size() <= static_cast<size_t>(moe_layer)) {
+      counts_.resize(static_cast<size_t>(moe_layer) + 1);
     }
-    touched_[static_cast<size_t>(moe_layer)] =
-        static_cast<int64_t>(std::set<int32_t>(ids.begin(), ids.end()).size());
+    std::vector<int64_t>& layer = counts_[static_cast<size_t>(moe_layer)];
+    for (const int32_t id : ids) {
+      if (id < 0) continue;
+      if (layer.size() <= static_cast<size_t>(id)) layer.resize(static_cast<size_t>(id) + 1, 0);
+      ++layer[static_cast<size_t>(id)];
+    }
   }
-  return local_.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, slots);
+  ExpertExecutor& executor = inner_ != nullptr ? *inner_ : local_;
+  return executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, slots);
+}
+
+std::vector<int64_t> distinct_experts(const std::vector<std::vector<int64_t>>& counts) {
+  std::vector<int64_t> distinct;
+  for (const std::vector<int64_t>& layer : counts) {
+    distinct.push_back(std::count_if(layer.begin(), layer.end(), [](int64_t n) { return n > 0; }));
+  }
+  return distinct;
 }
 
 Ceilings measure_ceilings(Backend& backend, size_t copy_bytes, int64_t matmul_size,
@@ -129,7 +141,7 @@ ModelBench::ModelBench(Backend& backend, Qwen3MoeModel& model, CountingExecutor&
 
 ModelBench::~ModelBench() = default;
 
-DecodeResult ModelBench::decode(int64_t batch, const Ceilings& ceilings) {
+ModelBench::DecodeRun ModelBench::run_decode(int64_t batch) {
   const ModelConfig& config = model_->config();
   const SyntheticBatch inputs(*backend_, {.num_seqs = batch,
                                           .new_tokens = 1,
@@ -145,11 +157,20 @@ DecodeResult ModelBench::decode(int64_t batch, const Ceilings& ceilings) {
   step();  // grows the workspace and the backend's scratch, outside the timing
   counter_->start_counting();
   step();
+  DecodeRun run;
+  run.expert_counts = counter_->stop_counting();
+  run.step_seconds = time_steps(*backend_, 2, plan_.iterations, step);
+  return run;
+}
+
+DecodeResult ModelBench::decode(int64_t batch, const Ceilings& ceilings) {
+  const ModelConfig& config = model_->config();
+  const DecodeRun run = run_decode(batch);
   DecodeResult result;
   result.batch = batch;
   result.context = plan_.context;
-  result.touched_experts = counter_->stop_counting();
-  result.step_seconds = time_steps(*backend_, 2, plan_.iterations, step);
+  result.step_seconds = run.step_seconds;
+  result.touched_experts = distinct_experts(run.expert_counts);
   const double weight_bytes = static_cast<double>(dtype_size(config.dtype));
   const double kv_bytes = static_cast<double>(dtype_size(backend_->activation_dtype()));
   result.floor_bytes = decode_step_bytes(config, batch, plan_.context, result.touched_experts,

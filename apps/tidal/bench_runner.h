@@ -48,28 +48,35 @@ struct BenchPlan {
   uint64_t seed = 0;
 };
 
-// Local experts, plus (while counting) the number of distinct experts each MoE layer's tokens
-// reach. Counting reads the routing back to the host, so it runs outside the timed steps.
+// Routes through `inner` (local experts when null) and, while counting, records how many of
+// this rank's (token, choice) pairs each logical expert got in each MoE layer. Counting reads the
+// routing back to the host, so it runs outside the timed steps.
 class CountingExecutor final : public ExpertExecutor {
  public:
+  explicit CountingExecutor(ExpertExecutor* inner = nullptr) : inner_(inner) {}
+
   Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
              const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots) override;
 
   void start_counting() {
     counting_ = true;
-    touched_.clear();
+    counts_.clear();
   }
-  // Distinct experts per MoE layer since start_counting().
-  std::vector<int64_t> stop_counting() {
+  // [MoE layer][logical expert] choices since start_counting().
+  std::vector<std::vector<int64_t>> stop_counting() {
     counting_ = false;
-    return touched_;
+    return counts_;
   }
 
  private:
+  ExpertExecutor* inner_;
   LocalExpertExecutor local_;
   bool counting_ = false;
-  std::vector<int64_t> touched_;
+  std::vector<std::vector<int64_t>> counts_;
 };
+
+// Distinct experts per MoE layer of [layer][expert] counts.
+std::vector<int64_t> distinct_experts(const std::vector<std::vector<int64_t>>& counts);
 
 // Runs a model built with `counter` as its executor on a KV cache made for the plan and filled
 // with random keys and values.
@@ -81,6 +88,14 @@ class ModelBench {
   ModelBench(const ModelBench&) = delete;
   ModelBench& operator=(const ModelBench&) = delete;
 
+  // A decode step of `batch` sequences: its time, and the [MoE layer][expert] choices of one
+  // (untimed) step. With expert parallelism every rank of the group calls this together.
+  struct DecodeRun {
+    double step_seconds = 0;
+    std::vector<std::vector<int64_t>> expert_counts;
+  };
+  DecodeRun run_decode(int64_t batch);
+  // run_decode with every expert local, beside its floor.
   DecodeResult decode(int64_t batch, const Ceilings& ceilings);
   PrefillResult prefill(const Ceilings& ceilings);
 

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "apps/tidal/bench_ranks.h"
 #include "apps/tidal/bench_runner.h"
 #include "apps/tidal/commands.h"
 #include "model/load_model.h"
@@ -32,6 +33,8 @@ struct BenchOptions {
   size_t copy_mib = 2048;
   int64_t matmul_size = 8192;
   std::string json;
+  int ranks = 1;
+  std::string all_to_all_tokens = "16,128,512,2048,8192";
 };
 
 // The command with every setting spelled out, for the report.
@@ -44,6 +47,7 @@ std::string command_line(const BenchOptions& o) {
     line << " --model " << o.model;
   }
   if (o.num_layers != 0) line << " --num-layers " << o.num_layers;
+  if (o.ranks > 1) line << " --ranks " << o.ranks << " --all-to-all-tokens " << o.all_to_all_tokens;
   line << " --batch-sizes " << o.batch_sizes << " --context " << o.plan.context
        << " --prefill-tokens " << o.plan.prefill_tokens << " --iterations " << o.plan.iterations
        << " --prefill-iterations " << o.plan.prefill_iterations << " --seed " << o.plan.seed
@@ -99,7 +103,33 @@ nlohmann::json decode_json(const DecodeResult& r) {
           {"ratio_to_floor", r.step_seconds / r.floor_seconds}};
 }
 
+void write_json(const std::string& path, const nlohmann::json& report) {
+  std::ofstream out(path);
+  TIDAL_CHECK(out.good(), path, ": cannot write");
+  out << report.dump(2) << "\n";
+}
+
+// --ranks R: R GPUs of this machine under expert parallelism (dummy weights only).
+int run_rank_bench_command(const BenchOptions& options) {
+  TIDAL_CHECK(options.load_format == "dummy", "--ranks needs --load-format dummy");
+  TIDAL_CHECK(options.device == "cuda", "--ranks runs rank r on cuda:r: give --device cuda");
+  std::printf("%s\n", command_line(options).c_str());
+  RankBenchOptions rank_options;
+  rank_options.num_ranks = options.ranks;
+  rank_options.model = {
+      .config_file = options.config, .num_layers = options.num_layers, .seed = options.plan.seed};
+  rank_options.plan = options.plan;
+  rank_options.plan.batch_sizes = parse_sizes(options.batch_sizes);
+  rank_options.all_to_all_tokens = parse_sizes(options.all_to_all_tokens);
+  nlohmann::json report = run_rank_bench(rank_options);
+  report["date"] = utc_now();
+  report["command"] = command_line(options);
+  if (!options.json.empty()) write_json(options.json, report);
+  return 0;
+}
+
 int run_bench(const BenchOptions& options) {
+  if (options.ranks > 1) return run_rank_bench_command(options);
   BenchPlan plan = options.plan;
   plan.batch_sizes = parse_sizes(options.batch_sizes);
   auto backend = make_backend(options.device);
@@ -188,9 +218,7 @@ int run_bench(const BenchOptions& options) {
           {"matmul_size", ceilings.matmul_size}}},
         {"decode", decode_rows},
         {"prefill", prefill}};
-    std::ofstream out(options.json);
-    TIDAL_CHECK(out.good(), options.json, ": cannot write");
-    out << report.dump(2) << "\n";
+    write_json(options.json, report);
   }
   return 0;
 }
@@ -233,6 +261,12 @@ Command add_bench_command(CLI::App& app) {
   command->add_option("--matmul-size", options->matmul_size, "M = N = K of the rate GEMM")
       ->capture_default_str();
   command->add_option("--json", options->json, "write every number to this file");
+  command->add_option("--ranks", options->ranks,
+                      "R > 1: R GPUs under expert parallelism (NVLink, all-to-all, decode)")
+      ->capture_default_str();
+  command->add_option("--all-to-all-tokens", options->all_to_all_tokens,
+                      "tokens per rank of each all-to-all size (--ranks)")
+      ->capture_default_str();
   return [options] { return run_bench(*options); };
 }
 

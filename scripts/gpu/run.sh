@@ -107,12 +107,10 @@ echo "build ok"
 with_deps_libs "$build/tests/gpu/gpu_op_test" --gtest_output="json:$out/op_test.json" \
   >"$out/op_test.log" 2>&1 || status=1
 grep -E "^\[op\]|FAILED|Failure|PASSED|error" "$out/op_test.log" | head -150
-keep op_test.log
 
 with_deps_libs "$build/tests/gpu/gpu_model_test" --gtest_output="json:$out/model_test.json" \
   >"$out/model_test.log" 2>&1 || status=1
 grep -E "^\[model\]|FAILED|Failure|PASSED|error" "$out/model_test.log" | head -80
-keep model_test.log
 
 # The CLI on the GPU: the same greedy tokens as on the CPU for a fixture prompt.
 ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][1]["prompt_token_ids"])))' tests/fixtures/tiny-qwen3-moe.reference.json)
@@ -175,7 +173,18 @@ if [ "${BENCH:-1}" = 1 ]; then
     status=1
   fi
   grep -v "^I " "$out/bench_tidal.log" | tail -30
-  keep bench_tidal.json bench_tidal.log card.txt
+  keep bench_tidal.json bench_tidal.log
+  # Expert parallelism over every GPU here: NVLink, the all-to-all, decode per rank.
+  if [ "$num_gpus" -ge 2 ]; then
+    if ! LD_LIBRARY_PATH="$multi_path" timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench \
+        --device cuda --ranks "$num_gpus" --config "$config" --num-layers "$layers" \
+        --iterations 10 --json "$out/bench_ranks.json" >"$out/bench_ranks.log" 2>&1; then
+      echo "[bench] tidal bench --ranks $num_gpus failed"
+      status=1
+    fi
+    grep -v "^I " "$out/bench_ranks.log" | tail -30
+    keep bench_ranks.json bench_ranks.log
+  fi
   if [ "${BENCH_BASELINE:-1}" = 1 ]; then
     if ! PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-300}" python3 tools/bench_transformers.py \
         --config "$config" --num-layers "$layers" --iterations 3 \

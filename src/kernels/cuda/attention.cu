@@ -11,7 +11,9 @@ namespace tidal::cuda {
 namespace {
 
 constexpr int kStoreThreads = 256;
-constexpr int kWarps = 4;
+// 16 warps split a sequence's keys: a decode step of a few sequences has few blocks, and each
+// warp walks its keys one dependent load after another, so latency, not bandwidth, bounds it.
+constexpr int kWarps = 16;
 constexpr int kDimsPerLane = static_cast<int>(kMaxAttentionHeadDim / 32);
 
 __global__ void store_kv_kernel(const __nv_bfloat16* __restrict__ k,
