@@ -7,6 +7,8 @@
 #        GTEST_FILTER narrows the op test as usual;
 #        BENCH=0 skips the benchmarks, BENCH_LAYERS=N runs them on N layers (default 48),
 #        BENCH_BASELINE=0 skips the transformers baseline;
+#        PROFILE=1 first times every kernel of a 2-layer bench under ncu (decode at batch 1 and
+#        256), summed by kernel;
 #        TIDAL_SOURCE=DIR builds a source snapshot carried in DIR instead of the working tree
 #        (make it with scripts/gpu/snapshot.sh DIR, carry DIR), for a tree others are editing.
 # $OUT brings back at most 8 files: the bench JSONs and logs go there as they are, everything
@@ -166,6 +168,16 @@ if [ "${BENCH:-1}" = 1 ]; then
   layers="${BENCH_LAYERS:-48}"
   config=bench/configs/qwen3-30b-a3b.json
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv >"$out/card.txt" 2>&1
+  if [ "${PROFILE:-0}" = 1 ]; then
+    for batch in 1 256; do
+      with_deps_libs timeout 180 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+        --log-file "$out/ncu_b$batch.csv" "$build/tidal" bench --device cuda --config "$config" \
+        --num-layers 2 --batch-sizes "$batch" --prefill-tokens 0 --iterations 1 --copy-mib 64 \
+        --matmul-size 512 >"$out/ncu_b$batch.log" 2>&1 || echo "[profile] ncu at batch $batch failed"
+      echo "[profile] decode batch $batch, 2 layers, every launch of the run:"
+      python3 tools/ncu_summary.py "$out/ncu_b$batch.csv" 14 2>&1 | head -16
+    done
+  fi
   if ! with_deps_libs timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench --device cuda \
       --config "$config" --num-layers "$layers" --prefill-iterations 2 \
       --json "$out/bench_tidal.json" >"$out/bench_tidal.log" 2>&1; then

@@ -414,10 +414,13 @@ void run_paged_attention(Harness& h, const OpCase& c, Rng& rng) {
   const std::vector<int64_t> q_shape = {tokens, d.heads, d.head_dim};
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
 
+  int64_t max_query_len = 0;
+  for (const auto& [queries, context] : d.seqs) max_query_len = std::max(max_query_len, queries);
   const AttentionInputs cpu_inputs{.query_start = h.host_i32(query_start, {num_seqs + 1}),
                                    .context_lens = h.host_i32(context_lens, {num_seqs}),
                                    .block_tables = h.host_i32(tables, {num_seqs, max_blocks}),
-                                   .num_seqs = num_seqs};
+                                   .num_seqs = num_seqs,
+                                   .max_query_len = max_query_len};
   const Tensor cpu_out = h.host_poisoned(q_shape);
   h.cpu().paged_attention(h.host(q, q_shape),
                           {.key = h.host(keys, pool_shape), .value = h.host(values, pool_shape)},
@@ -425,7 +428,8 @@ void run_paged_attention(Harness& h, const OpCase& c, Rng& rng) {
   const AttentionInputs gpu_inputs{.query_start = h.device_i32(query_start, {num_seqs + 1}),
                                    .context_lens = h.device_i32(context_lens, {num_seqs}),
                                    .block_tables = h.device_i32(tables, {num_seqs, max_blocks}),
-                                   .num_seqs = num_seqs};
+                                   .num_seqs = num_seqs,
+                                   .max_query_len = max_query_len};
   const Tensor gpu_out = h.device_poisoned(q_shape);
   h.gpu().paged_attention(
       h.device(q, q_shape),
@@ -687,6 +691,22 @@ std::vector<OpCase> op_cases() {
       {"paged_attention",
        "tiny_fixture_shape",
        {.heads = 4, .kv_heads = 2, .head_dim = 16, .block_size = 16, .seqs = {{9, 9}, {1, 33}}},
+       8e-3},
+      // 16 or more new tokens in a sequence: the tensor-core tiles (flash_attention.cu)
+      {"paged_attention",
+       "qwen3_30b_prefill_300_tiles",
+       {.heads = kHeads, .kv_heads = kKvHeads, .head_dim = kHeadDim, .seqs = {{300, 300}}},
+       8e-3},
+      {"paged_attention",
+       "qwen3_30b_chunked_prefill_mixed",
+       {.heads = kHeads,
+        .kv_heads = kKvHeads,
+        .head_dim = kHeadDim,
+        .seqs = {{100, 230}, {1, 77}, {64, 64}, {16, 500}, {65, 65}}},
+       8e-3},
+      {"paged_attention",
+       "head_dim_80_prefill_tiles",
+       {.heads = 6, .kv_heads = 2, .head_dim = 80, .block_size = 5, .seqs = {{40, 40}, {1, 20}}},
        8e-3},
       {"paged_attention",
        "zero_tokens",

@@ -13,6 +13,7 @@
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/dense.cuh"
+#include "kernels/cuda/flash_attention.cuh"
 #include "kernels/cuda/moe.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/random_fill.cuh"
@@ -24,6 +25,8 @@ namespace {
 
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 constexpr size_t kMinAllocation = 256;
+// From this many new tokens in a sequence, attention runs as 64-query tensor-core tiles.
+constexpr int64_t kFlashMinQueries = 16;
 
 void expect_dtype(const Tensor& tensor, DType dtype, const char* what) {
   TIDAL_CHECK(tensor.dtype == dtype, what, " must be ", dtype_name(dtype),
@@ -327,20 +330,26 @@ void CudaBackend::paged_attention(const Tensor& q, const KvCacheLayer& cache,
               "attention: ", q.dim(1), " heads over ", layout.num_kv_heads, " KV heads");
   TIDAL_CHECK(inputs.num_seqs == 0 || inputs.block_tables.shape.size() == 2,
               "block_tables must be [num_seqs, max_blocks_per_seq]");
+  const cuda::PagedAttentionParams params{
+      .q = bf16_ptr(q),
+      .cache = layout,
+      .num_tokens = q.dim(0),
+      .num_heads = q.dim(1),
+      .query_start = inputs.query_start.as<int32_t>(),
+      .context_lens = inputs.context_lens.as<int32_t>(),
+      .block_tables = inputs.block_tables.as<int32_t>(),
+      .num_seqs = inputs.num_seqs,
+      .max_blocks_per_seq = inputs.num_seqs == 0 ? 0 : inputs.block_tables.dim(1),
+      .scale = scale,
+      .out = bf16_ptr(out)};
   activate();
-  TIDAL_CUDA_CHECK(cuda::paged_attention_bf16(
-      {.q = bf16_ptr(q),
-       .cache = layout,
-       .num_tokens = q.dim(0),
-       .num_heads = q.dim(1),
-       .query_start = inputs.query_start.as<int32_t>(),
-       .context_lens = inputs.context_lens.as<int32_t>(),
-       .block_tables = inputs.block_tables.as<int32_t>(),
-       .num_seqs = inputs.num_seqs,
-       .max_blocks_per_seq = inputs.num_seqs == 0 ? 0 : inputs.block_tables.dim(1),
-       .scale = scale,
-       .out = bf16_ptr(out)},
-      stream_));
+  // Many queries per sequence (prefill, chunked prefill): the tensor-core tiles; a few (decode):
+  // one block per (token, head).
+  if (inputs.max_query_len >= kFlashMinQueries && cuda::flash_attention_supports(params)) {
+    TIDAL_CUDA_CHECK(cuda::flash_attention_bf16(params, inputs.max_query_len, stream_));
+  } else {
+    TIDAL_CUDA_CHECK(cuda::paged_attention_bf16(params, stream_));
+  }
 }
 
 void CudaBackend::silu_and_mul(const Tensor& gate_up, const Tensor& out) {

@@ -8,6 +8,8 @@ namespace {
 
 constexpr int kAlignThreads = 1024;
 constexpr int kCombineThreads = 256;
+// The alignment pass keeps two ints per slot in shared memory: at most 6144 slots per rank.
+constexpr size_t kMaxAlignSharedBytes = 48 * 1024;
 constexpr size_t kRegionAlignment = 256;
 
 size_t align_up(size_t bytes) {
@@ -24,8 +26,6 @@ int64_t max_padded_rows(int64_t num_assignments, int64_t num_slots) {
 
 // Carves the caller's workspace into the alignment outputs and the two intermediate buffers.
 struct MoeScratch {
-  int32_t* counts = nullptr;            // [num_slots]
-  int32_t* cursors = nullptr;           // [num_slots]
   int32_t* sorted_rows = nullptr;       // [max_padded]: assignment of each padded row, -1 padding
   int32_t* tile_slots = nullptr;        // [max_tiles]
   int32_t* inverse = nullptr;           // [num_assignments]: padded row of each assignment, -1 none
@@ -47,8 +47,6 @@ MoeScratch carve(char* base, int64_t num_assignments, int64_t num_slots, int64_t
     return region;
   };
   const auto n = [](int64_t count) { return static_cast<size_t>(count); };
-  scratch.counts = reinterpret_cast<int32_t*>(take(n(num_slots) * sizeof(int32_t)));
-  scratch.cursors = reinterpret_cast<int32_t*>(take(n(num_slots) * sizeof(int32_t)));
   scratch.sorted_rows = reinterpret_cast<int32_t*>(take(n(padded) * sizeof(int32_t)));
   scratch.tile_slots = reinterpret_cast<int32_t*>(take(n(tiles) * sizeof(int32_t)));
   scratch.inverse = reinterpret_cast<int32_t*>(take(n(num_assignments) * sizeof(int32_t)));
@@ -62,34 +60,38 @@ MoeScratch carve(char* base, int64_t num_assignments, int64_t num_slots, int64_t
 }
 
 // One block: small enough work (assignments and slots of one step) that grid-wide sync is not
-// worth it. Rows within a slot land in atomic order; the GEMM computes each row independently of
-// its neighbours, so results do not depend on that order.
+// worth it. Counts and cursors live in shared memory (num_slots of each): the scan over slots is
+// serial, and over global memory each of its steps waited for the previous one's store. Rows
+// within a slot land in atomic order; the GEMM computes each row independently of its
+// neighbours, so results do not depend on that order.
 __global__ void __launch_bounds__(kAlignThreads)
     moe_align_kernel(const int32_t* __restrict__ topk_slots, int64_t num_assignments,
                      int64_t num_slots, int64_t max_padded, MoeScratch scratch) {
+  extern __shared__ int32_t align_shared[];
+  int32_t* counts = align_shared;
+  int32_t* cursors = align_shared + num_slots;
   const int tid = static_cast<int>(threadIdx.x);
-  for (int64_t s = tid; s < num_slots; s += blockDim.x) scratch.counts[s] = 0;
+  for (int64_t s = tid; s < num_slots; s += blockDim.x) counts[s] = 0;
   for (int64_t r = tid; r < max_padded; r += blockDim.x) scratch.sorted_rows[r] = -1;
   __syncthreads();
   for (int64_t a = tid; a < num_assignments; a += blockDim.x) {
     const int32_t slot = topk_slots[a];
-    if (slot >= 0 && slot < num_slots) atomicAdd(&scratch.counts[slot], 1);
+    if (slot >= 0 && slot < num_slots) atomicAdd(&counts[slot], 1);
   }
   __syncthreads();
   if (tid == 0) {
     // Exclusive scan of padded counts into the cursors (start row of each slot's segment).
     int32_t row = 0;
     for (int64_t s = 0; s < num_slots; ++s) {
-      scratch.cursors[s] = row;
-      const int32_t count = scratch.counts[s];
-      row += (count + gemm::kBlockM - 1) / gemm::kBlockM * gemm::kBlockM;
+      cursors[s] = row;
+      row += (counts[s] + gemm::kBlockM - 1) / gemm::kBlockM * gemm::kBlockM;
     }
     *scratch.num_tiles = row / gemm::kBlockM;
   }
   __syncthreads();
   for (int64_t s = tid; s < num_slots; s += blockDim.x) {
-    const int32_t first_tile = scratch.cursors[s] / gemm::kBlockM;
-    const int32_t tiles = (scratch.counts[s] + gemm::kBlockM - 1) / gemm::kBlockM;
+    const int32_t first_tile = cursors[s] / gemm::kBlockM;
+    const int32_t tiles = (counts[s] + gemm::kBlockM - 1) / gemm::kBlockM;
     for (int32_t t = 0; t < tiles; ++t)
       scratch.tile_slots[first_tile + t] = static_cast<int32_t>(s);
   }
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(kAlignThreads)
     const int32_t slot = topk_slots[a];
     int32_t row = -1;
     if (slot >= 0 && slot < num_slots) {
-      row = atomicAdd(&scratch.cursors[slot], 1);
+      row = atomicAdd(&cursors[slot], 1);
       scratch.sorted_rows[row] = static_cast<int32_t>(a);
     }
     scratch.inverse[a] = row;
@@ -144,8 +146,10 @@ cudaError_t moe_experts_bf16(const MoeExpertsParams& p, void* workspace, size_t 
   const int64_t max_padded = max_padded_rows(num_assignments, p.num_slots);
   const int64_t max_tiles = max_padded / gemm::kBlockM;
 
-  moe_align_kernel<<<1, kAlignThreads, 0, stream>>>(p.topk_slots, num_assignments, p.num_slots,
-                                                    max_padded, scratch);
+  const size_t align_shared_bytes = 2 * static_cast<size_t>(p.num_slots) * sizeof(int32_t);
+  if (align_shared_bytes > kMaxAlignSharedBytes) return cudaErrorInvalidValue;
+  moe_align_kernel<<<1, kAlignThreads, align_shared_bytes, stream>>>(
+      p.topk_slots, num_assignments, p.num_slots, max_padded, scratch);
   cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) return status;
 
