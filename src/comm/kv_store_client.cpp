@@ -182,4 +182,11 @@ size_t KvStoreClient::count_prefix(std::string_view prefix) {
   return count_reply(reply, what, options_.endpoint);
 }
 
+size_t KvStoreClient::cancel_prefix(std::string_view prefix) {
+  const std::string what = cat("cancel_prefix '", prefix, "'");
+  auto reply = impl_->request({proto::kCancelPrefix, prefix}, Clock::now() + options_.timeout, what,
+                              options_.endpoint);
+  return count_reply(reply, what, options_.endpoint);
+}
+
 }  // namespace tidal

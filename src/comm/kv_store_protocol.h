@@ -18,6 +18,7 @@ inline constexpr std::string_view kGet = "get";
 inline constexpr std::string_view kWait = "wait";
 inline constexpr std::string_view kDeletePrefix = "del";
 inline constexpr std::string_view kCountPrefix = "count";
+inline constexpr std::string_view kCancelPrefix = "cancel";
 
 inline constexpr std::string_view kOk = "ok";
 inline constexpr std::string_view kTimeout = "timeout";

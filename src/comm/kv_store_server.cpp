@@ -41,6 +41,9 @@ struct KvStoreServer::Impl {
   // Owned by the server thread once it runs.
   std::map<std::string, std::string, std::less<>> values;
   std::vector<Waiter> waiters;
+  // Prefixes of abandoned rendezvous (a rolled-back transition's epoch): every get or wait under
+  // one fails at once, so ranks still waiting in it are released instead of timing out.
+  std::vector<std::string> cancelled;
 
   void run();
   void handle(std::vector<zmq::message_t>& frames);
@@ -49,6 +52,7 @@ struct KvStoreServer::Impl {
   bool ready(const Waiter& waiter) const;
   void answer(Waiter& waiter);
   void answer_ready_waiters();
+  bool is_cancelled(const std::vector<std::string>& keys) const;
   void expire_waiters(Clock::time_point now);
   int poll_timeout_ms(Clock::time_point now) const;
 };
@@ -137,7 +141,9 @@ void KvStoreServer::Impl::handle(std::vector<zmq::message_t>& frames) {
                   .wants_value = op == proto::kGet,
                   .deadline = Clock::now() + std::chrono::milliseconds(*timeout_ms)};
     for (size_t i = 1; i < num_args; ++i) waiter.keys.emplace_back(arg(i));
-    if (ready(waiter)) {
+    if (is_cancelled(waiter.keys)) {
+      reply(identity, request_id, proto::kError, "cancelled: the rendezvous was abandoned", true);
+    } else if (ready(waiter)) {
       answer(waiter);
     } else if (*timeout_ms == 0) {
       reply(identity, request_id, proto::kTimeout);
@@ -156,8 +162,34 @@ void KvStoreServer::Impl::handle(std::vector<zmq::message_t>& frames) {
     reply(identity, request_id, proto::kOk, std::to_string(count), true);
     return;
   }
+  if (op == proto::kCancelPrefix && num_args == 1) {
+    const std::string prefix(arg(0));
+    cancelled.push_back(prefix);
+    auto first = values.lower_bound(prefix);
+    auto last = first;
+    while (last != values.end() && last->first.starts_with(prefix)) ++last;
+    values.erase(first, last);
+    auto released = std::partition(waiters.begin(), waiters.end(), [&](const Waiter& waiter) {
+      return !is_cancelled(waiter.keys);
+    });
+    const auto count = static_cast<size_t>(waiters.end() - released);
+    for (auto it = released; it != waiters.end(); ++it) {
+      reply(it->identity, it->request_id, proto::kError, "cancelled: the rendezvous was abandoned",
+            true);
+    }
+    waiters.erase(released, waiters.end());
+    reply(identity, request_id, proto::kOk, std::to_string(count), true);
+    return;
+  }
   reply(identity, request_id, proto::kError,
         cat("unknown request '", op, "' with ", num_args, " arguments"), true);
+}
+
+bool KvStoreServer::Impl::is_cancelled(const std::vector<std::string>& keys) const {
+  return std::any_of(keys.begin(), keys.end(), [&](const std::string& key) {
+    return std::any_of(cancelled.begin(), cancelled.end(),
+                       [&](const std::string& prefix) { return key.starts_with(prefix); });
+  });
 }
 
 void KvStoreServer::Impl::reply(const zmq::message_t& identity, const zmq::message_t& request_id,

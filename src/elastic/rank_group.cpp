@@ -427,7 +427,10 @@ void RankGroup::reap(int pid, std::chrono::milliseconds grace) noexcept {
 void RankGroup::shutdown() noexcept {
   stopping_transition_ = true;
   changed_.notify_all();
-  if (transition_thread_.joinable()) transition_thread_.join();
+  {
+    std::lock_guard start_lock(start_scale_mutex_);  // start_scale also joins this thread
+    if (transition_thread_.joinable()) transition_thread_.join();
+  }
   if (io_thread_.joinable()) {
     {
       std::lock_guard lock(mutex_);

@@ -63,6 +63,15 @@ Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
   operation->from_ranks = static_cast<int>(ranks_.size());
   operation->epoch_before = epoch_;
   operations_[operation->id] = operation;
+  // Records stay queryable for a while, not forever: a server that scales all day keeps the
+  // last kKeptOperations (ids are serial, so the oldest go first).
+  constexpr size_t kKeptOperations = 100;
+  while (operations_.size() > kKeptOperations) {
+    const auto oldest = std::min_element(
+        operations_.begin(), operations_.end(),
+        [](const auto& a, const auto& b) { return a.second->serial < b.second->serial; });
+    operations_.erase(oldest);
+  }
   if (request.target_ranks == operation->from_ranks) {
     operation->phase = "done";
     operation->result = "no-op";
@@ -149,6 +158,7 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
   }();
   if (!plan.is_ok()) return fail_before_commit(plan.status().message());
   op.plan = std::move(plan.value());
+  op.held.clear();  // the reports were only needed to plan
   op.epoch = next_epoch_++;
   for (const eplb::Placement& placement : op.plan.next) {
     op.next_placements.push_back(placement.physical_to_logical());
@@ -326,8 +336,10 @@ std::vector<int> RankGroup::rollback_locked(Operation& op, const std::string& re
     members_.erase(id);
   }
   if (op.epoch != 0) {
-    store_client_->delete_prefix(cat("gloo/", op.epoch, "/"));
-    store_client_->delete_prefix(cat("nccl/", op.epoch, "/"));
+    // Staying ranks may still wait in the epoch's rendezvous for a rank that will never come:
+    // release them now rather than at their timeout.
+    store_client_->cancel_prefix(cat("gloo/", op.epoch, "/"));
+    store_client_->cancel_prefix(cat("nccl/", op.epoch, "/"));
   }
   op.phase = "failed";
   op.result = "failed";

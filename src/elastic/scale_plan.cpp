@@ -22,9 +22,8 @@ std::vector<int> least_loaded(const std::vector<int64_t>& outstanding, int num_r
   auto load = [&](int rank) {
     return outstanding.empty() ? int64_t{0} : outstanding[static_cast<size_t>(rank)];
   };
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    return load(a) != load(b) ? load(a) < load(b) : a > b;
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return load(a) != load(b) ? load(a) < load(b) : a > b; });
   order.resize(static_cast<size_t>(count));
   std::sort(order.begin(), order.end());
   return order;
@@ -78,8 +77,8 @@ Result<ScalePlan> plan_scale(const ScalePlanInput& input, const ScaleRequest& re
   for (size_t layer = 0; layer < input.current.size(); ++layer) {
     const std::vector<double> none;
     const std::vector<double>& load = layer < input.load.size() ? input.load[layer] : none;
-    plan.next.push_back(eplb::plan_placement(input.current[layer], target, load,
-                                             {.rank_map = plan.rank_map}));
+    plan.next.push_back(
+        eplb::plan_placement(input.current[layer], target, load, {.rank_map = plan.rank_map}));
   }
   return plan;
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import re
@@ -90,7 +91,10 @@ def _launch(args: tuple[str, ...], log_path: Path) -> Server | None:
             with urllib.request.urlopen(server.url + "/health", timeout=1) as response:
                 if response.status == 200:
                     return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError,
+                http.client.HTTPException):
+            # Not up yet, or not us: an ephemeral port of the coordinator's ZeroMQ sockets may
+            # land on the port picked for HTTP; the server then fails to bind and is retried.
             pass
         if time.monotonic() > deadline:
             stop_server(server)

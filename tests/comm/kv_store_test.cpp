@@ -84,6 +84,30 @@ TEST(KvStore, WaitTimesOutWithCommError) {
   EXPECT_EQ(client.get("k"), "v");
 }
 
+// A rolled-back transition abandons its epoch's rendezvous: ranks parked in it are released at
+// once with "cancelled", later waits under the prefix fail at once, and other keys are untouched.
+TEST(KvStore, CancelPrefixReleasesParkedWaitersAtOnce) {
+  KvStoreServer server;
+  KvStoreClient waiter(client_options(server));
+  KvStoreClient coordinator(client_options(server));
+  coordinator.set("gloo/3/0", "address");
+  coordinator.set("gloo/4/0", "kept");
+  const auto start = Clock::now();
+  auto waited = std::async(std::launch::async, [&] { waiter.get("gloo/3/1", 10s); });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(coordinator.cancel_prefix("gloo/3/"), 1u);
+  try {
+    waited.get();
+    FAIL() << "a cancelled wait returned a value";
+  } catch (const CommError& error) {
+    EXPECT_NE(std::string(error.what()).find("cancelled"), std::string::npos) << error.what();
+  }
+  EXPECT_LT(Clock::now() - start, 2s);
+  EXPECT_THROW(waiter.wait({"gloo/3/0"}, 5s), CommError);  // deleted and cancelled
+  EXPECT_LT(Clock::now() - start, 2s);
+  EXPECT_EQ(coordinator.get("gloo/4/0"), "kept");
+}
+
 TEST(KvStore, ParkedWaiterDoesNotBlockOtherRequests) {
   KvStoreServer server;
   KvStoreClient waiter(client_options(server));

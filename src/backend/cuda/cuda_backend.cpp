@@ -12,6 +12,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/decode_attention.cuh"
 #include "kernels/cuda/dense.cuh"
 #include "kernels/cuda/flash_attention.cuh"
 #include "kernels/cuda/moe.cuh"
@@ -343,9 +344,12 @@ void CudaBackend::paged_attention(const Tensor& q, const KvCacheLayer& cache,
       .scale = scale,
       .out = bf16_ptr(out)};
   activate();
-  // Many queries per sequence (prefill, chunked prefill): the tensor-core tiles; a few (decode):
-  // one block per (token, head).
-  if (inputs.max_query_len >= kFlashMinQueries && cuda::flash_attention_supports(params)) {
+  // One new token per sequence (decode): a block per (sequence, KV head) for the whole query
+  // group. Many (prefill, chunked prefill): the tensor-core tiles. Otherwise one block per
+  // (token, head).
+  if (cuda::decode_attention_supports(params, inputs.max_query_len)) {
+    TIDAL_CUDA_CHECK(cuda::decode_attention_bf16(params, stream_));
+  } else if (inputs.max_query_len >= kFlashMinQueries && cuda::flash_attention_supports(params)) {
     TIDAL_CUDA_CHECK(cuda::flash_attention_bf16(params, inputs.max_query_len, stream_));
   } else {
     TIDAL_CUDA_CHECK(cuda::paged_attention_bf16(params, stream_));
