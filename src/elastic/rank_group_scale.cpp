@@ -462,6 +462,7 @@ nlohmann::json RankGroup::topology() const {
   }
   // Replicas per logical expert over every layer: how much redundancy the placement has.
   int min_replicas = 0, max_replicas = 0;
+  nlohmann::json replicas = nlohmann::json::array();  // [MoE layer][logical expert]
   for (const std::vector<int32_t>& layer : placements_) {
     std::vector<int> count(static_cast<size_t>(num_experts_), 0);
     for (const int32_t logical : layer) {
@@ -470,6 +471,7 @@ nlohmann::json RankGroup::topology() const {
     const auto [low, high] = std::minmax_element(count.begin(), count.end());
     min_replicas = min_replicas == 0 ? *low : std::min(min_replicas, *low);
     max_replicas = std::max(max_replicas, *high);
+    replicas.push_back(count);
   }
   return {{"epoch", epoch_},
           {"num_ranks", ranks_.size()},
@@ -483,7 +485,8 @@ nlohmann::json RankGroup::topology() const {
             {"physical_slots", static_cast<int>(ranks_.size()) * options_.slots_per_rank},
             {"moe_layers", placements_.size()},
             {"min_replicas", min_replicas},
-            {"max_replicas", max_replicas}}}};
+            {"max_replicas", max_replicas},
+            {"replicas", replicas}}}};
 }
 
 bool RankGroup::is_scaling() const {

@@ -92,3 +92,41 @@ def test_rebalancing_balances_and_keeps_greedy_tokens(monkeypatch):
     for layer in layers:
         assert (balancedness[f'{layer},when="after"'] >=
                 balancedness[f'{layer},when="before"'] - 1e-9), balancedness
+
+
+def test_a_transition_plans_for_the_measured_load(monkeypatch):
+    """Scaling plans with the ranks' measured expert load (the same planner as rebalancing):
+    at 3 ranks x 5 slots (15 slots, 8 experts, 7 spares) the two hot experts get a replica on
+    every rank, where uniform load would give them 2 like five others. Streams in flight across
+    the transition finish with the tokens of the same biased model served without balancing."""
+    monkeypatch.setenv("TIDAL_TEST_ROUTER_BIAS", BIAS)
+    prompts = [p["prompt_token_ids"] for p in reference_prompts()][:4]
+    with start_server("--ranks", "2", "--expert-slots", "5") as server:
+        baseline = run_streams(server, prompts)
+    # Balancing on, but its periodic rebalance far away: only the transition re-places.
+    with start_server("--ranks", "2", "--expert-slots", "5", "--enable-eplb",
+                      "--eplb-interval", "1000000", "--eplb-window", "256") as server:
+        warm = run_streams(server, prompts)  # fills the load window
+        assert [tokens for tokens, _ in warm] == [tokens for tokens, _ in baseline]
+
+        async def streams_across_scale():
+            async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused",
+                                          max_retries=0, timeout=TIMEOUT_S) as client:
+                jobs = [asyncio.create_task(stream(client, p)) for p in prompts]
+                await asyncio.sleep(0.05)
+                async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+                    response = await http.post(server.url + "/scale_elastic_ep",
+                                               json={"new_data_parallel_size": 3})
+                return response, await asyncio.gather(*jobs)
+
+        response, during = asyncio.run(asyncio.wait_for(streams_across_scale(), TIMEOUT_S))
+        assert response.status_code == 200, response.text
+        for (tokens, finish), (expected, _) in zip(during, baseline):
+            assert finish == "length" and tokens == expected
+        topology = httpx.get(server.url + "/v1/admin/topology", timeout=10).json()
+        assert topology["num_ranks"] == 3
+        for layer, counts in enumerate(topology["placement"]["replicas"]):
+            assert counts[0] == 3 and counts[1] == 3, (layer, counts)
+        assert [tokens for tokens, _ in run_streams(server, prompts)] == [
+            tokens for tokens, _ in baseline]
+        server.assert_alive()
