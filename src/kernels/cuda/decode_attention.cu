@@ -47,6 +47,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const PagedA
   __shared__ float running_sum[kMaxGroup];
   __shared__ float correction[kMaxGroup];
   __shared__ float reduce_scratch[kWarps];
+  __shared__ int64_t key_slot[kThreads];  // the chunk's cache slots, looked up once
 
   const int64_t kv_head = blockIdx.x;
   const int64_t seq = blockIdx.y;
@@ -130,13 +131,11 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const PagedA
       if (g >= group) break;
       const float scale_old = correction[g];
       for (float& value : acc[h]) value *= scale_old;
-#pragma unroll 4
+#pragma unroll 8
       for (int64_t i = 0; i < keys; ++i) {
-        const int64_t key_index = k0 + i;
-        const int64_t slot =
-            static_cast<int64_t>(table[key_index / p.cache.block_size]) * p.cache.block_size +
-            key_index % p.cache.block_size;
-        const __nv_bfloat16* value = p.cache.value + slot * kv_width + kv_head * head_dim;
+        // The slot comes from shared memory, so the value loads of successive keys do not wait
+        // on each other's page-table reads and can all be in flight at once.
+        const __nv_bfloat16* value = p.cache.value + key_slot[i] * kv_width + kv_head * head_dim;
         const float weight = prob[g][i];
         for (int u = 0; u < kDimsPerLane; ++u) {
           const int d = lane + 32 * u;
