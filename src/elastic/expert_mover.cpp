@@ -1,12 +1,11 @@
 // move_expert_weights: the staging pass, then the shared-order walk of sends and receives.
 #include "elastic/expert_mover.h"
 
-#include <cstring>
 #include <vector>
 
 namespace tidal {
 
-MoveStats move_expert_weights(Communicator& group, const eplb::MovePlan& plan,
+MoveStats move_expert_weights(Communicator& group, Backend& backend, const eplb::MovePlan& plan,
                               std::span<const SlotBuffer> buffers) {
   const int me = group.rank();
   size_t expert_bytes = 0;
@@ -16,15 +15,24 @@ MoveStats move_expert_weights(Communicator& group, const eplb::MovePlan& plan,
   };
 
   // (1) Staging: a copy of every staged move's source this rank holds, before anything is written.
-  std::vector<std::vector<std::byte>> staging(plan.moves.size());
+  std::vector<size_t> staged_at(plan.moves.size(), 0);
+  size_t staged_bytes = 0;
   for (size_t m = 0; m < plan.moves.size(); ++m) {
     const eplb::ExpertMove& move = plan.moves[m];
     if (!move.staged || move.src_rank_idx != me) continue;
-    staging[m].resize(expert_bytes);
-    size_t offset = 0;
+    staged_at[m] = staged_bytes;
+    staged_bytes += expert_bytes;
+  }
+  const DeviceBuffer staging_memory =
+      staged_bytes == 0 ? DeviceBuffer() : backend.allocate(staged_bytes);
+  auto* staging = static_cast<std::byte*>(staging_memory.data());
+  for (size_t m = 0; m < plan.moves.size(); ++m) {
+    const eplb::ExpertMove& move = plan.moves[m];
+    if (!move.staged || move.src_rank_idx != me) continue;
+    size_t offset = staged_at[m];
     for (const SlotBuffer& buffer : buffers) {
-      std::memcpy(staging[m].data() + offset, slot_of(buffer, move.src_slot_idx),
-                  buffer.slot_bytes);
+      backend.copy_on_device(staging + offset, slot_of(buffer, move.src_slot_idx),
+                             buffer.slot_bytes);
       offset += buffer.slot_bytes;
     }
   }
@@ -36,13 +44,13 @@ MoveStats move_expert_weights(Communicator& group, const eplb::MovePlan& plan,
     const bool source = move.src_rank_idx == me;
     const bool destination = move.dst_rank_idx == me;
     if (!source && !destination) continue;
-    size_t offset = 0;
+    size_t offset = staged_at[m];
     for (const SlotBuffer& buffer : buffers) {
       const std::byte* from =
-          move.staged ? staging[m].data() + offset : slot_of(buffer, move.src_slot_idx);
+          move.staged && source ? staging + offset : slot_of(buffer, move.src_slot_idx);
       std::byte* to = slot_of(buffer, move.dst_slot_idx);
       if (source && destination) {
-        if (from != to) std::memmove(to, from, buffer.slot_bytes);
+        if (from != to) backend.copy_on_device(to, from, buffer.slot_bytes);
       } else if (source) {
         group.send(move.dst_rank_idx, from, buffer.slot_bytes);
       } else {
@@ -59,6 +67,7 @@ MoveStats move_expert_weights(Communicator& group, const eplb::MovePlan& plan,
       stats.bytes_received += bytes;
     }
   }
+  backend.synchronize();
   return stats;
 }
 

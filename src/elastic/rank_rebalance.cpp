@@ -45,7 +45,7 @@ void rebalance(RankState& rank, EplbReport& report) {
     const eplb::MovePlan plan =
         eplb::plan_moves(current, next, eplb::identity_rank_map(num_ranks, num_ranks));
     const std::vector<SlotBuffer> buffers = layer_slot_buffers(rank, layer);
-    const MoveStats moved = move_expert_weights(group, plan, buffers);
+    const MoveStats moved = move_expert_weights(group, *rank.backend, plan, buffers);
     report.bytes_moved += moved.bytes_received + moved.bytes_copied;
     set_layer_placement(rank, layer, next);
   }

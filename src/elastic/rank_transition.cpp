@@ -79,11 +79,8 @@ void move_for_transition(RankState& rank, const RankTransition& transition, Comm
       plan.moves.push_back(move);
     }
     if (plan.moves.empty()) continue;
-    TIDAL_CHECK(rank.backend->shares_host_memory(),
-                "this transition moves expert weights between ranks, which only the CPU backend "
-                "does so far (",
-                plan.moves.size(), " moves in MoE layer ", layer, ")");
-    const MoveStats moved = move_expert_weights(old_group, plan, layer_slot_buffers(rank, layer));
+    const MoveStats moved =
+        move_expert_weights(old_group, *rank.backend, plan, layer_slot_buffers(rank, layer));
     report.bytes_moved += moved.bytes_received + moved.bytes_copied;
   }
   report.move_seconds =

@@ -8,6 +8,7 @@
 #include <future>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "comm/communicator.h"
 #include "comm/gloo_communicator.h"
 #include "comm/kv_store.h"
@@ -60,7 +61,8 @@ void expect_moves_land(const eplb::Placement& before, const eplb::Placement& aft
     const std::byte* gate_up_address = gate_up.data();
     const SlotBuffer buffers[] = {{.base = gate_up.data(), .slot_bytes = 48},
                                   {.base = down.data(), .slot_bytes = 24}};
-    const MoveStats stats = move_expert_weights(*group, plan, buffers);
+    CpuBackend backend;
+    const MoveStats stats = move_expert_weights(*group, backend, plan, buffers);
     EXPECT_EQ(gate_up.data(), gate_up_address);
     const std::vector<int32_t> expected = after.local_slot_to_logical(rank);
     for (size_t s = 0; s < expected.size(); ++s) {
