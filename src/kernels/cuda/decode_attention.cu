@@ -88,6 +88,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const PagedA
       const int64_t slot =
           static_cast<int64_t>(table[j / p.cache.block_size]) * p.cache.block_size +
           j % p.cache.block_size;
+      key_slot[tid] = slot;
       const __nv_bfloat16* key = p.cache.key + slot * kv_width + kv_head * head_dim;
 #pragma unroll
       for (int g = 0; g < kMaxGroup; ++g) score[g] = g < group ? 0.0f : -INFINITY;
