@@ -31,6 +31,15 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
                      "max(--ranks, 8) for cpu)");
   command.add_option("--scale-prepare-timeout", setup.scale_prepare_timeout_s,
                      "seconds a scale's prepare may take before it rolls back");
+  command
+      .add_option("--load-format", setup.load_format,
+                  "auto: the model directory's checkpoint; dummy: random weights of --config's "
+                  "shapes (the model directory then only gives the tokenizer)")
+      ->check(CLI::IsMember({"auto", "dummy"}));
+  command.add_option("--config", setup.dummy.config_file,
+                     "config.json of the model --load-format dummy makes");
+  command.add_option("--num-layers", setup.dummy.num_layers,
+                     "--load-format dummy: this many of the config's layers (0: all)");
   command.add_option("--local-ranks", setup.local_ranks,
                      "ranks this process starts (default: all); the others join with "
                      "`tidal rank --coordinator ...`");
@@ -53,11 +62,16 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
 
 RunningEngine start_engine(const EngineSetup& setup, const std::string& model_directory,
                            const Tokenizer& tokenizer) {
+  const bool dummy = setup.load_format == "dummy";
+  TIDAL_CHECK(dummy == !setup.dummy.config_file.empty(),
+              dummy ? "--load-format dummy needs --config FILE"
+                    : "--config and --num-layers go with --load-format dummy");
   RunningEngine running;
   if (setup.ranks == 1 && setup.expert_slots == 0 && setup.local_ranks < 0 &&
       setup.num_redundant_experts == 0 && !setup.enable_eplb && !setup.elastic) {
     running.backend = make_backend(setup.device);
-    running.model = load_model(model_directory, *running.backend);
+    running.model = dummy ? load_dummy_model(setup.dummy, *running.backend)
+                          : load_model(model_directory, *running.backend);
     running.engine =
         std::make_unique<Engine>(*running.backend, *running.model, tokenizer, setup.engine);
     running.engine->warm_up();
@@ -76,6 +90,7 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
                        .control_port = setup.coordinator_port,
                        .engine = setup.engine,
                        .prepare_timeout = std::chrono::seconds(setup.scale_prepare_timeout_s),
+                       .dummy = dummy ? std::optional(setup.dummy) : std::nullopt,
                        .enable_eplb = setup.enable_eplb,
                        .eplb_window = setup.eplb_window,
                        .eplb_interval = setup.eplb_interval});

@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "engine/engine_client.h"
 #include "model/arch/qwen3_moe.h"
+#include "model/dummy_weights.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace tidal::cli {
@@ -27,6 +28,10 @@ struct EngineSetup {
   bool elastic = false;  // serve through rank processes even at one rank, so it can scale
   int max_ranks = 0;     // 0: the GPUs of this host (cuda), max(ranks, 8) (cpu)
   int scale_prepare_timeout_s = 120;
+  // --load-format dummy: random weights of --config's shapes (benchmarks at real model sizes);
+  // the model directory then only provides the tokenizer.
+  std::string load_format = "auto";
+  DummyModelOptions dummy;
   std::string coordinator_host = "127.0.0.1";
   int coordinator_port = 0;
   EngineOptions engine;  // scheduler and KV cache sizing, per rank
@@ -35,8 +40,8 @@ struct EngineSetup {
 // Registers --device, --ranks/--data-parallel-size, --expert-slots, --local-ranks,
 // --coordinator-host/-port, --max-num-seqs, --max-num-batched-tokens, --max-model-len,
 // --block-size, --num-kv-blocks, --kv-cache-memory, --num-redundant-experts, --enable-eplb,
-// --eplb-window, --eplb-interval, --enable-elastic-ep, --max-ranks and
-// --scale-prepare-timeout.
+// --eplb-window, --eplb-interval, --enable-elastic-ep, --max-ranks, --scale-prepare-timeout,
+// --load-format, --config and --num-layers.
 void add_engine_setup_options(CLI::App& command, EngineSetup& setup);
 
 // Members are destroyed in reverse order: the client (which may own a thread or rank processes)

@@ -47,7 +47,8 @@ int count_host_gpus() {
 
 RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
   TIDAL_CHECK(options_.num_ranks >= 1, "--ranks must be at least 1, got ", options_.num_ranks);
-  const ModelConfig config = load_model_config(options_.model_directory);
+  const ModelConfig config = options_.dummy ? load_dummy_config(*options_.dummy)
+                                            : load_model_config(options_.model_directory);
   num_experts_ = static_cast<int>(config.num_experts);
   TIDAL_CHECK(options_.num_redundant_experts >= 0, "--num-redundant-experts must be >= 0, got ",
               options_.num_redundant_experts);
@@ -233,6 +234,7 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
     place->identity = identity;
     const Operation* transition = running_.get();
     protocol::RankConfig config{.model_directory = options_.model_directory,
+                                .dummy = options_.dummy,
                                 .device = place->device,
                                 .rank = place->place,
                                 .num_ranks = static_cast<int>(ranks_.size()),

@@ -40,6 +40,7 @@
 #include "engine/engine.h"
 #include "engine/engine_client.h"
 #include "engine/scale_control.h"
+#include "model/dummy_weights.h"
 
 namespace tidal {
 
@@ -67,6 +68,9 @@ struct RankGroupOptions {
   // Bound on a transition's prepare (joining ranks loading and forming the communicator); past
   // it the transition rolls back.
   std::chrono::milliseconds prepare_timeout = std::chrono::seconds(120);
+  // Dummy weights of a config's shapes instead of model_directory's checkpoint (which then only
+  // provides the tokenizer).
+  std::optional<DummyModelOptions> dummy = std::nullopt;
   // Expert load balancing on the ranks (see RankConfig).
   bool enable_eplb = false;
   int eplb_window = 1000;

@@ -21,6 +21,10 @@ nlohmann::json decode(const std::string& bytes) {
 nlohmann::json to_json(const RankConfig& config) {
   return {{"type", kConfig},
           {"model_directory", config.model_directory},
+          {"dummy", config.dummy ? nlohmann::json{{"config_file", config.dummy->config_file},
+                                                  {"num_layers", config.dummy->num_layers},
+                                                  {"seed", config.dummy->seed}}
+                                 : nlohmann::json(nullptr)},
           {"device", config.device},
           {"rank", config.rank},
           {"num_ranks", config.num_ranks},
@@ -45,6 +49,11 @@ nlohmann::json to_json(const RankConfig& config) {
 RankConfig config_from_json(const nlohmann::json& message) {
   RankConfig config;
   config.model_directory = message.at("model_directory").get<std::string>();
+  if (const nlohmann::json& dummy = message.at("dummy"); !dummy.is_null()) {
+    config.dummy = DummyModelOptions{.config_file = dummy.at("config_file").get<std::string>(),
+                                     .num_layers = dummy.at("num_layers").get<int64_t>(),
+                                     .seed = dummy.at("seed").get<uint64_t>()};
+  }
   config.device = message.at("device").get<std::string>();
   config.rank = message.at("rank").get<int>();
   config.num_ranks = message.at("num_ranks").get<int>();
@@ -66,6 +75,11 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.eplb_window = message.at("eplb_window").get<int>();
   config.eplb_interval = message.at("eplb_interval").get<int>();
   return config;
+}
+
+ModelConfig model_config_of(const RankConfig& config) {
+  return config.dummy ? load_dummy_config(*config.dummy)
+                      : load_model_config(config.model_directory);
 }
 
 nlohmann::json to_json(const SamplingParams& params) {

@@ -3,6 +3,7 @@
 // typed form on both sides.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "engine/request_handoff.h"
 #include "engine/request_output.h"
 #include "engine/sampling_params.h"
+#include "model/dummy_weights.h"
 
 namespace tidal::rank_protocol {
 
@@ -42,7 +44,8 @@ inline constexpr char kAdopt[] = "adopt";        // front -> rank: {request}
 
 // What a rank needs to join: the model, its place in the group, and how to reach the others.
 struct RankConfig {
-  std::string model_directory;
+  std::string model_directory;  // the checkpoint, or only the tokenizer with dummy weights
+  std::optional<DummyModelOptions> dummy;  // set: --load-format dummy
   std::string device = "cpu";
   int rank = 0;
   int num_ranks = 1;
@@ -67,6 +70,9 @@ struct RankConfig {
 };
 
 std::string encode(const nlohmann::json& message);
+// The model config a rank loads: the checkpoint's, or the dummy model's.
+ModelConfig model_config_of(const RankConfig& config);
+
 // Throws tidal::Error when the bytes are not a message.
 nlohmann::json decode(const std::string& bytes);
 

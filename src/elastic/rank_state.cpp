@@ -40,7 +40,7 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
   // "cuda:N" is kept as given). A joining rank takes the device of its place in the new epoch.
   rank->backend = make_backend(config.device == "cuda" ? cat("cuda:", config.rank) : config.device);
   rank->tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_file(config.model_directory));
-  const ModelConfig model_config = load_model_config(config.model_directory);
+  const ModelConfig model_config = rank_protocol::model_config_of(config);
   rank->num_experts = static_cast<int>(model_config.num_experts);
   int num_moe_layers = 0;
   for (int64_t layer = 0; layer < model_config.num_layers; ++layer) {
@@ -71,7 +71,8 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
   rank->executor = std::make_unique<ExpertParallelExecutor>(
       *rank->group, rank->tables, rank->shape, config.engine.scheduler.max_num_batched_tokens);
   shard.executor = rank->executor.get();
-  rank->model = load_model(config.model_directory, *rank->backend, shard);
+  rank->model = config.dummy ? load_dummy_model(*config.dummy, *rank->backend, shard)
+                             : load_model(config.model_directory, *rank->backend, shard);
   EngineOptions options = config.engine;
   options.dp_group = rank->group.get();
   rank->engine = std::make_unique<Engine>(*rank->backend, *rank->model, *rank->tokenizer, options);

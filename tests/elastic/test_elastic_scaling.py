@@ -349,3 +349,28 @@ def test_20_cycles_leak_nothing():
         assert topology(server.url)["epoch"] == 44
         assert len(child_pids_with(pid, "tidal")) == 2, "rank processes left behind"
         server.assert_alive()
+
+
+def test_dummy_weights_are_the_same_on_every_rank_and_epoch():
+    """--load-format dummy (the GPU benchmarks' weights): ranks that join later make the same
+    values for the experts they hold, so greedy tokens match one in-process rank at every size."""
+    config = str(Path(REFERENCE_FILE).parent / "tiny-qwen3-moe" / "config.json")
+    dummy = ("--load-format", "dummy", "--config", config)
+    prompt = ",".join(map(str, PROMPTS[0]["prompt_token_ids"]))
+    result = subprocess.run([str(BINARY), "generate", "--json", "--prompt-token-ids", prompt,
+                             "--max-tokens", "16", "--ignore-eos", *dummy], capture_output=True,
+                            timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    expected = json.loads(result.stdout)["token_ids"]
+    assert expected != PROMPTS[0]["greedy_token_ids"][:16], "dummy weights gave the real model's"
+    with start_server("--ranks", "2", "--expert-slots", "4", *dummy) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
+                               timeout=TIMEOUT_S)
+        for size in (2, 3, 4, 2):
+            if size != topology(server.url)["num_ranks"]:
+                assert scale(server.url, size)["result"] == "ok"
+            choice = client.completions.create(
+                model=MODEL, prompt=PROMPTS[0]["prompt_token_ids"], max_tokens=16, temperature=0,
+                extra_body={"ignore_eos": True, "return_token_ids": True}).choices[0]
+            assert extra(choice, "token_ids") == expected, f"at {size} ranks"
+        server.assert_alive()
