@@ -140,6 +140,7 @@ void run_rank(Shared& shared, int rank) {
   const auto model = load_dummy_model(options.model, *backend, shard);
   BenchPlan plan = options.plan;
   plan.prefill_tokens = 0;
+  plan.graphs = false;  // expert parallelism routes on the host (a sync per layer): no capture
   plan.seed = options.plan.seed + static_cast<uint64_t>(rank) * 1000;  // each rank its own tokens
   ModelBench bench(*backend, *model, counter, plan);
   for (size_t b = 0; b < plan.batch_sizes.size(); ++b) {

@@ -160,6 +160,15 @@ ModelBench::DecodeRun ModelBench::run_decode(int64_t batch) {
   DecodeRun run;
   run.expert_counts = counter_->stop_counting();
   run.step_seconds = time_steps(*backend_, 2, plan_.iterations, step);
+  if (plan_.graphs && backend_->supports_graphs()) {
+    // The eager steps above sized the workspace and scratch, so the capture allocates nothing.
+    workspace.begin_step();
+    backend_->begin_capture();
+    model_->forward(inputs.batch(), state_->kv_cache->layers(), workspace);
+    const int64_t graph = backend_->end_capture();
+    run.graph_step_seconds =
+        time_steps(*backend_, 2, plan_.iterations, [&] { backend_->replay(graph); });
+  }
   return run;
 }
 
@@ -170,6 +179,7 @@ DecodeResult ModelBench::decode(int64_t batch, const Ceilings& ceilings) {
   result.batch = batch;
   result.context = plan_.context;
   result.step_seconds = run.step_seconds;
+  result.graph_step_seconds = run.graph_step_seconds;
   result.touched_experts = distinct_experts(run.expert_counts);
   const double weight_bytes = static_cast<double>(dtype_size(config.dtype));
   const double kv_bytes = static_cast<double>(dtype_size(backend_->activation_dtype()));

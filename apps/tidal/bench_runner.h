@@ -25,7 +25,8 @@ Ceilings measure_ceilings(Backend& backend, size_t copy_bytes, int64_t matmul_si
 struct DecodeResult {
   int64_t batch = 0;
   int64_t context = 0;
-  double step_seconds = 0;
+  double step_seconds = 0;               // launched op by op
+  double graph_step_seconds = 0;         // replayed as one captured graph; 0: not measured
   std::vector<int64_t> touched_experts;  // per MoE layer
   StepBytes floor_bytes;
   double floor_seconds = 0;  // floor_bytes over the copy bandwidth
@@ -46,6 +47,7 @@ struct BenchPlan {
   int iterations = 20;  // timed decode steps per batch size
   int prefill_iterations = 3;
   uint64_t seed = 0;
+  bool graphs = true;  // also time each decode step as a replayed graph (backends that have them)
 };
 
 // Routes through `inner` (local experts when null) and, while counting, records how many of
@@ -92,6 +94,7 @@ class ModelBench {
   // (untimed) step. With expert parallelism every rank of the group calls this together.
   struct DecodeRun {
     double step_seconds = 0;
+    double graph_step_seconds = 0;
     std::vector<std::vector<int64_t>> expert_counts;
   };
   DecodeRun run_decode(int64_t batch);

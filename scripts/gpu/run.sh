@@ -112,7 +112,7 @@ grep -E "^\[op\]|FAILED|Failure|PASSED|error" "$out/op_test.log" | head -150
 
 with_deps_libs "$build/tests/gpu/gpu_model_test" --gtest_output="json:$out/model_test.json" \
   >"$out/model_test.log" 2>&1 || status=1
-grep -E "^\[model\]|FAILED|Failure|PASSED|error" "$out/model_test.log" | head -80
+grep -E "^\[model\]|^\[graphs\]|FAILED|Failure|PASSED|error" "$out/model_test.log" | head -80
 
 # The CLI on the GPU: the same greedy tokens as on the CPU for a fixture prompt.
 ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][1]["prompt_token_ids"])))' tests/fixtures/tiny-qwen3-moe.reference.json)

@@ -136,6 +136,18 @@ class Backend {
                            const Tensor& out) = 0;
   virtual void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) = 0;
 
+  // Graphs (CUDA). Between begin_capture() and end_capture() the backend records its work
+  // instead of running it; replay(graph) runs the recording again on the same addresses, so a
+  // caller rewrites the recorded inputs in place between replays. Nothing recorded may allocate
+  // or synchronise (the backend throws if it would). Backends without graphs throw.
+  virtual bool supports_graphs() const { return false; }
+  virtual void begin_capture() { TIDAL_FAIL(name(), ": this backend has no graphs"); }
+  // Returns the graph's id for replay().
+  virtual int64_t end_capture() { TIDAL_FAIL(name(), ": this backend has no graphs"); }
+  virtual void replay(int64_t /*graph*/) { TIDAL_FAIL(name(), ": this backend has no graphs"); }
+  // Graphs captured so far (an elastic transition asserts one capture round per rank).
+  virtual int64_t num_captures() const { return 0; }
+
  protected:
   virtual void* raw_allocate(size_t bytes) = 0;
   virtual void raw_free(void* data) noexcept = 0;

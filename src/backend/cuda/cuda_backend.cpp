@@ -118,6 +118,8 @@ void CudaBackend::release() noexcept {
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
   if (scratch_ != nullptr) cudaFree(scratch_);
+  for (CUgraphExec_st* graph : graphs_) cudaGraphExecDestroy(graph);
+  graphs_.clear();
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
   cublas_ = nullptr;
   cublas_workspace_ = nullptr;
@@ -135,6 +137,8 @@ void CudaBackend::activate() const {
 
 void* CudaBackend::scratch(size_t bytes) {
   if (bytes <= scratch_bytes_) return scratch_;
+  TIDAL_CHECK(!capturing_, "MoE scratch of ", scratch_bytes_, " bytes must grow to ", bytes,
+              " inside a graph capture: run the batch eagerly first");
   // Kernels still queued may read the old buffer: let them finish before freeing it.
   TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (scratch_ != nullptr) TIDAL_CUDA_CHECK(cudaFree(scratch_));
@@ -192,6 +196,35 @@ void CudaBackend::fill_random(const Tensor& tensor, const RandomFill& fill) {
   activate();
   TIDAL_CUDA_CHECK(cuda::random_fill(tensor.data, type, tensor.num_elements(), fill.seed,
                                      fill.first_index, fill.center, step, stream_));
+}
+
+void CudaBackend::begin_capture() {
+  TIDAL_CHECK(!capturing_, "begin_capture() while capturing");
+  activate();
+  // Thread-local: work that other threads enqueue on their own streams is not pulled in.
+  TIDAL_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+}
+
+int64_t CudaBackend::end_capture() {
+  TIDAL_CHECK(capturing_, "end_capture() without begin_capture()");
+  activate();
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  TIDAL_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  TIDAL_CUDA_CHECK(status);
+  graphs_.push_back(exec);
+  return static_cast<int64_t>(graphs_.size()) - 1;
+}
+
+void CudaBackend::replay(int64_t graph) {
+  TIDAL_CHECK(graph >= 0 && graph < static_cast<int64_t>(graphs_.size()), "graph ", graph,
+              " of ", graphs_.size());
+  activate();
+  TIDAL_CUDA_CHECK(cudaGraphLaunch(graphs_[static_cast<size_t>(graph)], stream_));
 }
 
 void CudaBackend::synchronize() {

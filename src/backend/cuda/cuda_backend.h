@@ -4,12 +4,14 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 
 // The CUDA handle types, declared here so this header needs no CUDA include.
 struct CUstream_st;
 struct cublasContext;
+struct CUgraphExec_st;
 
 namespace tidal {
 
@@ -54,6 +56,12 @@ class CudaBackend final : public Backend {
                    const Tensor& out) override;
   void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) override;
 
+  bool supports_graphs() const override { return true; }
+  void begin_capture() override;
+  int64_t end_capture() override;
+  void replay(int64_t graph) override;
+  int64_t num_captures() const override { return static_cast<int64_t>(graphs_.size()); }
+
   // Bytes of the backend's own scratch (MoE permutation and intermediates) so far.
   size_t scratch_bytes() const { return scratch_bytes_; }
 
@@ -75,6 +83,8 @@ class CudaBackend final : public Backend {
   void* cublas_workspace_ = nullptr;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  bool capturing_ = false;
+  std::vector<CUgraphExec_st*> graphs_;  // instantiated, in capture order
 };
 
 }  // namespace tidal
