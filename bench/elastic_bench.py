@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Elastic transitions under load: starts `tidal serve` with dummy weights, keeps streaming
+clients busy, scales through a sequence of sizes, and reports per transition the pause in which
+no client received a token, the server's own phase timings (prepare, commit pause, weight move
+bytes and seconds, warm_and_capture), the total, and the expert-weight bandwidth achieved.
+
+Standard library only (the GPU machine has no package registry). Prints a table, writes JSON.
+
+  bench/elastic_bench.py --device cuda --config bench/configs/qwen3-30b-a3b.json \
+      --num-layers 8 --start 2 --sizes 4,2,3,2 --out bench/results/elastic.json
+  bench/elastic_bench.py --device cpu --config tests/fixtures/tiny-qwen3-moe/config.json \
+      --start 2 --sizes 4,2 --expert-slots 4       # a dry run on any machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import lzma
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_json(port: int, method: str, path: str, body: dict | None = None, timeout: float = 30):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection.request(method, path, json.dumps(body) if body is not None else None,
+                       {"content-type": "application/json"})
+    response = connection.getresponse()
+    data = json.loads(response.read() or b"{}")
+    connection.close()
+    return response.status, data
+
+
+class Clients:
+    """Streaming completion clients; every received token's arrival time is recorded."""
+
+    def __init__(self, port: int, count: int, max_tokens: int, prompt_ids: list[int]):
+        self.port, self.max_tokens, self.prompt_ids = port, max_tokens, prompt_ids
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.token_times: list[float] = []
+        self.finished = 0
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self.loop, daemon=True) for _ in range(count)]
+
+    def loop(self) -> None:
+        body = json.dumps({"model": "bench", "prompt": self.prompt_ids, "max_tokens": self.max_tokens,
+                           "temperature": 0, "stream": True, "ignore_eos": True})
+        while not self.stop.is_set():
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+                connection.request("POST", "/v1/completions", body,
+                                   {"content-type": "application/json"})
+                response = connection.getresponse()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}: {response.read()[:200]!r}")
+                finish = None
+                for line in response:
+                    if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    now = time.monotonic()
+                    for choice in chunk.get("choices", []):
+                        finish = choice.get("finish_reason") or finish
+                        if choice.get("text") is not None:
+                            with self.lock:
+                                self.token_times.append(now)
+                connection.close()
+                if finish != "length":
+                    raise RuntimeError(f"finish_reason {finish!r}")
+                with self.lock:
+                    self.finished += 1
+            except Exception as error:  # noqa: BLE001: every failure is reported
+                with self.lock:
+                    self.failures.append(f"{type(error).__name__}: {error}")
+                time.sleep(0.1)
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=600)
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest interval within [start, end] in which no client received a token."""
+        with self.lock:
+            times = sorted(t for t in self.token_times if start <= t <= end)
+        edges = [start, *times, end]
+        return max(b - a for a, b in zip(edges, edges[1:]))
+
+    def tokens_between(self, start: float, end: float) -> int:
+        with self.lock:
+            return sum(1 for t in self.token_times if start <= t <= end)
+
+
+def card() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "no GPU (" + os.uname().machine + " CPU)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--binary", default=str(REPO / "build" / "tidal"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--config", default=str(REPO / "bench" / "configs" / "qwen3-30b-a3b.json"))
+    parser.add_argument("--num-layers", type=int, default=0)
+    parser.add_argument("--start", type=int, default=2)
+    parser.add_argument("--sizes", default="4,2,3,2",
+                        help="the targets, in order; N-a.b removes ranks a and b (e.g. 2-0)")
+    parser.add_argument("--expert-slots", type=int, default=0,
+                        help="slots per rank (default: ceil(experts / smallest size))")
+    parser.add_argument("--max-ranks", type=int, default=0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds of load before and between transitions")
+    parser.add_argument("--nvlink-gbps", type=float, default=0.0,
+                        help="measured NVLink GB/s (tidal bench --ranks 2) for the move ratio")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    steps = []  # (target, ranks to remove or None)
+    for step in args.sizes.split(","):
+        target, _, removed = step.partition("-")
+        steps.append((int(target), [int(r) for r in removed.split(".")] if removed else None))
+    sizes = [target for target, _ in steps]
+
+    config = json.loads(Path(args.config).read_text())
+    experts = config.get("num_experts", config.get("num_local_experts"))
+    slots = args.expert_slots or -(-experts // min([args.start, *sizes]))
+    workdir = Path(tempfile.mkdtemp(prefix="tidal-elastic-bench-"))
+    # The served model's tokenizer: Qwen3's (committed compressed) for the real shapes' vocab.
+    tokenizer_dir = workdir / "tokenizer"
+    tokenizer_dir.mkdir()
+    if config.get("vocab_size", 0) > 100000:
+        (tokenizer_dir / "tokenizer.json").write_bytes(lzma.decompress(
+            (REPO / "tests/fixtures/tokenizers/qwen3/tokenizer.json.xz").read_bytes()))
+    else:
+        shutil.copy(Path(args.config).parent / "tokenizer.json", tokenizer_dir)
+    shutil.copy(args.config, tokenizer_dir / "config.json")
+
+    port = free_port()
+    command = [args.binary, "serve", "--port", str(port), "--device", args.device,
+               "--ranks", str(args.start), "--enable-elastic-ep", "--expert-slots", str(slots),
+               "--load-format", "dummy", "--config", args.config, "--model", str(tokenizer_dir),
+               "--served-model-name", "bench", "--max-num-seqs", str(max(args.clients, 16)),
+               "--generation-config", "none"]
+    if args.num_layers:
+        command += ["--num-layers", str(args.num_layers)]
+    if args.max_ranks:
+        command += ["--max-ranks", str(args.max_ranks)]
+    env = dict(os.environ, NCCL_NVLS_ENABLE="0")
+    log_path = workdir / "serve.log"
+    print("$", " ".join(command), flush=True)
+    server = subprocess.Popen(command, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                              env=env, start_new_session=True)
+    rows, result = [], {}
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"serve exited:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        clients = Clients(port, args.clients, args.max_tokens, list(range(100, 228)))
+        clients.start()
+        time.sleep(args.settle)
+        for target, removed in steps:
+            _, before = http_json(port, "GET", "/v1/admin/topology")
+            started = time.monotonic()
+            request = {"ranks": target}
+            if removed is not None:
+                request["remove_ranks"] = removed
+            status, operation = http_json(port, "POST", "/v1/admin/scale", request)
+            if status >= 400:
+                raise RuntimeError(f"scale to {target}: HTTP {status}: {operation}")
+            while operation["phase"] not in ("done", "failed"):
+                time.sleep(0.01)
+                _, operation = http_json(port, "GET", f"/v1/admin/scale/{operation['id']}")
+            ended = time.monotonic()
+            if operation["result"] != "ok":
+                raise RuntimeError(f"scale to {target} failed: {operation['error']}")
+            time.sleep(args.settle)
+            timings = operation["timings"]
+            moved = timings["weight_move_bytes"]
+            move_s = timings["weight_move_seconds"]
+            row = {
+                "transition": f"{before['num_ranks']}->{target}"
+                + (f" (-{','.join(map(str, removed))})" if removed else ""),
+                "no_token_gap_s": clients.longest_gap(started, ended + 0.5),
+                "prepare_s": timings["prepare_seconds"],
+                "commit_pause_s": timings["pause_seconds"],
+                "warm_and_capture_s": timings["warm_and_capture_seconds"],
+                "total_s": timings["total_seconds"],
+                "bytes_moved": moved,
+                "move_s": move_s,
+                "move_gbps": moved / move_s / 1e9 if move_s > 0 and moved > 0 else 0.0,
+                "requests_migrated": operation["requests_migrated"],
+                "tokens_per_s_after": clients.tokens_between(ended, ended + args.settle)
+                / args.settle,
+            }
+            if args.nvlink_gbps > 0:
+                row["move_vs_nvlink"] = row["move_gbps"] / args.nvlink_gbps
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        clients.finish()
+        result = {
+            "card": card(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+            "serve": " ".join(command),
+            "clients": args.clients,
+            "requests_finished": clients.finished,
+            "request_failures": clients.failures[:20],
+            "num_request_failures": len(clients.failures),
+            "transitions": rows,
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        shutil.copy(log_path, Path(args.out).with_suffix(".serve.log") if args.out else
+                    workdir / "kept.log")
+
+    header = (f"{'transition':>14} {'no-token gap s':>14} {'prepare s':>9} {'pause s':>8} "
+              f"{'capture s':>9} {'total s':>8} {'moved MB':>9} {'GB/s':>6} {'migrated':>8}")
+    print(f"\nelastic transitions on {result['card']}, {result['date']}, {args.clients} clients, "
+          f"dummy {Path(args.config).name} ({args.num_layers or 'all'} layers)\n")
+    print(header)
+    for row in rows:
+        print(f"{row['transition']:>14} {row['no_token_gap_s']:>14.3f} {row['prepare_s']:>9.3f} "
+              f"{row['commit_pause_s']:>8.3f} {row['warm_and_capture_s']:>9.3f} "
+              f"{row['total_s']:>8.3f} {row['bytes_moved'] / 1e6:>9.1f} {row['move_gbps']:>6.1f} "
+              f"{row['requests_migrated']:>8}")
+    print(f"\nrequests finished {result['requests_finished']}, "
+          f"failed {result['num_request_failures']}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 1 if result["num_request_failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
