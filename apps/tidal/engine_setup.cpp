@@ -23,6 +23,9 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
   command.add_option("--eplb-window", setup.eplb_window,
                      "steps of expert load the balancer plans from");
   command.add_option("--eplb-interval", setup.eplb_interval, "steps between rebalances");
+  command.add_option("--eplb-layers-per-step", setup.eplb_layers_per_step,
+                     "MoE layers whose experts move per step during a rebalance, so no pause is "
+                     "long (0: every layer in one pause)");
   command.add_flag("--enable-elastic-ep,--elastic", setup.elastic,
                    "serve through rank processes even at one rank, so that POST /v1/admin/scale "
                    "can change their number (several --ranks imply it)");
@@ -93,7 +96,8 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
                        .dummy = dummy ? std::optional(setup.dummy) : std::nullopt,
                        .enable_eplb = setup.enable_eplb,
                        .eplb_window = setup.eplb_window,
-                       .eplb_interval = setup.eplb_interval});
+                       .eplb_interval = setup.eplb_interval,
+                       .eplb_layers_per_step = setup.eplb_layers_per_step});
   return running;
 }
 

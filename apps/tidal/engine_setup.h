@@ -24,6 +24,7 @@ struct EngineSetup {
   bool enable_eplb = false;
   int eplb_window = 1000;
   int eplb_interval = 3000;
+  int eplb_layers_per_step = 0;
   int local_ranks = -1;  // -1: this process starts every rank
   bool elastic = false;  // serve through rank processes even at one rank, so it can scale
   int max_ranks = 0;     // 0: the GPUs of this host (cuda), max(ranks, 8) (cpu)

@@ -61,6 +61,8 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
                 options_.eplb_interval);
     TIDAL_CHECK(options_.eplb_window > 0, "--eplb-window must be positive, got ",
                 options_.eplb_window);
+    TIDAL_CHECK(options_.eplb_layers_per_step >= 0, "--eplb-layers-per-step must be >= 0, got ",
+                options_.eplb_layers_per_step);
   }
   if (options_.max_num_ranks == 0) {
     options_.max_num_ranks =
@@ -248,7 +250,8 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
                                 .comm_timeout_ms = options_.comm_timeout.count(),
                                 .enable_eplb = options_.enable_eplb,
                                 .eplb_window = options_.eplb_window,
-                                .eplb_interval = options_.eplb_interval};
+                                .eplb_interval = options_.eplb_interval,
+                                .eplb_layers_per_step = options_.eplb_layers_per_step};
     if (place->joining) {
       TIDAL_CHECK(transition != nullptr && transition->planned, "a joining rank without a plan");
       config.num_ranks = transition->plan.new_num_ranks;

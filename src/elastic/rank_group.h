@@ -75,6 +75,7 @@ struct RankGroupOptions {
   bool enable_eplb = false;
   int eplb_window = 1000;
   int eplb_interval = 3000;
+  int eplb_layers_per_step = 0;
 };
 
 class RankGroup final : public EngineClient, public ScaleControl {

@@ -43,7 +43,8 @@ nlohmann::json to_json(const RankConfig& config) {
           {"comm_timeout_ms", config.comm_timeout_ms},
           {"enable_eplb", config.enable_eplb},
           {"eplb_window", config.eplb_window},
-          {"eplb_interval", config.eplb_interval}};
+          {"eplb_interval", config.eplb_interval},
+          {"eplb_layers_per_step", config.eplb_layers_per_step}};
 }
 
 RankConfig config_from_json(const nlohmann::json& message) {
@@ -74,6 +75,7 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.enable_eplb = message.at("enable_eplb").get<bool>();
   config.eplb_window = message.at("eplb_window").get<int>();
   config.eplb_interval = message.at("eplb_interval").get<int>();
+  config.eplb_layers_per_step = message.at("eplb_layers_per_step").get<int>();
   return config;
 }
 
@@ -162,7 +164,8 @@ nlohmann::json to_json(const EngineLoad& load) {
           load.eplb_bytes_moved,
           load.eplb_seconds,
           load.eplb_balancedness_before,
-          load.eplb_balancedness_after};
+          load.eplb_balancedness_after,
+          load.eplb_longest_pause_seconds};
 }
 
 EngineLoad load_from_json(const nlohmann::json& value) {
@@ -180,6 +183,7 @@ EngineLoad load_from_json(const nlohmann::json& value) {
   load.eplb_seconds = value.at(10).get<double>();
   load.eplb_balancedness_before = value.at(11).get<std::vector<double>>();
   load.eplb_balancedness_after = value.at(12).get<std::vector<double>>();
+  load.eplb_longest_pause_seconds = value.at(13).get<double>();
   return load;
 }
 

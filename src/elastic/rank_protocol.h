@@ -67,6 +67,9 @@ struct RankConfig {
   bool enable_eplb = false;
   int eplb_window = 1000;
   int eplb_interval = 3000;
+  // Layers whose weights move per step once a rebalance is planned (0: all in one pause). The
+  // others keep serving with their old placement until their turn.
+  int eplb_layers_per_step = 0;
 };
 
 std::string encode(const nlohmann::json& message);

@@ -22,7 +22,7 @@ double balancedness(const eplb::Placement& placement, std::span<const double> lo
 
 }  // namespace
 
-void rebalance(RankState& rank, EplbReport& report) {
+void plan_rebalance(RankState& rank, EplbReport& report) {
   const auto start = std::chrono::steady_clock::now();
   Communicator& group = *rank.group;
   std::vector<int64_t> totals = rank.load_window->totals();
@@ -41,16 +41,34 @@ void rebalance(RankState& rank, EplbReport& report) {
     const eplb::Placement next = eplb::plan_placement(current, num_ranks, load);
     report.balancedness_before[layer] = balancedness(current, load);
     report.balancedness_after[layer] = balancedness(next, load);
-    if (next == current) continue;
-    const eplb::MovePlan plan =
-        eplb::plan_moves(current, next, eplb::identity_rank_map(num_ranks, num_ranks));
-    const std::vector<SlotBuffer> buffers = layer_slot_buffers(rank, layer);
-    const MoveStats moved = move_expert_weights(group, *rank.backend, plan, buffers);
+    if (next != current) rank.eplb_pending.emplace_back(layer, next);
+  }
+  ++report.rebalances;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds += seconds;
+  report.longest_pause_seconds = std::max(report.longest_pause_seconds, seconds);
+}
+
+void move_pending_layers(RankState& rank, EplbReport& report, size_t max_layers) {
+  const auto start = std::chrono::steady_clock::now();
+  const int num_ranks = rank.group->size();
+  for (size_t moved_layers = 0;
+       !rank.eplb_pending.empty() && (max_layers == 0 || moved_layers < max_layers);
+       ++moved_layers) {
+    const auto [layer, next] = rank.eplb_pending.front();
+    rank.eplb_pending.pop_front();
+    const eplb::MovePlan plan = eplb::plan_moves(rank.placements[layer], next,
+                                                 eplb::identity_rank_map(num_ranks, num_ranks));
+    const MoveStats moved =
+        move_expert_weights(*rank.group, *rank.backend, plan, layer_slot_buffers(rank, layer));
     report.bytes_moved += moved.bytes_received + moved.bytes_copied;
     set_layer_placement(rank, layer, next);
   }
-  ++report.rebalances;
-  report.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds += seconds;
+  report.longest_pause_seconds = std::max(report.longest_pause_seconds, seconds);
 }
 
 std::vector<std::vector<double>> local_expert_load(const RankState& rank) {

@@ -13,14 +13,19 @@ struct EplbReport {
   int64_t rebalances = 0;
   int64_t bytes_moved = 0;
   double seconds = 0;
+  double longest_pause_seconds = 0;
   std::vector<double> balancedness_before;
   std::vector<double> balancedness_after;
 };
 
-// Agrees on the window's load (all-reduce), plans each layer's new placement (pure and
-// deterministic, so every rank plans the same), moves the weights into the existing slots and
-// rewrites the tables in place. Collective.
-void rebalance(RankState& rank, EplbReport& report);
+// Agrees on the window's load (all-reduce) and plans each layer's new placement (pure and
+// deterministic, so every rank plans the same); the layers that change join rank.eplb_pending.
+// Collective.
+void plan_rebalance(RankState& rank, EplbReport& report);
+
+// Moves the next `max_layers` pending layers (0: all): weights into the existing slots, then the
+// layer's tables rewritten in place, so each layer switches whole between two steps. Collective.
+void move_pending_layers(RankState& rank, EplbReport& report, size_t max_layers);
 
 // This rank's own window totals, [MoE layer][logical expert], for the coordinator to add up when
 // it plans a transition (no collective).

@@ -5,8 +5,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -41,6 +43,10 @@ struct RankState {
   std::unique_ptr<Engine> engine;
   std::unique_ptr<eplb::LoadWindow> load_window;  // only with enable_eplb
   int64_t eplb_steps = 0;  // steps since the last rebalance or transition, the same on every rank
+  // Layers of a planned rebalance whose weights have not moved yet (moved a batch per step, in
+  // order; the same list on every rank). A transition drops them: they were planned for the old
+  // rank count.
+  std::deque<std::pair<size_t, eplb::Placement>> eplb_pending;
 };
 
 // Loads this rank's share of the model, allocates its KV cache and forms the epoch's

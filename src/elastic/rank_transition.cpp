@@ -104,6 +104,7 @@ void switch_epoch(RankState& rank, const RankTransition& transition,
   rank.config.num_ranks = transition.num_ranks;
   rank.config.epoch = transition.epoch;
   rank.eplb_steps = 0;
+  rank.eplb_pending.clear();
 }
 
 }  // namespace tidal

@@ -117,6 +117,7 @@ void Worker::send_outputs(const std::vector<RequestOutput>& outputs) {
   load.eplb_rebalances = eplb_.rebalances;
   load.eplb_bytes_moved = eplb_.bytes_moved;
   load.eplb_seconds = eplb_.seconds;
+  load.eplb_longest_pause_seconds = eplb_.longest_pause_seconds;
   load.eplb_balancedness_before = eplb_.balancedness_before;
   load.eplb_balancedness_after = eplb_.balancedness_after;
   control_.send(
@@ -304,12 +305,18 @@ int Worker::run() {
     if (!outputs.empty() || steps_ % 64 == 0) send_outputs(outputs);
     if (rank_->load_window) {
       rank_->load_window->commit_step();
-      // Every rank of the epoch counts the same steps, so all rebalance together; never while a
-      // transition holds the placement the coordinator planned from.
-      if (++rank_->eplb_steps >= rank_->config.eplb_interval && flags[2] == 0) {
+      // Every rank of the epoch counts the same steps and holds the same pending layers, so all
+      // plan and move together; never while a transition holds the placement the coordinator
+      // planned from.
+      const auto per_step = static_cast<size_t>(rank_->config.eplb_layers_per_step);
+      if (flags[2] == 0 && !rank_->eplb_pending.empty()) {
+        move_pending_layers(*rank_, eplb_, per_step);
+        if (rank_->eplb_pending.empty()) send_outputs({});
+      } else if (++rank_->eplb_steps >= rank_->config.eplb_interval && flags[2] == 0) {
         rank_->eplb_steps = 0;
-        rebalance(*rank_, eplb_);
-        send_outputs({});
+        plan_rebalance(*rank_, eplb_);
+        move_pending_layers(*rank_, eplb_, per_step);
+        if (rank_->eplb_pending.empty()) send_outputs({});
       }
     }
   }

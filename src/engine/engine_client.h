@@ -27,6 +27,7 @@ struct EngineLoad {
   int64_t eplb_rebalances = 0;
   int64_t eplb_bytes_moved = 0;  // expert weight bytes this rank received or copied locally
   double eplb_seconds = 0;       // time this rank spent rebalancing
+  double eplb_longest_pause_seconds = 0;  // the longest single pause of it (one batch of layers)
   // Per MoE layer, over the load window of the last rebalance: mean rank load / max rank load
   // with the placement before it and after it (1 is perfect balance). The same on every rank.
   std::vector<double> eplb_balancedness_before = {};

@@ -122,6 +122,9 @@ std::string ServerMetrics::render(const std::vector<EngineLoad>& loads,
        [](const EngineLoad& l) { return static_cast<double>(l.eplb_bytes_moved); }},
       {"tidal_eplb_seconds_total", "counter", "Seconds this rank spent rebalancing experts.",
        [](const EngineLoad& l) { return l.eplb_seconds; }},
+      {"tidal_eplb_longest_pause_seconds", "gauge",
+       "The longest single pause of this rank's rebalancing (one batch of layers).",
+       [](const EngineLoad& l) { return l.eplb_longest_pause_seconds; }},
   };
   for (const Gauge& gauge : kGauges) {
     header(out, gauge.name, gauge.type, gauge.help);

@@ -54,7 +54,10 @@ def metric_values(metrics: str, name: str) -> dict[str, float]:
             for match in re.finditer(rf"^{name}{{(.*)}} (\S+)$", metrics, re.MULTILINE)}
 
 
-def test_rebalancing_balances_and_keeps_greedy_tokens(monkeypatch):
+# 0: every layer moves in one pause; 1: one MoE layer per step, the others serving on their old
+# placement meanwhile (the fixture has 3 MoE layers).
+@pytest.mark.parametrize("layers_per_step", [0, 1])
+def test_rebalancing_balances_and_keeps_greedy_tokens(monkeypatch, layers_per_step):
     monkeypatch.setenv("TIDAL_TEST_ROUTER_BIAS", BIAS)
     prompts = [p["prompt_token_ids"] for p in reference_prompts()]
     prompts = (prompts * 3)[:6]
@@ -62,7 +65,8 @@ def test_rebalancing_balances_and_keeps_greedy_tokens(monkeypatch):
         baseline = run_streams(server, prompts)
         server.assert_alive()
     with start_server("--ranks", "3", "--enable-eplb", "--eplb-interval", "8",
-                      "--eplb-window", "64") as server:
+                      "--eplb-window", "64", "--eplb-layers-per-step",
+                      str(layers_per_step)) as server:
         balanced = run_streams(server, prompts)
         metrics = httpx.get(server.url + "/metrics", timeout=10).text
         log = server.log(200000)
@@ -78,6 +82,7 @@ def test_rebalancing_balances_and_keeps_greedy_tokens(monkeypatch):
     assert sorted(rebalances) == ['rank="0"', 'rank="1"', 'rank="2"'], metrics[-3000:]
     assert all(count >= 1 for count in rebalances.values()), rebalances
     assert sum(metric_values(metrics, "tidal_eplb_bytes_moved_total").values()) > 0
+    assert max(metric_values(metrics, "tidal_eplb_longest_pause_seconds").values()) > 0
 
     # The first rebalance starts from the initial placement and must improve it; later ones
     # (the load is stable) keep a placement at least as balanced.
