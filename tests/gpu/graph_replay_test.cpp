@@ -17,7 +17,7 @@ namespace tidal {
 namespace {
 
 constexpr int64_t kBlockSize = 16;
-constexpr int64_t kBlocksPerSeq = 8;  // 128 tokens a sequence
+constexpr int64_t kBlocksPerSeq = 16;  // 256 tokens a sequence
 constexpr int kDecodeSteps = 16;
 
 // A step's inputs in device buffers of fixed addresses, rewritten in place (what a graph reads).
@@ -122,6 +122,8 @@ Decoded decode(Backend& backend, Qwen3MoeModel& model,
   int64_t prompt_tokens = 0;
   std::vector<int32_t> length;
   for (const auto& prompt : prompts) {
+    // A sequence that outgrew its blocks would write into the next sequence's.
+    EXPECT_LE(static_cast<int64_t>(prompt.size()) + kDecodeSteps, kBlocksPerSeq * kBlockSize);
     prompt_tokens += static_cast<int64_t>(prompt.size());
     length.push_back(static_cast<int32_t>(prompt.size()));
   }
