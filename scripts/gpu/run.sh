@@ -6,7 +6,8 @@
 #   env: SANITIZE=1 also runs the small op cases under compute-sanitizer memcheck;
 #        GTEST_FILTER narrows the op test as usual;
 #        BENCH=0 skips the benchmarks, BENCH_LAYERS=N runs them on N layers (default 48),
-#        BENCH_BASELINE=0 skips the transformers baseline;
+#        BENCH_BASELINE=0 skips the transformers baseline; ELASTIC=0 skips the elastic
+#        transitions under load (2 or more GPUs);
 #        PROFILE=1 first times every kernel of a 2-layer bench under ncu (decode at batch 1 and
 #        256), summed by kernel;
 #        TIDAL_SOURCE=DIR builds a source snapshot carried in DIR instead of the working tree
@@ -207,6 +208,17 @@ if [ "${BENCH:-1}" = 1 ]; then
     fi
     grep -v Warning "$out/bench_transformers.log" | tail -15
     keep bench_transformers.json bench_transformers.log
+  fi
+  # Elastic transitions under load over every GPU here (scripts/gpu/elastic.sh): 2->4->2 and
+  # 2->3->2 on 4 GPUs, 1->2->1 on 2; ELASTIC=0 skips them.
+  if [ "${ELASTIC:-1}" = 1 ] && [ "$num_gpus" -ge 2 ]; then
+    if ! LD_LIBRARY_PATH="$multi_path" scripts/gpu/elastic.sh "$build" "$out" "$layers" \
+        >"$out/elastic.log" 2>&1; then
+      echo "[bench] elastic transitions failed"
+      status=1
+    fi
+    tail -16 "$out/elastic.log"
+    keep elastic.json  # its log goes back in logs.tgz (8 files come back at most)
   fi
 fi
 
