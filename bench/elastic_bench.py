@@ -117,10 +117,14 @@ class Clients:
 
 def card() -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30).stdout.strip()
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=30).stdout.split("\n")
     except (OSError, subprocess.TimeoutExpired):
+        names = []
+    names = [name.strip() for name in names if name.strip()]
+    if not names:
         return "no GPU (" + os.uname().machine + " CPU)"
+    return f"{len(names)}x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
 
 
 def main() -> int:
