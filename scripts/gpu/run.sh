@@ -152,6 +152,21 @@ if [ "$num_gpus" -ge 2 ]; then
       status=1
     fi
   done
+  # Expert load balancing across the GPUs: a rebalance every 4 steps moves experts over NVLink
+  # (the fixture's routing is uneven enough), and the tokens stay those of one rank.
+  LD_LIBRARY_PATH="$multi_path" timeout 300 "$build/tidal" generate --device cuda \
+    --ranks "$num_gpus" --expert-slots 6 --enable-eplb --eplb-interval 4 --eplb-window 16 --json \
+    --ignore-eos --max-tokens 24 --prompt-token-ids "$ids" >"$out/generate_eplb.json" \
+    2>>"$out/multi_gpu.log" || status=1
+  if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sys.argv[1:]); sys.exit(a!=b or len(a)!=24)' \
+      "$out/generate_ranks1.json" "$out/generate_eplb.json" 2>>"$out/multi_gpu.log"; then
+    echo "[multi-gpu] ranks $num_gpus with expert load balancing == ranks 1: yes"
+  else
+    echo "[multi-gpu] ranks $num_gpus with expert load balancing == ranks 1: no (multi_gpu.log)"
+    tail -20 "$out/multi_gpu.log"
+    status=1
+  fi
+  grep -E "eplb: rebalance" "$out/multi_gpu.log" | tail -3
 else
   echo "[multi-gpu] skipped: $num_gpus GPU(s)"
 fi

@@ -79,8 +79,9 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
   if (config.enable_eplb) {
     TIDAL_CHECK(config.eplb_interval > 0 && config.eplb_window > 0,
                 "--eplb-interval and --eplb-window must be positive");
-    TIDAL_CHECK(rank->backend->shares_host_memory(),
-                "expert load balancing moves weights through host memory: CPU backend only");
+    // Load is counted from the routed ids, which the expert-parallel executor has on the host on
+    // every backend today (device-side routing will need device counters); weights move through
+    // the backend and the communicator (NCCL between GPUs).
     rank->load_window = std::make_unique<eplb::LoadWindow>(
         static_cast<int>(rank->placements.size()), rank->num_experts, config.eplb_window);
   }

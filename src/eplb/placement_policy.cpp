@@ -229,6 +229,21 @@ Placement plan_placement(const Placement& current, int target_num_ranks,
   const double target_load =
       reference.max_load() * (1 + options.max_load_slack) + problem.tolerance;
 
+  // A rebalance (every new rank continues an old one): the placement in service stays when the
+  // bound does not beat it, so the heaviest rank's load never rises for the same load. Its
+  // replica counts may differ from the greedy ones (they were planned for an older load).
+  const bool all_survive =
+      target_num_ranks == current.num_ranks() &&
+      std::none_of(rank_map.begin(), rank_map.end(), [](int old_rank) { return old_rank < 0; });
+  if (all_survive && options.keep_in_place) {
+    std::vector<int32_t> in_service;
+    for (const std::vector<int32_t>& slots : old_slots) {
+      in_service.insert(in_service.end(), slots.begin(), slots.end());
+    }
+    Placement kept(num_logical, target_num_ranks, slots_per_rank, std::move(in_service));
+    if (max_rank_load(kept, expert_load) <= target_load) return kept;
+  }
+
   // Candidates within the bound; the fewest changed slots wins, the earlier on ties.
   std::vector<Packing> candidates;
   if (options.keep_in_place) {

@@ -53,8 +53,10 @@ Placement initial_placement(int num_logical, int num_ranks, int slots_per_rank,
 //      heaviest rank, cheapest in weight copies first; and dropping kept replicas from overloaded
 //      ranks, heaviest first, then repacking. Of those and the from-scratch packing, the one that
 //      changes the fewest slots wins; within each rank, a slot keeps its expert when it can.
-// Deterministic. Re-planning a placement this returned, for the same load and ranks, returns it
-// unchanged. Throws tidal::Error for a bad target size (naming E, S and the minimum), a bad rank
+// With keep_in_place and every new rank continuing an old one (a rebalance), the placement in
+// service is kept whenever (c)'s bound does not beat its peak, so the heaviest rank's load never
+// rises for the same load. Deterministic. Re-planning a placement this returned, for the same load
+// and ranks, returns it unchanged. Throws tidal::Error for a bad target size (naming E, S and the minimum), a bad rank
 // map, or a load vector of the wrong size or with negative or non-finite entries.
 // Cost: tens of ms per layer at E=256 and 300-450 slots, on one core.
 Placement plan_placement(const Placement& current, int target_num_ranks,

@@ -284,6 +284,15 @@ TEST(PlanPlacement, PropertiesHoldForRandomShapesAndLoads) {
         plan_placement(placement, new_num_ranks, load, {.max_load_slack = slack});
     EXPECT_EQ(again, placement) << placement.to_string() << "\n" << again.to_string();
     EXPECT_LE(max_rank_load(again, load), peak * (1 + 1e-12));
+    // A rebalance for a new load (same ranks): the heaviest rank's load under that load never
+    // rises over what the placement in service gives it.
+    std::vector<double> next_load(static_cast<size_t>(num_logical));
+    for (double& value : next_load) value = std::pow(uniform_int(0, 1000) / 1000.0, 3) * 1e3;
+    const Placement rebalanced = plan_placement(placement, new_num_ranks, next_load);
+    EXPECT_LE(max_rank_load(rebalanced, next_load),
+              max_rank_load(placement, next_load) * (1 + 1e-12))
+        << placement.to_string() << "\n"
+        << rebalanced.to_string();
     // The moves turn the old buffers into the new layout.
     const MovePlan moves = plan_moves(old_placement, placement, rank_map);
     EXPECT_EQ(testing_util::apply_moves(old_placement, new_num_ranks, rank_map, moves),
