@@ -42,7 +42,7 @@ Tensor Workspace::take(DType dtype, std::initializer_list<int64_t> shape) {
 
 void Workspace::consolidate() {
   TIDAL_CHECK(!locked_, "consolidate() on a locked workspace");
-  if (chunks_.size() == 1 && capacity_ >= high_water_) return;
+  if (chunks_.size() == 1 && capacity_ == high_water_) return;
   chunks_.clear();
   capacity_ = high_water_;
   if (capacity_ > 0) chunks_.push_back(backend_->allocate(capacity_));

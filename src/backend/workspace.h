@@ -20,8 +20,13 @@ class Workspace {
   // Scratch valid until the next begin_step(). Unlocked, it grows as needed; locked, a request
   // past the capacity throws tidal::Error.
   Tensor take(DType dtype, std::initializer_list<int64_t> shape);
-  // Ends a warm-up step: keeps one buffer of the high-water mark so the next steps reuse it.
+  // Ends a warm-up step: keeps one buffer of exactly the high-water mark (smaller or larger than
+  // before) so the next steps reuse it. Its address may change: only a warm-up calls this, and
+  // graphs are captured after it.
   void consolidate();
+  // Starts measuring the high-water mark afresh, so a warm-up for a smaller worst case (fewer
+  // ranks after a scale-down) gives memory back instead of keeping the largest size ever seen.
+  void reset_high_water() { high_water_ = 0; }
   void lock() { locked_ = true; }
   // Only a warm-up may grow the workspace again (after a topology change, for instance).
   void unlock() { locked_ = false; }

@@ -86,6 +86,7 @@ void ModelRunner::run_dummy() {
 
 void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
   workspace_.unlock();
+  workspace_.reset_high_water();
   workspace_.begin_step();
   HostBatch host;
   const int64_t num_seqs = std::min(max_num_seqs, max_num_batched_tokens);

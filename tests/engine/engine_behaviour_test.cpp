@@ -169,6 +169,22 @@ TEST_F(EngineBehaviour, LockedWorkspaceRefusesALargerBatchNamingBothSizes) {
   EXPECT_EQ(runner.run({{&small, 8}}).requests.size(), 1u);
 }
 
+// A warm-up sizes the workspace to its own worst case, smaller or larger than before: after a
+// scale-down the memory of the larger topology comes back (the elastic transitions re-warm).
+TEST_F(EngineBehaviour, WarmUpResizesTheWorkspaceBothWays) {
+  KvCache cache(*loaded_->backend, loaded_->model->config(), 16, 16);
+  ModelRunner runner(*loaded_->backend, *loaded_->model, cache);
+  runner.warm_up(1, 8);
+  const size_t small = runner.workspace().capacity_bytes();
+  runner.warm_up(1, 64);
+  const size_t large = runner.workspace().capacity_bytes();
+  EXPECT_GT(large, small);
+  runner.warm_up(1, 8);
+  EXPECT_EQ(runner.workspace().capacity_bytes(), small);
+  EXPECT_TRUE(runner.workspace().locked());
+  EXPECT_EQ(runner.num_warm_ups(), 3);
+}
+
 // A request handed to another engine mid-generation continues there exactly: the same tokens,
 // the same streamed text (nothing repeated, nothing lost), and for a seeded sampled request the
 // same random draws, as one uninterrupted run.
