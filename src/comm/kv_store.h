@@ -80,8 +80,9 @@ class KvStoreClient {
   size_t delete_prefix(std::string_view prefix);
   // Number of keys starting with prefix ("" counts all).
   size_t count_prefix(std::string_view prefix);
-  // Abandons every rendezvous under prefix: its keys are deleted, and every get or wait under it,
-  // pending or later, fails at once (CommError "cancelled"). Returns how many waits it released.
+  // Abandons every rendezvous under prefix: its keys are deleted, and every set, get or wait under
+  // it, pending or later, fails at once (CommError "cancelled"). Returns how many waits it
+  // released. The server remembers each prefix (one per rolled-back transition) for good.
   size_t cancel_prefix(std::string_view prefix);
 
   std::chrono::milliseconds timeout() const { return options_.timeout; }

@@ -125,6 +125,11 @@ void KvStoreServer::Impl::handle(std::vector<zmq::message_t>& frames) {
   auto arg = [&](size_t i) { return proto::view(frames[3 + i]); };
 
   if (op == proto::kSet && num_args == 2) {
+    if (is_cancelled({std::string(arg(0))})) {
+      // A late rank of an abandoned rendezvous: its key would never be deleted.
+      reply(identity, request_id, proto::kError, "cancelled: the rendezvous was abandoned", true);
+      return;
+    }
     values.insert_or_assign(std::string(arg(0)), std::string(arg(1)));
     reply(identity, request_id, proto::kOk);
     answer_ready_waiters();

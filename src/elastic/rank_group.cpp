@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <zmq.hpp>
 
 #include "comm/kv_store.h"
@@ -33,8 +34,14 @@ bool is_cuda(const std::string& device) {
   return device == "cuda" || device.rfind("cuda:", 0) == 0;
 }
 
-// GPUs the NVIDIA driver shows on this host (without linking CUDA into the front).
+// GPUs this process may use (without linking CUDA into the front): CUDA_VISIBLE_DEVICES when set
+// (the ranks inherit it, so "cuda:N" counts within it), else what the NVIDIA driver shows.
 int count_host_gpus() {
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible != nullptr) {
+    const std::string list(visible);
+    if (list.empty()) return 0;
+    return static_cast<int>(std::count(list.begin(), list.end(), ',')) + 1;
+  }
   int count = 0;
   if (DIR* dir = ::opendir("/proc/driver/nvidia/gpus")) {
     while (const dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
@@ -248,6 +255,7 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
                                 .store_endpoint = store_->endpoint(),
                                 .engine = options_.engine,
                                 .comm_timeout_ms = options_.comm_timeout.count(),
+                                .prepare_timeout_ms = options_.prepare_timeout.count(),
                                 .enable_eplb = options_.enable_eplb,
                                 .eplb_window = options_.eplb_window,
                                 .eplb_interval = options_.eplb_interval,
@@ -271,27 +279,31 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
   if (type == protocol::kReady) {
     sender->ready = true;
     sender->warm_ups = message.at("warm_ups").get<int64_t>();
-    const int64_t length = message.at("max_model_len").get<int64_t>();
-    max_model_len_ = max_model_len_ == 0 ? length : std::min(max_model_len_, length);
+    sender->max_model_len = message.at("max_model_len").get<int64_t>();
+    // A joining rank's limit counts once its transition commits (it may still roll back).
+    if (!sender->joining) {
+      max_model_len_ = max_model_len_ == 0 ? sender->max_model_len
+                                           : std::min(max_model_len_, sender->max_model_len);
+    }
     changed_.notify_all();
   } else if (type == protocol::kFailed) {
-    const std::string reason =
-        cat("rank ", sender->place, ": ", message.at("message").get<std::string>());
+    const auto index = std::find(ranks_.begin(), ranks_.end(), sender->id);
+    const std::string who =
+        index == ranks_.end() ? cat("joining rank ", sender->place, " (member ", sender->id, ")")
+                              : cat("rank ", index - ranks_.begin(), " (member ", sender->id, ")");
+    const std::string reason = cat(who, ": ", message.at("message").get<std::string>());
     log_line(LogLevel::kError, reason);
     sender->failure = reason;
     changed_.notify_all();
     if (sender->joining) return;  // the transition rolls back; the group serves on
     if (failure_.empty()) failure_ = reason;
     abort_everything_locked();
-    for (auto& [id, promise] : pending_submits_) {
-      promise.set_value(Status(StatusCode::kUnavailable, reason));
-    }
-    pending_submits_.clear();
   } else if (type == protocol::kSubmitted) {
     const std::string id = message.at("id").get<std::string>();
     const bool ok = message.at("ok").get<bool>();
     const auto it = pending_submits_.find(id);
     if (it != pending_submits_.end()) {
+      if (const auto live = live_.find(id); ok && live != live_.end()) live->second.accepted = true;
       it->second.set_value(ok ? Status::ok()
                               : Status::invalid_argument(message.at("message").get<std::string>()));
       pending_submits_.erase(it);
@@ -350,6 +362,13 @@ void RankGroup::abort_everything_locked() {
     live.queue->push(std::move(output));
   }
   live_.clear();
+  // Submitters still waiting for a rank's verdict get one now: no rank will send it.
+  const std::string reason =
+      failure_.empty() ? std::string("the server is shutting down") : failure_;
+  for (auto& [id, promise] : pending_submits_) {
+    promise.set_value(Status(StatusCode::kUnavailable, reason));
+  }
+  pending_submits_.clear();
 }
 
 int RankGroup::least_loaded_member_locked() const {

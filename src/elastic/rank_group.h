@@ -119,12 +119,14 @@ class RankGroup final : public EngineClient, public ScaleControl {
     EngineLoad load;
     int64_t outstanding_tokens = 0;
     int64_t warm_ups = 0;
+    int64_t max_model_len = 0;  // what it reported when ready
   };
   struct Live {
     std::shared_ptr<OutputQueue> queue;
     int member = 0;
     int64_t tokens = 0;  // prompt + max_tokens: what it adds to its rank's outstanding load
     bool abort_requested = false;
+    bool accepted = false;  // a rank has taken it (its submit verdict was ok, or it was adopted)
   };
   struct Operation;  // one scale operation's record (rank_group_scale.cpp)
 
@@ -137,7 +139,8 @@ class RankGroup final : public EngineClient, public ScaleControl {
   int add_member_locked(int place, const std::string& device, bool joining);
   // The current rank with the fewest outstanding tokens that is not leaving (ties: lowest).
   int least_loaded_member_locked() const;
-  void adopt_handoff_locked(const nlohmann::json& request);
+  // Continues a handed-back request on a staying rank; false when it was aborted or is gone.
+  bool adopt_handoff_locked(const nlohmann::json& request);
   // Tells every rank to stop, ends the I/O thread, reaps local ranks (SIGKILL after a grace
   // period). Idempotent; the destructor and a failed start both use it.
   void shutdown() noexcept;
@@ -148,9 +151,19 @@ class RankGroup final : public EngineClient, public ScaleControl {
 
   // The transition, on a thread of its own (rank_group_scale.cpp).
   void run_transition(std::shared_ptr<Operation> operation, ScaleRequest request);
-  // Undoes a prepare: joining processes killed (their pids returned for reaping outside the
-  // lock), staying ranks told to drop their standby, the operation marked failed.
-  std::vector<int> rollback_locked(Operation& operation, const std::string& reason);
+  // Runs the phases; throws on a coordinator error (run_transition turns that into a rollback or,
+  // past the commit point, a group failure). Fills what must be cleaned up outside the lock.
+  void run_transition_steps(Operation& operation, const ScaleRequest& request,
+                            std::unique_lock<std::mutex>& lock, std::vector<int>& pids,
+                            std::vector<std::string>& delete_prefixes,
+                            std::vector<std::string>& cancel_prefixes);
+  // Undoes a prepare: joining processes killed (their pids added for reaping outside the lock),
+  // staying ranks told to drop their standby, the epoch's rendezvous to cancel, the operation
+  // marked failed.
+  void rollback_locked(Operation& operation, const std::string& reason, std::vector<int>& pids,
+                       std::vector<std::string>& cancel_prefixes);
+  // A failure past the commit point: the group can no longer serve.
+  void fail_group_locked(Operation& operation, const std::string& reason);
   nlohmann::json operation_json_locked(const Operation& operation) const;
 
   RankGroupOptions options_;

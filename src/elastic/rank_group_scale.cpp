@@ -31,14 +31,18 @@ Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
   std::lock_guard start_lock(start_scale_mutex_);
   {
     std::lock_guard lock(mutex_);
+    if (stopping_transition_)
+      return Status(StatusCode::kUnavailable, "the server is shutting down");
     if (!failure_.empty()) return Status(StatusCode::kUnavailable, failure_);
-    if (running_ != nullptr) {
+    // An operation that has reached its outcome is only cleaning up (reaping processes, dropping
+    // store keys): the join below waits for that instead of refusing.
+    if (running_ != nullptr && running_->phase != "done" && running_->phase != "failed") {
       return Status(StatusCode::kConflict,
                     cat("scale operation ", running_->id, " (", running_->from_ranks, " -> ",
                         running_->request.target_ranks, " ranks) is still running"));
     }
   }
-  // The last transition's thread has finished its work (running_ is clear); collect it.
+  // The last transition's thread has reached its outcome; collect it.
   if (transition_thread_.joinable()) transition_thread_.join();
 
   std::lock_guard lock(mutex_);
@@ -89,6 +93,48 @@ Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
 void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleRequest request) {
   Operation& op = *operation;
   std::unique_lock lock(mutex_);
+  // What is left to do once the outcome is decided, outside the lock: processes to reap and
+  // store prefixes to drop (deleted after a commit, cancelled after a rollback).
+  std::vector<int> pids;
+  std::vector<std::string> delete_prefixes, cancel_prefixes;
+  try {
+    run_transition_steps(op, request, lock, pids, delete_prefixes, cancel_prefixes);
+  } catch (const std::exception& error) {
+    if (!lock.owns_lock()) lock.lock();
+    if (op.phase == "preparing") {
+      rollback_locked(op, cat("the coordinator failed: ", error.what()), pids, cancel_prefixes);
+    } else if (op.phase == "committing") {
+      fail_group_locked(op, cat("the coordinator failed during the commit: ", error.what()));
+    } else {
+      log_line(LogLevel::kError, cat("scale ", op.id, ": cleaning up failed: ", error.what()));
+    }
+  }
+  if (lock.owns_lock()) lock.unlock();
+  for (const std::string& prefix : delete_prefixes) {
+    try {
+      store_client_->delete_prefix(prefix);
+    } catch (const std::exception& error) {
+      log_warning("scale ", op.id, ": could not delete the store's '", prefix, "': ", error.what());
+    }
+  }
+  for (const std::string& prefix : cancel_prefixes) {
+    try {
+      store_client_->cancel_prefix(prefix);
+    } catch (const std::exception& error) {
+      log_warning("scale ", op.id, ": could not cancel the store's '", prefix, "': ", error.what());
+    }
+  }
+  for (const int pid : pids) reap(pid, std::chrono::seconds(10));
+  // Only now may the next operation start: everything of this one is cleaned up.
+  lock.lock();
+  running_ = nullptr;
+  changed_.notify_all();
+}
+
+void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
+                                     std::unique_lock<std::mutex>& lock, std::vector<int>& pids,
+                                     std::vector<std::string>& delete_prefixes,
+                                     std::vector<std::string>& cancel_prefixes) {
   // Waits until `done`, or returns why it cannot be: the deadline, a joining rank that failed or
   // exited, the group failing, shutdown.
   auto wait = [&](auto done, Clock::time_point deadline, const char* what) -> std::string {
@@ -103,7 +149,8 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
         int status = 0;
         if (member.pid > 0 && ::waitpid(member.pid, &status, WNOHANG) == member.pid) {
           member.pid = -1;
-          return cat("joining rank ", member.place, " exited before the commit (",
+          return cat("joining rank ", member.place, " (member ", member.id, ") exited ",
+                     op.phase == "preparing" ? "before the commit" : "during the commit", " (",
                      WIFSIGNALED(status) ? cat("signal ", WTERMSIG(status))
                                          : cat("status ", WEXITSTATUS(status)),
                      ")");
@@ -112,11 +159,6 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
       if (Clock::now() >= deadline) return cat("timed out waiting for ", what);
       changed_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
     }
-  };
-  auto fail_before_commit = [&](const std::string& reason) {
-    std::vector<int> pids = rollback_locked(op, reason);
-    lock.unlock();
-    for (const int pid : pids) reap(pid, std::chrono::seconds(5));
   };
   const auto prepare_deadline = op.started + options_.prepare_timeout;
 
@@ -127,7 +169,7 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
   }
   std::string error = wait([&] { return op.held.size() == op.old_members.size(); },
                            prepare_deadline, "the ranks' placement reports");
-  if (!error.empty()) return fail_before_commit(error);
+  if (!error.empty()) return rollback_locked(op, error, pids, cancel_prefixes);
 
   // 2. Plan.
   ScalePlanInput input{.num_logical = num_experts_,
@@ -149,14 +191,8 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
   for (const int id : op.old_members) {
     input.outstanding_tokens.push_back(members_.at(id).outstanding_tokens);
   }
-  Result<ScalePlan> plan = [&]() -> Result<ScalePlan> {
-    try {
-      return plan_scale(input, request);
-    } catch (const std::exception& failure) {
-      return Status(StatusCode::kInternal, failure.what());
-    }
-  }();
-  if (!plan.is_ok()) return fail_before_commit(plan.status().message());
+  Result<ScalePlan> plan = plan_scale(input, request);
+  if (!plan.is_ok()) return rollback_locked(op, plan.status().message(), pids, cancel_prefixes);
   op.plan = std::move(plan.value());
   op.held.clear();  // the reports were only needed to plan
   op.epoch = next_epoch_++;
@@ -205,17 +241,12 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
   log_info("scale ", op.id, ": planned epoch ", op.epoch, " (", op.plan.new_num_ranks,
            " ranks; leaving ", nlohmann::json(op.plan.removed).dump(), ", joining ",
            op.joining.size(), ")");
-  std::vector<std::pair<int, std::pair<int, std::string>>> to_spawn;
   for (const int id : op.joining) {
-    to_spawn.push_back({id, {members_.at(id).place, members_.at(id).device}});
+    Member& member = members_.at(id);
+    // fork() outside the lock would let the I/O thread see a joining member without a pid; the
+    // wait below reaps whatever it started either way.
+    member.pid = spawn_rank(member.place, member.device);
   }
-  lock.unlock();
-  for (const auto& [id, place_device] : to_spawn) {
-    const int pid = spawn_rank(place_device.first, place_device.second);
-    std::lock_guard relock(mutex_);
-    members_.at(id).pid = pid;
-  }
-  lock.lock();
   error = wait(
       [&] {
         return op.standby_ready.size() == op.old_members.size() &&
@@ -223,7 +254,7 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
                            [&](int id) { return members_.at(id).ready; });
       },
       prepare_deadline, "the joining ranks and the standby communicator");
-  if (!error.empty()) return fail_before_commit(error);
+  if (!error.empty()) return rollback_locked(op, error, pids, cancel_prefixes);
 
   // 4. The commit point.
   const auto commit_sent = Clock::now();
@@ -238,8 +269,9 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
       leaving.push_back(id);
     }
   }
-  for (const int id : op.old_members)
+  for (const int id : op.old_members) {
     send_locked(id, {{"type", protocol::kCommit}, {"op", op.serial}});
+  }
   for (const int id : op.joining) send_locked(id, {{"type", protocol::kCommit}, {"op", op.serial}});
   op.standby_error.clear();
   error = wait(
@@ -248,32 +280,23 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
                op.handed_off.size() == leaving.size();
       },
       commit_sent + options_.comm_timeout * 2, "the commit");
-  if (!error.empty()) {
-    // Past the commit point there is no way back: the group has failed.
-    op.phase = "failed";
-    op.result = "failed";
-    op.error = cat("commit failed: ", error);
-    if (failure_.empty()) failure_ = op.error;
-    abort_everything_locked();
-    ++stats_.transitions_failed;
-    running_ = nullptr;
-    log_line(LogLevel::kError, cat("scale ", op.id, ": ", op.error));
-    changed_.notify_all();
-    return;
-  }
+  if (!error.empty()) return fail_group_locked(op, cat("commit failed: ", error));
   op.pause_seconds = seconds_between(commit_sent, Clock::now());
 
   // 5. The router learns the new rank set.
   ranks_ = op.new_members;
   epoch_ = op.epoch;
   placements_ = op.next_placements;
-  for (const int id : op.joining) members_.at(id).joining = false;
+  for (const int id : op.joining) {
+    Member& member = members_.at(id);
+    member.joining = false;
+    max_model_len_ = std::min(max_model_len_, member.max_model_len);
+  }
   for (int rank = 0; rank < static_cast<int>(ranks_.size()); ++rank) {
     const Member& member = members_.at(ranks_[static_cast<size_t>(rank)]);
     op.ranks_after.push_back(
         {{"rank", rank}, {"member", member.id}, {"warm_and_capture", member.warm_ups}});
   }
-  std::vector<int> pids;
   for (const int id : leaving) {
     const Member& member = members_.at(id);
     const auto old_rank =
@@ -284,7 +307,8 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
     members_.erase(id);
   }
   for (auto it = live_.begin(); it != live_.end();) {
-    if (members_.contains(it->second.member)) {
+    // A request a leaving rank refused is its submitter's to clean up (its verdict says so).
+    if (members_.contains(it->second.member) || !it->second.accepted) {
       ++it;
       continue;
     }
@@ -309,48 +333,56 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
   stats_.last_move_seconds = op.move_seconds;
   stats_.last_warm_and_capture_seconds = op.warm_seconds;
   stats_.last_total_seconds = op.total_seconds;
-  running_ = nullptr;
   log_info("scale ", op.id, ": epoch ", epoch_, " with ", ranks_.size(), " ranks (prepare ",
            op.prepare_seconds, " s, pause ", op.pause_seconds, " s, moved ", op.bytes_moved,
            " bytes in ", op.move_seconds, " s, warm_and_capture ", op.warm_seconds, " s, ",
            op.requests_migrated, " requests migrated, total ", op.total_seconds, " s)");
-  const uint64_t old_epoch = op.epoch_before;
-  lock.unlock();
   // The old epoch's rendezvous keys are dead weight in the store from here on.
-  store_client_->delete_prefix(cat("gloo/", old_epoch, "/"));
-  store_client_->delete_prefix(cat("nccl/", old_epoch, "/"));
-  for (const int pid : pids) reap(pid, std::chrono::seconds(10));
+  delete_prefixes.push_back(cat("gloo/", op.epoch_before, "/"));
+  delete_prefixes.push_back(cat("nccl/", op.epoch_before, "/"));
 }
 
-std::vector<int> RankGroup::rollback_locked(Operation& op, const std::string& reason) {
+void RankGroup::fail_group_locked(Operation& op, const std::string& reason) {
+  // Past the commit point there is no way back: the group has failed.
+  op.phase = "failed";
+  op.result = "failed";
+  op.error = reason;
+  op.total_seconds = seconds_between(op.started, Clock::now());
+  if (failure_.empty()) failure_ = reason;
+  abort_everything_locked();
+  ++stats_.transitions_failed;
+  log_line(LogLevel::kError, cat("scale ", op.id, ": ", reason));
+  changed_.notify_all();
+}
+
+void RankGroup::rollback_locked(Operation& op, const std::string& reason, std::vector<int>& pids,
+                                std::vector<std::string>& cancel_prefixes) {
   for (const int id : op.old_members) {
-    send_locked(id, {{"type", protocol::kRollback}, {"op", op.serial}});
+    if (members_.contains(id)) send_locked(id, {{"type", protocol::kRollback}, {"op", op.serial}});
   }
-  std::vector<int> pids;
   for (const int id : op.joining) {
-    Member& member = members_.at(id);
-    if (member.pid > 0) {
-      ::kill(member.pid, SIGKILL);
-      pids.push_back(member.pid);
+    const auto it = members_.find(id);
+    if (it == members_.end()) continue;
+    if (it->second.pid > 0) {
+      ::kill(it->second.pid, SIGKILL);
+      pids.push_back(it->second.pid);
     }
-    members_.erase(id);
+    members_.erase(it);
   }
   if (op.epoch != 0) {
     // Staying ranks may still wait in the epoch's rendezvous for a rank that will never come:
     // release them now rather than at their timeout.
-    store_client_->cancel_prefix(cat("gloo/", op.epoch, "/"));
-    store_client_->cancel_prefix(cat("nccl/", op.epoch, "/"));
+    cancel_prefixes.push_back(cat("gloo/", op.epoch, "/"));
+    cancel_prefixes.push_back(cat("nccl/", op.epoch, "/"));
   }
   op.phase = "failed";
   op.result = "failed";
   op.error = reason;
   op.total_seconds = seconds_between(op.started, Clock::now());
   ++stats_.transitions_failed;
-  running_ = nullptr;
   log_line(LogLevel::kError, cat("scale ", op.id, ": rolled back, still ", ranks_.size(),
                                  " ranks at epoch ", epoch_, ": ", reason));
   changed_.notify_all();
-  return pids;
 }
 
 void RankGroup::handle_transition_message_locked(Member& sender, const std::string& type,
@@ -384,8 +416,7 @@ void RankGroup::handle_transition_message_locked(Member& sender, const std::stri
     op->bytes_moved += message.at("bytes_moved").get<int64_t>();
     op->move_seconds = std::max(op->move_seconds, message.at("move_seconds").get<double>());
     for (const nlohmann::json& request : message.at("requests")) {
-      adopt_handoff_locked(request);
-      ++op->requests_migrated;
+      if (adopt_handoff_locked(request)) ++op->requests_migrated;
     }
   } else {
     log_warning("dropped an unknown '", type, "' message from rank ", sender.place);
@@ -393,10 +424,10 @@ void RankGroup::handle_transition_message_locked(Member& sender, const std::stri
   changed_.notify_all();
 }
 
-void RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
+bool RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
   const std::string id = request.at("id").get<std::string>();
   const auto it = live_.find(id);
-  if (it == live_.end()) return;
+  if (it == live_.end()) return false;
   Live& live = it->second;
   members_.at(live.member).outstanding_tokens -= live.tokens;
   if (live.abort_requested) {
@@ -406,12 +437,13 @@ void RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
     output.finish_reason = FinishReason::kAbort;
     live.queue->push(std::move(output));
     live_.erase(it);
-    return;
+    return false;
   }
   const int target = least_loaded_member_locked();
   live.member = target;
   members_.at(target).outstanding_tokens += live.tokens;
   send_locked(target, {{"type", protocol::kAdopt}, {"request", request}});
+  return true;
 }
 
 std::optional<nlohmann::json> RankGroup::scale_operation(const std::string& id) const {
@@ -477,7 +509,9 @@ nlohmann::json RankGroup::topology() const {
           {"num_ranks", ranks_.size()},
           {"max_ranks", options_.max_num_ranks},
           {"device", options_.device},
-          {"scaling", running_ ? nlohmann::json(running_->id) : nlohmann::json(nullptr)},
+          {"scaling", running_ && running_->phase != "done" && running_->phase != "failed"
+                          ? nlohmann::json(running_->id)
+                          : nlohmann::json(nullptr)},
           {"ranks", ranks},
           {"placement",
            {{"num_logical_experts", num_experts_},
@@ -491,7 +525,7 @@ nlohmann::json RankGroup::topology() const {
 
 bool RankGroup::is_scaling() const {
   std::lock_guard lock(mutex_);
-  return running_ != nullptr;
+  return running_ != nullptr && running_->phase != "done" && running_->phase != "failed";
 }
 
 ScaleStats RankGroup::scale_stats() const {

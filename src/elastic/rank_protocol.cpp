@@ -41,6 +41,7 @@ nlohmann::json to_json(const RankConfig& config) {
           {"kv_cache_bytes", config.engine.kv_cache_bytes},
           {"max_model_len", config.engine.max_model_len},
           {"comm_timeout_ms", config.comm_timeout_ms},
+          {"prepare_timeout_ms", config.prepare_timeout_ms},
           {"enable_eplb", config.enable_eplb},
           {"eplb_window", config.eplb_window},
           {"eplb_interval", config.eplb_interval},
@@ -72,6 +73,7 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.engine.kv_cache_bytes = message.at("kv_cache_bytes").get<size_t>();
   config.engine.max_model_len = message.at("max_model_len").get<int64_t>();
   config.comm_timeout_ms = message.at("comm_timeout_ms").get<int64_t>();
+  config.prepare_timeout_ms = message.at("prepare_timeout_ms").get<int64_t>();
   config.enable_eplb = message.at("enable_eplb").get<bool>();
   config.eplb_window = message.at("eplb_window").get<int>();
   config.eplb_interval = message.at("eplb_interval").get<int>();

@@ -62,6 +62,8 @@ struct RankConfig {
   std::string store_endpoint;
   EngineOptions engine;  // sizing; its dp_group is set by the rank itself
   int64_t comm_timeout_ms = 60000;
+  // A joining rank waits this long (after joining) for its transition's commit or rollback.
+  int64_t prepare_timeout_ms = 120000;
   // Expert load balancing: every eplb_interval steps, re-place each layer's experts for the load of
   // the last eplb_window steps.
   bool enable_eplb = false;

@@ -236,8 +236,10 @@ bool Worker::await_commit() {
   for (;;) {
     const std::optional<nlohmann::json> message = control_.receive(std::chrono::milliseconds(100));
     if (!message) {
+      // The coordinator commits or rolls back within its prepare timeout; past that (and a
+      // margin for the commit itself) it is gone.
       if (std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - joined).count() >
-          rank_->config.comm_timeout_ms * 4) {
+          rank_->config.prepare_timeout_ms + rank_->config.comm_timeout_ms) {
         TIDAL_FAIL("joined epoch ", rank_->config.epoch, " but no commit came");
       }
       continue;
@@ -267,6 +269,10 @@ int Worker::run() {
     while (std::optional<nlohmann::json> message = control_.receive(std::chrono::milliseconds(0))) {
       handle(*message);
     }
+    // Rolled-back standbys whose rendezvous has ended (formed or failed) are closed now, not at
+    // exit, so repeated rollbacks do not pile up threads and communicators.
+    std::erase_if(abandoned_,
+                  [](const std::unique_ptr<StandbyGroup>& standby) { return standby->done(); });
     if (standby_ != nullptr && standby_->done() && !standby_reported_) {
       standby_reported_ = true;
       const std::string error = standby_->error();

@@ -45,11 +45,28 @@ std::optional<nlohmann::json> parse_body(const httplib::Request& req, httplib::R
 // Reads an integer field; writes the 400 and returns nullopt when it is absent or not one.
 std::optional<int> int_field(const nlohmann::json& body, const char* name, httplib::Response& res) {
   const auto it = body.find(name);
-  if (it == body.end() || !it->is_number_integer()) {
+  // Ranks are small numbers: anything outside int is refused rather than wrapped.
+  if (it == body.end() || !it->is_number_integer() || it->get<int64_t>() < -(int64_t{1} << 30) ||
+      it->get<int64_t>() > (int64_t{1} << 30)) {
     send_error(res, ApiError::bad_request(cat("'", name, "' must be an integer"), name));
     return std::nullopt;
   }
-  return it->get<int>();
+  return static_cast<int>(it->get<int64_t>());
+}
+
+// The record of an operation just started; a 500 when it is already gone (never, in practice:
+// records are kept for the last 100 operations).
+std::optional<nlohmann::json> started_operation(ScaleControl& scaling, const std::string& id,
+                                                httplib::Response& res) {
+  std::optional<nlohmann::json> operation = scaling.scale_operation(id);
+  if (!operation) {
+    send_error(res, {.status = 500,
+                     .type = "server_error",
+                     .message = cat("scale operation ", id, " has no record"),
+                     .param = "",
+                     .code = "internal_error"});
+  }
+  return operation;
 }
 
 }  // namespace
@@ -66,17 +83,21 @@ void register_admin_routes(httplib::Server& http, EngineClient& engine) {
     ScaleRequest request{.target_ranks = *ranks};
     if (const auto remove = body->find("remove_ranks"); remove != body->end()) {
       if (!remove->is_array() ||
-          !std::all_of(remove->begin(), remove->end(),
-                       [](const nlohmann::json& rank) { return rank.is_number_integer(); })) {
-        return send_error(res, ApiError::bad_request("'remove_ranks' must be a list of integers",
-                                                     "remove_ranks"));
+          !std::all_of(remove->begin(), remove->end(), [](const nlohmann::json& rank) {
+            return rank.is_number_integer() && rank.get<int64_t>() >= 0 &&
+                   rank.get<int64_t>() <= (int64_t{1} << 30);
+          })) {
+        return send_error(
+            res,
+            ApiError::bad_request("'remove_ranks' must be a list of rank indices", "remove_ranks"));
       }
       request.remove_ranks = remove->get<std::vector<int>>();
     }
     const Result<std::string> started = scaling->start_scale(request);
     if (!started.is_ok()) return send_error(res, error_of(started.status()));
-    const nlohmann::json operation = *scaling->scale_operation(started.value());
-    send_json(res, operation.at("phase") == "done" ? 200 : 202, operation);
+    const std::optional<nlohmann::json> operation =
+        started_operation(*scaling, started.value(), res);
+    if (operation) send_json(res, operation->at("phase") == "done" ? 200 : 202, *operation);
   });
 
   http.Get(R"(/v1/admin/scale/([^/]+))", [scaling](const httplib::Request& req,
@@ -114,7 +135,10 @@ void register_admin_routes(httplib::Server& http, EngineClient& engine) {
     if (!started.is_ok()) return send_error(res, error_of(started.status()));
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
     for (;;) {
-      const nlohmann::json operation = *scaling->scale_operation(started.value());
+      const std::optional<nlohmann::json> record =
+          started_operation(*scaling, started.value(), res);
+      if (!record) return;
+      const nlohmann::json& operation = *record;
       if (operation.at("phase") == "done") {
         return send_json(res, 200,
                          {{"message", cat("Scaled to ", *size, " data parallel engines")},
@@ -129,7 +153,7 @@ void register_admin_routes(httplib::Server& http, EngineClient& engine) {
       }
       if (std::chrono::steady_clock::now() > deadline) {
         return send_error(
-            res, {.status = 408,
+            res, {.status = 504,
                   .type = "server_error",
                   .message = cat("scale operation ", started.value(),
                                  " is still running; see /v1/admin/scale/", started.value()),

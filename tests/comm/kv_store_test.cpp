@@ -103,7 +103,8 @@ TEST(KvStore, CancelPrefixReleasesParkedWaitersAtOnce) {
     EXPECT_NE(std::string(error.what()).find("cancelled"), std::string::npos) << error.what();
   }
   EXPECT_LT(Clock::now() - start, 2s);
-  EXPECT_THROW(waiter.wait({"gloo/3/0"}, 5s), CommError);  // deleted and cancelled
+  EXPECT_THROW(waiter.wait({"gloo/3/0"}, 5s), CommError);   // deleted and cancelled
+  EXPECT_THROW(waiter.set("gloo/3/2", "late"), CommError);  // a late rank adds nothing
   EXPECT_LT(Clock::now() - start, 2s);
   EXPECT_EQ(coordinator.get("gloo/4/0"), "kept");
 }
