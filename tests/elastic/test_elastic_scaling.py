@@ -57,6 +57,7 @@ class Traffic:
     back until stopped. Every request either finishes (recorded) or fails (recorded)."""
 
     url: str
+    num_impatient: int = 0  # extra clients that hang up mid-stream
     finished: list[Finished] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -87,9 +88,31 @@ class Traffic:
                 with self.lock:
                     self.failures.append(f"client {client_idx}: {type(error).__name__}: {error}")
 
+    def impatient_loop(self, client_idx: int) -> None:
+        """Streams and hangs up after a few tokens, again and again: aborts that cross
+        transitions, some of them while their request is being handed to another rank."""
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0,
+                               timeout=TIMEOUT_S)
+        while not self.stop.is_set():
+            try:
+                stream = client.completions.create(
+                    model=MODEL, prompt=PROMPTS[client_idx % len(PROMPTS)]["prompt_token_ids"],
+                    max_tokens=32, temperature=0, stream=True, extra_body={"ignore_eos": True})
+                for number, _ in enumerate(stream):
+                    if number == 3:
+                        break
+                stream.close()
+            except Exception as error:  # noqa: BLE001: every failure is a test failure
+                with self.lock:
+                    self.failures.append(f"impatient {client_idx}: {type(error).__name__}: {error}")
+
     def __enter__(self) -> "Traffic":
         for idx in range(NUM_CLIENTS):
             thread = threading.Thread(target=self.client_loop, args=(idx,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        for idx in range(self.num_impatient):
+            thread = threading.Thread(target=self.impatient_loop, args=(idx,), daemon=True)
             thread.start()
             self.threads.append(thread)
         return self
@@ -197,9 +220,18 @@ def test_transitions_under_streaming_traffic(start, sizes, slots):
         server.assert_alive()
 
 
+def engine_idle(url: str) -> bool:
+    """Every rank has no request running or waiting and no KV block in use."""
+    metrics = httpx.get(url + "/metrics", timeout=10).text
+    values = [float(line.split()[-1]) for line in metrics.splitlines()
+              if line.startswith(("tidal_num_requests_running{", "tidal_num_requests_waiting{",
+                                  "tidal_kv_cache_usage_perc{"))]
+    return bool(values) and all(value == 0 for value in values)
+
+
 def test_removing_a_middle_rank_hands_its_requests_over():
     with start_server("--ranks", "4", "--expert-slots", "4", "--max-num-seqs", "16") as server:
-        with Traffic(server.url) as traffic:
+        with Traffic(server.url, num_impatient=4) as traffic:
             wait_for(lambda: traffic.count() >= NUM_CLIENTS, TIMEOUT_S, what="traffic")
             before = topology(server.url)["ranks"]
             operation = checked_transition(server.url, traffic, 3, remove_ranks=[1])
@@ -210,6 +242,8 @@ def test_removing_a_middle_rank_hands_its_requests_over():
         assert [r["member"] for r in operation["ranks_after"]] == [
             before[0]["member"], before[2]["member"], before[3]["member"]]
         assert operation["requests_migrated"] > 0, operation
+        # Hung-up requests, handed over or not, leave nothing behind on any rank.
+        wait_for(lambda: engine_idle(server.url), TIMEOUT_S, what="every rank idle")
         server.assert_alive()
 
 
