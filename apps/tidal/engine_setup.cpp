@@ -35,6 +35,12 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
   command.add_option("--scale-prepare-timeout", setup.scale_prepare_timeout_s,
                      "seconds a scale's prepare may take before it rolls back");
   command
+      .add_option("--scale-spawn", setup.scale_spawn,
+                  "local: a scale-up starts its ranks here; external: it waits for ranks "
+                  "started with `tidal rank --coordinator ADDRESS` (other hosts, a scheduler); "
+                  "GET /v1/admin/topology gives the address")
+      ->check(CLI::IsMember({"local", "external"}));
+  command
       .add_option("--load-format", setup.load_format,
                   "auto: the model directory's checkpoint; dummy: random weights of --config's "
                   "shapes (the model directory then only gives the tokenizer)")
@@ -89,6 +95,7 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
                        .num_redundant_experts = setup.num_redundant_experts,
                        .max_num_ranks = setup.max_ranks,
                        .num_local_ranks = setup.local_ranks,
+                       .spawn_joining_ranks = setup.scale_spawn == "local",
                        .bind_host = setup.coordinator_host,
                        .control_port = setup.coordinator_port,
                        .engine = setup.engine,

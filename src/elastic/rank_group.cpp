@@ -225,15 +225,16 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
   if (type == protocol::kHello) {
     const int asked = message.at("rank").get<int>();
     // A rank started by hand without an index takes the first place nobody of ours will ask
-    // for: after the ranks this process starts, so that the two never race for a place.
+    // for: after the ranks this process starts, so that the two never race for a place; or,
+    // when joining ranks are started outside, the first place of the scale-up in preparation.
     const int num_local =
         options_.num_local_ranks < 0 ? options_.num_ranks : options_.num_local_ranks;
     Member* place = nullptr;
     for (auto& [id, member] : members_) {
       if (!member.identity.empty()) continue;
-      const bool fits = asked >= 0
-                            ? member.place == asked
-                            : (member.pid < 0 && !member.joining && member.place >= num_local);
+      const bool by_hand =
+          member.joining ? !options_.spawn_joining_ranks : member.place >= num_local;
+      const bool fits = asked >= 0 ? member.place == asked : (member.pid < 0 && by_hand);
       if (fits && (place == nullptr || member.place < place->place)) place = &member;
     }
     if (place == nullptr) {

@@ -59,6 +59,9 @@ struct RankGroupOptions {
   // places for cpu (0: max(num_ranks, 8)). Placement tables are sized for it once.
   int max_num_ranks = 0;
   int num_local_ranks = -1;  // ranks this process starts; -1: all; the rest join by hand
+  // Joining ranks of a scale-up: started here (true), or started by whoever runs the cluster
+  // with `tidal rank --coordinator ...` while the transition prepares (false, e.g. other hosts).
+  bool spawn_joining_ranks = true;
   std::string bind_host = "127.0.0.1";
   int control_port = 0;  // 0: any free port (the endpoint is logged and in control_endpoint())
   std::string rank_binary = "/proc/self/exe";

@@ -241,11 +241,17 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
   log_info("scale ", op.id, ": planned epoch ", op.epoch, " (", op.plan.new_num_ranks,
            " ranks; leaving ", nlohmann::json(op.plan.removed).dump(), ", joining ",
            op.joining.size(), ")");
-  for (const int id : op.joining) {
-    Member& member = members_.at(id);
-    // fork() outside the lock would let the I/O thread see a joining member without a pid; the
-    // wait below reaps whatever it started either way.
-    member.pid = spawn_rank(member.place, member.device);
+  if (options_.spawn_joining_ranks) {
+    for (const int id : op.joining) {
+      Member& member = members_.at(id);
+      // fork() outside the lock would let the I/O thread see a joining member without a pid;
+      // the wait below reaps whatever it started either way.
+      member.pid = spawn_rank(member.place, member.device);
+    }
+  } else if (!op.joining.empty()) {
+    log_info("scale ", op.id, ": waiting ", options_.prepare_timeout.count(), " ms for ",
+             op.joining.size(), " rank(s) started with `tidal rank --coordinator ",
+             control_endpoint_, "`");
   }
   error = wait(
       [&] {
@@ -506,6 +512,7 @@ nlohmann::json RankGroup::topology() const {
     replicas.push_back(count);
   }
   return {{"epoch", epoch_},
+          {"coordinator", control_endpoint_},
           {"num_ranks", ranks_.size()},
           {"max_ranks", options_.max_num_ranks},
           {"device", options_.device},

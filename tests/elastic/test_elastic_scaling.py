@@ -408,3 +408,42 @@ def test_dummy_weights_are_the_same_on_every_rank_and_epoch():
                 extra_body={"ignore_eos": True, "return_token_ids": True}).choices[0]
             assert extra(choice, "token_ids") == expected, f"at {size} ranks"
         server.assert_alive()
+
+
+def test_scale_up_with_ranks_started_elsewhere():
+    """--scale-spawn external (ranks on other hosts, started by a scheduler): the scale-up waits
+    for `tidal rank --coordinator ADDRESS` started by hand, and rolls back when none comes."""
+    with start_server("--ranks", "2", "--expert-slots", "4", "--scale-spawn", "external",
+                      "--scale-prepare-timeout", "3") as server:
+        url = server.url
+        coordinator = topology(url)["coordinator"]
+        # Nobody starts a rank: the prepare times out and the server stays at 2.
+        missed = scale(url, 3)
+        assert missed["result"] == "failed", missed
+        assert "timed out waiting for the joining ranks" in missed["error"], missed
+        assert topology(url)["num_ranks"] == 2
+        # Started by hand while the transition prepares: it joins as rank 2.
+        response = httpx.post(url + "/v1/admin/scale", json={"ranks": 3}, timeout=10)
+        assert response.status_code == 202, response.text
+        operation_id = response.json()["id"]
+        rank = subprocess.Popen([str(BINARY), "rank", "--coordinator", coordinator],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            operation = wait_for(
+                lambda: (op := httpx.get(f"{url}/v1/admin/scale/{operation_id}",
+                                         timeout=10).json())["phase"] in ("done", "failed") and op,
+                SCALE_TIMEOUT_S, what="the scale-up")
+            assert operation["result"] == "ok", operation
+            assert topology(url)["ranks"][2]["pid"] == -1  # not one of ours
+            check_reference_prompts(url)
+            # Removing it again: the hand-started process leaves cleanly.
+            removed = scale(url, 2, remove_ranks=[2])
+            assert removed["result"] == "ok", removed
+            assert rank.wait(timeout=30) == 0, rank.stderr.read().decode(errors="replace")[-2000:]
+        finally:
+            if rank.poll() is None:
+                rank.kill()
+                rank.wait()
+        check_reference_prompts(url)
+        server.assert_alive()
