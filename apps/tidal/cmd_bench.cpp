@@ -4,6 +4,7 @@
 // prefill. Prints a table; --json writes every number.
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -18,10 +19,15 @@
 #include "apps/tidal/bench_ranks.h"
 #include "apps/tidal/bench_runner.h"
 #include "apps/tidal/commands.h"
+#include "apps/tidal/int_list.h"
 #include "model/load_model.h"
 
 namespace tidal::cli {
 namespace {
+
+std::vector<int64_t> parse_positive_list(const std::string& text, const std::string& option) {
+  return parse_int_list(text, option, 1, INT64_MAX, "a positive integer");
+}
 
 struct BenchOptions {
   std::string device = "cuda";
@@ -54,26 +60,6 @@ std::string command_line(const BenchOptions& o) {
        << " --prefill-iterations " << o.plan.prefill_iterations << " --seed " << o.plan.seed
        << " --copy-mib " << o.copy_mib << " --matmul-size " << o.matmul_size;
   return line.str();
-}
-
-std::vector<int64_t> parse_sizes(const std::string& text) {
-  std::vector<int64_t> sizes;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    size_t used = 0;
-    long long value = 0;
-    try {
-      value = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || value <= 0) {
-      TIDAL_FAIL("--batch-sizes: '", item, "' is not a positive integer");
-    }
-    sizes.push_back(value);
-  }
-  return sizes;
 }
 
 std::string utc_now() {
@@ -124,8 +110,9 @@ int run_rank_bench_command(const BenchOptions& options) {
   rank_options.model = {
       .config_file = options.config, .num_layers = options.num_layers, .seed = options.plan.seed};
   rank_options.plan = options.plan;
-  rank_options.plan.batch_sizes = parse_sizes(options.batch_sizes);
-  rank_options.all_to_all_tokens = parse_sizes(options.all_to_all_tokens);
+  rank_options.plan.batch_sizes = parse_positive_list(options.batch_sizes, "--batch-sizes");
+  rank_options.all_to_all_tokens =
+      parse_positive_list(options.all_to_all_tokens, "--all-to-all-tokens");
   nlohmann::json report = run_rank_bench(rank_options);
   report["date"] = utc_now();
   report["command"] = command_line(options);
@@ -136,7 +123,7 @@ int run_rank_bench_command(const BenchOptions& options) {
 int run_bench(const BenchOptions& options) {
   if (options.ranks > 1) return run_rank_bench_command(options);
   BenchPlan plan = options.plan;
-  plan.batch_sizes = parse_sizes(options.batch_sizes);
+  plan.batch_sizes = parse_positive_list(options.batch_sizes, "--batch-sizes");
   auto backend = make_backend(options.device);
   std::printf("%s\n", command_line(options).c_str());
 

@@ -1,4 +1,5 @@
 // `tidal generate`: one prompt through the engine, printed as it streams or as one JSON object.
+#include <cstdint>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -10,6 +11,7 @@
 
 #include "apps/tidal/commands.h"
 #include "apps/tidal/engine_setup.h"
+#include "apps/tidal/int_list.h"
 #include "engine/engine.h"
 #include "model/load_model.h"
 
@@ -33,23 +35,9 @@ struct GenerateOptions {
 };
 
 std::vector<int32_t> parse_id_list(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    size_t used = 0;
-    long long value = 0;
-    try {
-      value = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || value < 0 || value > INT32_MAX) {
-      TIDAL_FAIL("--prompt-token-ids: '", item, "' is not a token id");
-    }
-    ids.push_back(static_cast<int32_t>(value));
-  }
-  return ids;
+  const std::vector<int64_t> values =
+      parse_int_list(text, "--prompt-token-ids", 0, INT32_MAX, "a token id");
+  return {values.begin(), values.end()};
 }
 
 nlohmann::json logprobs_json(const std::vector<TokenLogprob>& entries) {
