@@ -447,3 +447,22 @@ def test_scale_up_with_ranks_started_elsewhere():
                 rank.wait()
         check_reference_prompts(url)
         server.assert_alive()
+
+
+def test_shutdown_during_a_transition(monkeypatch):
+    """SIGTERM while a scale-up prepares: the transition rolls back, the joining process is
+    killed, and the server exits 0 within its shutdown bound (checked by stop_server)."""
+    monkeypatch.setenv("TIDAL_TEST_JOIN_STALL_MS", "5000")
+    with start_server("--ranks", "2", "--expert-slots", "4") as server:
+        response = httpx.post(server.url + "/v1/admin/scale", json={"ranks": 3}, timeout=10)
+        assert response.status_code == 202, response.text
+        joining = wait_for(lambda: child_pids_with(server.process.pid, "--rank 2"), 10,
+                           what="the joining rank process")
+    # The server has exited (stop_server asserted it); so has the process it started.
+    def gone(pid: int) -> bool:
+        try:
+            return "zombie" in Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return True
+
+    wait_for(lambda: gone(joining[0]), 10, what="the joining rank to be gone")
