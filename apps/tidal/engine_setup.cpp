@@ -71,16 +71,16 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
 
 RunningEngine start_engine(const EngineSetup& setup, const std::string& model_directory,
                            const Tokenizer& tokenizer) {
-  const bool dummy = setup.load_format == "dummy";
-  TIDAL_CHECK(dummy == !setup.dummy.config_file.empty(),
+  const std::optional<DummyModelOptions> dummy =
+      setup.load_format == "dummy" ? std::optional(setup.dummy) : std::nullopt;
+  TIDAL_CHECK(dummy.has_value() == !setup.dummy.config_file.empty(),
               dummy ? "--load-format dummy needs --config FILE"
                     : "--config and --num-layers go with --load-format dummy");
   RunningEngine running;
   if (setup.ranks == 1 && setup.expert_slots == 0 && setup.local_ranks < 0 &&
       setup.num_redundant_experts == 0 && !setup.enable_eplb && !setup.elastic) {
     running.backend = make_backend(setup.device);
-    running.model = dummy ? load_dummy_model(setup.dummy, *running.backend)
-                          : load_model(model_directory, *running.backend);
+    running.model = load_model(model_directory, dummy, *running.backend);
     running.engine =
         std::make_unique<Engine>(*running.backend, *running.model, tokenizer, setup.engine);
     running.engine->warm_up();
@@ -100,7 +100,7 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
                        .control_port = setup.coordinator_port,
                        .engine = setup.engine,
                        .prepare_timeout = std::chrono::seconds(setup.scale_prepare_timeout_s),
-                       .dummy = dummy ? std::optional(setup.dummy) : std::nullopt,
+                       .dummy = dummy,
                        .enable_eplb = setup.enable_eplb,
                        .eplb_window = setup.eplb_window,
                        .eplb_interval = setup.eplb_interval,

@@ -171,4 +171,7 @@ inline DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
 // The backend for `device` ("cpu" or "cuda:N"); throws tidal::Error naming what is unavailable.
 std::unique_ptr<Backend> make_backend(const std::string& device);
 
+// Whether `device` names a GPU ("cuda" or "cuda:N"), without making a backend.
+bool is_cuda_device(const std::string& device);
+
 }  // namespace tidal

@@ -22,9 +22,13 @@ int cuda_index(const std::string& device) {
 
 }  // namespace
 
+bool is_cuda_device(const std::string& device) {
+  return device == "cuda" || device.rfind("cuda:", 0) == 0;
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& device) {
   if (device == "cpu") return std::make_unique<CpuBackend>();
-  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+  if (is_cuda_device(device)) {
     const int index = cuda_index(device);
 #ifdef TIDAL_WITH_CUDA
     return std::make_unique<CudaBackend>(index);

@@ -11,12 +11,13 @@
 #include <cstdlib>
 #include <zmq.hpp>
 
+#include "backend/backend.h"
 #include "comm/kv_store.h"
 #include "common/logging.h"
 #include "elastic/rank_group_operation.h"
 #include "elastic/rank_protocol.h"
 #include "eplb/placement_policy.h"
-#include "model/loader/model_config.h"
+#include "model/load_model.h"
 
 namespace tidal {
 namespace protocol = rank_protocol;
@@ -29,10 +30,6 @@ class ControlSocket {
 };
 
 namespace {
-
-bool is_cuda(const std::string& device) {
-  return device == "cuda" || device.rfind("cuda:", 0) == 0;
-}
 
 // GPUs this process may use (without linking CUDA into the front): CUDA_VISIBLE_DEVICES when set
 // (the ranks inherit it, so "cuda:N" counts within it), else what the NVIDIA driver shows.
@@ -54,8 +51,7 @@ int count_host_gpus() {
 
 RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
   TIDAL_CHECK(options_.num_ranks >= 1, "--ranks must be at least 1, got ", options_.num_ranks);
-  const ModelConfig config = options_.dummy ? load_dummy_config(*options_.dummy)
-                                            : load_model_config(options_.model_directory);
+  const ModelConfig config = load_model_config(options_.model_directory, options_.dummy);
   num_experts_ = static_cast<int>(config.num_experts);
   TIDAL_CHECK(options_.num_redundant_experts >= 0, "--num-redundant-experts must be >= 0, got ",
               options_.num_redundant_experts);
@@ -72,12 +68,12 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
                 options_.eplb_layers_per_step);
   }
   if (options_.max_num_ranks == 0) {
-    options_.max_num_ranks =
-        is_cuda(options_.device) ? std::max(count_host_gpus(), 1) : std::max(options_.num_ranks, 8);
+    options_.max_num_ranks = is_cuda_device(options_.device) ? std::max(count_host_gpus(), 1)
+                                                             : std::max(options_.num_ranks, 8);
   }
   TIDAL_CHECK(options_.num_ranks <= options_.max_num_ranks, "--ranks ", options_.num_ranks,
               " exceeds ", options_.max_num_ranks,
-              is_cuda(options_.device) ? " (the GPUs of this host)" : " (--max-ranks)");
+              is_cuda_device(options_.device) ? " (the GPUs of this host)" : " (--max-ranks)");
   const Status shape = eplb::check_shape(num_experts_, options_.num_ranks, options_.slots_per_rank);
   if (!shape.is_ok()) TIDAL_FAIL(shape.message());
   int num_moe_layers = 0;
@@ -103,7 +99,7 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
     std::lock_guard lock(mutex_);
     for (int rank = 0; rank < options_.num_ranks; ++rank) {
       ranks_.push_back(add_member_locked(
-          rank, is_cuda(options_.device) ? cat("cuda:", rank) : options_.device, false));
+          rank, is_cuda_device(options_.device) ? cat("cuda:", rank) : options_.device, false));
     }
   }
   io_thread_ = std::thread([this] { io_loop(); });

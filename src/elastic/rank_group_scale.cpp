@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "backend/backend.h"
 #include "comm/kv_store.h"
 #include "common/logging.h"
 #include "elastic/rank_group.h"
@@ -19,10 +20,6 @@ namespace {
 
 double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
-}
-
-bool is_cuda(const std::string& device) {
-  return device == "cuda" || device.rfind("cuda:", 0) == 0;
 }
 
 }  // namespace
@@ -208,7 +205,7 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
       continue;
     }
     std::string device = options_.device;
-    if (is_cuda(options_.device)) {
+    if (is_cuda_device(options_.device)) {
       for (int gpu = 0;; ++gpu) {
         const std::string candidate = cat("cuda:", gpu);
         const bool used = std::any_of(members_.begin(), members_.end(), [&](const auto& entry) {

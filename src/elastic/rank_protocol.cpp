@@ -81,11 +81,6 @@ RankConfig config_from_json(const nlohmann::json& message) {
   return config;
 }
 
-ModelConfig model_config_of(const RankConfig& config) {
-  return config.dummy ? load_dummy_config(*config.dummy)
-                      : load_model_config(config.model_directory);
-}
-
 nlohmann::json to_json(const SamplingParams& params) {
   nlohmann::json value = {{"temperature", params.temperature},
                           {"top_k", params.top_k},

@@ -75,9 +75,6 @@ struct RankConfig {
 };
 
 std::string encode(const nlohmann::json& message);
-// The model config a rank loads: the checkpoint's, or the dummy model's.
-ModelConfig model_config_of(const RankConfig& config);
-
 // Throws tidal::Error when the bytes are not a message.
 nlohmann::json decode(const std::string& bytes);
 

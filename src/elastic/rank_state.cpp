@@ -10,11 +10,10 @@
 
 namespace tidal {
 
-std::unique_ptr<Communicator> make_epoch_group(Backend& backend, const std::string& device,
-                                               KvStoreClient& store, int rank, int size,
-                                               uint64_t epoch, std::chrono::milliseconds timeout) {
-  const bool on_cuda = device == "cuda" || device.rfind("cuda:", 0) == 0;
-  if (on_cuda) {
+std::unique_ptr<Communicator> make_epoch_group(Backend& backend, KvStoreClient& store, int rank,
+                                               int size, uint64_t epoch,
+                                               std::chrono::milliseconds timeout) {
+  if (backend.device() == DeviceKind::kCuda) {
     // NCCL on the backend's device and stream: the expert all-to-alls move device memory.
     NcclOptions nccl;
     nccl.store = &store;
@@ -40,7 +39,7 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
   // "cuda:N" is kept as given). A joining rank takes the device of its place in the new epoch.
   rank->backend = make_backend(config.device == "cuda" ? cat("cuda:", config.rank) : config.device);
   rank->tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_file(config.model_directory));
-  const ModelConfig model_config = rank_protocol::model_config_of(config);
+  const ModelConfig model_config = load_model_config(config.model_directory, config.dummy);
   rank->num_experts = static_cast<int>(model_config.num_experts);
   int num_moe_layers = 0;
   for (int64_t layer = 0; layer < model_config.num_layers; ++layer) {
@@ -65,14 +64,12 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
   rank->store = std::make_unique<KvStoreClient>(
       KvStoreClientOptions{.endpoint = config.store_endpoint,
                            .timeout = std::chrono::milliseconds(config.comm_timeout_ms)});
-  rank->group =
-      make_epoch_group(*rank->backend, config.device, *rank->store, config.rank, config.num_ranks,
-                       config.epoch, std::chrono::milliseconds(config.comm_timeout_ms));
+  rank->group = make_epoch_group(*rank->backend, *rank->store, config.rank, config.num_ranks,
+                                 config.epoch, std::chrono::milliseconds(config.comm_timeout_ms));
   rank->executor = std::make_unique<ExpertParallelExecutor>(
       *rank->group, rank->tables, rank->shape, config.engine.scheduler.max_num_batched_tokens);
   shard.executor = rank->executor.get();
-  rank->model = config.dummy ? load_dummy_model(*config.dummy, *rank->backend, shard)
-                             : load_model(config.model_directory, *rank->backend, shard);
+  rank->model = load_model(config.model_directory, config.dummy, *rank->backend, shard);
   EngineOptions options = config.engine;
   options.dp_group = rank->group.get();
   rank->engine = std::make_unique<Engine>(*rank->backend, *rank->model, *rank->tokenizer, options);

@@ -56,9 +56,9 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config);
 
 // The data-plane communicator of one epoch: NCCL on a CUDA backend, Gloo otherwise. Collective
 // over the epoch's ranks; `store` is used only while it forms.
-std::unique_ptr<Communicator> make_epoch_group(Backend& backend, const std::string& device,
-                                               KvStoreClient& store, int rank, int size,
-                                               uint64_t epoch, std::chrono::milliseconds timeout);
+std::unique_ptr<Communicator> make_epoch_group(Backend& backend, KvStoreClient& store, int rank,
+                                               int size, uint64_t epoch,
+                                               std::chrono::milliseconds timeout);
 
 // warm_and_capture: grows the workspace with the worst-case batch under the current placement and
 // group, then locks it (on a GPU this is also where graphs would be captured). Collective. Load

@@ -33,9 +33,8 @@ StandbyGroup::StandbyGroup(RankState& rank, const RankTransition& transition) : 
     try {
       const std::chrono::milliseconds timeout(config.comm_timeout_ms);
       KvStoreClient store({.endpoint = config.store_endpoint, .timeout = timeout});
-      std::unique_ptr<Communicator> group =
-          make_epoch_group(*backend, config.device, store, transition.new_rank,
-                           transition.num_ranks, transition.epoch, timeout);
+      std::unique_ptr<Communicator> group = make_epoch_group(
+          *backend, store, transition.new_rank, transition.num_ranks, transition.epoch, timeout);
       std::lock_guard lock(mutex_);
       group_ = std::move(group);
     } catch (const std::exception& error) {

@@ -42,6 +42,18 @@ std::unique_ptr<Qwen3MoeModel> load_dummy_model(const DummyModelOptions& options
   return model;
 }
 
+ModelConfig load_model_config(const std::string& directory,
+                              const std::optional<DummyModelOptions>& dummy) {
+  return dummy ? load_dummy_config(*dummy) : load_model_config(directory);
+}
+
+std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory,
+                                          const std::optional<DummyModelOptions>& dummy,
+                                          Backend& backend, ModelShard shard) {
+  return dummy ? load_dummy_model(*dummy, backend, std::move(shard))
+               : load_model(directory, backend, std::move(shard));
+}
+
 std::string default_model_directory() {
   return TIDAL_DEFAULT_MODEL_DIR;
 }
