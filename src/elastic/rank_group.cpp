@@ -308,14 +308,7 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
       // An adopted request the new rank refused: nothing else can continue it.
       log_line(LogLevel::kError, cat("request ", id, " could not continue on rank ", sender->place,
                                      ": ", message.at("message").get<std::string>()));
-      if (const auto live = live_.find(id); live != live_.end()) {
-        RequestOutput output;
-        output.request_id = id;
-        output.finish_reason = FinishReason::kAbort;
-        live->second.queue->push(std::move(output));
-        members_.at(live->second.member).outstanding_tokens -= live->second.tokens;
-        live_.erase(live);
-      }
+      if (const auto live = live_.find(id); live != live_.end()) end_aborted_locked(live);
     }
   } else if (type == protocol::kOutputs) {
     for (const nlohmann::json& entry : message.at("outputs")) {
@@ -351,14 +344,20 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
   }
 }
 
-void RankGroup::abort_everything_locked() {
-  for (auto& [id, live] : live_) {
-    RequestOutput output;
-    output.request_id = id;
-    output.finish_reason = FinishReason::kAbort;
-    live.queue->push(std::move(output));
+std::unordered_map<std::string, RankGroup::Live>::iterator RankGroup::end_aborted_locked(
+    std::unordered_map<std::string, Live>::iterator it) {
+  RequestOutput output;
+  output.request_id = it->first;
+  output.finish_reason = FinishReason::kAbort;
+  it->second.queue->push(std::move(output));
+  if (const auto member = members_.find(it->second.member); member != members_.end()) {
+    member->second.outstanding_tokens -= it->second.tokens;
   }
-  live_.clear();
+  return live_.erase(it);
+}
+
+void RankGroup::abort_everything_locked() {
+  for (auto it = live_.begin(); it != live_.end();) it = end_aborted_locked(it);
   // Submitters still waiting for a rank's verdict get one now: no rank will send it.
   const std::string reason =
       failure_.empty() ? std::string("the server is shutting down") : failure_;

@@ -149,6 +149,10 @@ class RankGroup final : public EngineClient, public ScaleControl {
   void shutdown() noexcept;
   // Ends every live request with kAbort (the group can no longer serve it).
   void abort_everything_locked();
+  // Ends one live request with kAbort: its queue gets the final output, its rank's outstanding
+  // tokens drop (when the rank is still a member). Returns the next entry.
+  std::unordered_map<std::string, Live>::iterator end_aborted_locked(
+      std::unordered_map<std::string, Live>::iterator it);
   // Waits for a local process to exit (SIGKILL after `grace`); never throws.
   static void reap(int pid, std::chrono::milliseconds grace) noexcept;
 

@@ -26,6 +26,8 @@ struct RankGroup::Operation {
   std::string result;               // ok, no-op, failed (once finished)
   std::string error;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  // Its outcome is decided (what remains is cleanup: reaping processes, dropping store keys).
+  bool finished() const { return phase == "done" || phase == "failed"; }
 
   // The plan, once every old rank has reported (hold).
   bool planned = false;

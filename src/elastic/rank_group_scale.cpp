@@ -33,7 +33,7 @@ Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
     if (!failure_.empty()) return Status(StatusCode::kUnavailable, failure_);
     // An operation that has reached its outcome is only cleaning up (reaping processes, dropping
     // store keys): the join below waits for that instead of refusing.
-    if (running_ != nullptr && running_->phase != "done" && running_->phase != "failed") {
+    if (running_ != nullptr && !running_->finished()) {
       return Status(StatusCode::kConflict,
                     cat("scale operation ", running_->id, " (", running_->from_ranks, " -> ",
                         running_->request.target_ranks, " ranks) is still running"));
@@ -317,11 +317,7 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
     }
     // Cannot happen while leaving ranks hand back everything; never leave a client hanging.
     log_line(LogLevel::kError, cat("request ", it->first, " was left on a removed rank"));
-    RequestOutput output;
-    output.request_id = it->first;
-    output.finish_reason = FinishReason::kAbort;
-    it->second.queue->push(std::move(output));
-    it = live_.erase(it);
+    it = end_aborted_locked(it);
   }
   op.total_seconds = seconds_between(op.started, Clock::now());
   op.phase = "done";
@@ -432,16 +428,12 @@ bool RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
   const auto it = live_.find(id);
   if (it == live_.end()) return false;
   Live& live = it->second;
-  members_.at(live.member).outstanding_tokens -= live.tokens;
   if (live.abort_requested) {
     // The client gave up while its request was between ranks.
-    RequestOutput output;
-    output.request_id = id;
-    output.finish_reason = FinishReason::kAbort;
-    live.queue->push(std::move(output));
-    live_.erase(it);
+    end_aborted_locked(it);
     return false;
   }
+  members_.at(live.member).outstanding_tokens -= live.tokens;
   const int target = least_loaded_member_locked();
   live.member = target;
   members_.at(target).outstanding_tokens += live.tokens;
@@ -457,8 +449,8 @@ std::optional<nlohmann::json> RankGroup::scale_operation(const std::string& id) 
 }
 
 nlohmann::json RankGroup::operation_json_locked(const Operation& op) const {
-  const bool finished = op.phase == "done" || op.phase == "failed";
-  const double elapsed = finished ? op.total_seconds : seconds_between(op.started, Clock::now());
+  const double elapsed =
+      op.finished() ? op.total_seconds : seconds_between(op.started, Clock::now());
   return {{"id", op.id},
           {"from_ranks", op.from_ranks},
           {"target_ranks", op.request.target_ranks},
@@ -513,9 +505,8 @@ nlohmann::json RankGroup::topology() const {
           {"num_ranks", ranks_.size()},
           {"max_ranks", options_.max_num_ranks},
           {"device", options_.device},
-          {"scaling", running_ && running_->phase != "done" && running_->phase != "failed"
-                          ? nlohmann::json(running_->id)
-                          : nlohmann::json(nullptr)},
+          {"scaling", running_ && !running_->finished() ? nlohmann::json(running_->id)
+                                                        : nlohmann::json(nullptr)},
           {"ranks", ranks},
           {"placement",
            {{"num_logical_experts", num_experts_},
@@ -529,7 +520,7 @@ nlohmann::json RankGroup::topology() const {
 
 bool RankGroup::is_scaling() const {
   std::lock_guard lock(mutex_);
-  return running_ != nullptr && running_->phase != "done" && running_->phase != "failed";
+  return running_ != nullptr && !running_->finished();
 }
 
 ScaleStats RankGroup::scale_stats() const {

@@ -127,23 +127,21 @@ void Worker::send_outputs(const std::vector<RequestOutput>& outputs) {
 void Worker::handle(const nlohmann::json& message) {
   Engine& engine = *rank_->engine;
   const std::string type = message.at("type").get<std::string>();
-  if (type == protocol::kSubmit) {
-    const std::string id = message.at("id").get<std::string>();
-    const Status status =
-        engine.add_request(id, message.at("prompt_ids").get<std::vector<int32_t>>(),
-                           protocol::params_from_json(message.at("params")));
+  // A new request and an adopted one get the same verdict message.
+  auto reply_submitted = [&](const std::string& id, const Status& status) {
     control_.send({{"type", protocol::kSubmitted},
                    {"id", id},
                    {"ok", status.is_ok()},
                    {"message", status.message()}});
+  };
+  if (type == protocol::kSubmit) {
+    const std::string id = message.at("id").get<std::string>();
+    reply_submitted(id, engine.add_request(id, message.at("prompt_ids").get<std::vector<int32_t>>(),
+                                           protocol::params_from_json(message.at("params"))));
   } else if (type == protocol::kAdopt) {
     RequestHandoff handoff = protocol::handoff_from_json(message.at("request"));
     const std::string id = handoff.id;
-    const Status status = engine.adopt(std::move(handoff));
-    control_.send({{"type", protocol::kSubmitted},
-                   {"id", id},
-                   {"ok", status.is_ok()},
-                   {"message", status.message()}});
+    reply_submitted(id, engine.adopt(std::move(handoff)));
   } else if (type == protocol::kAbort) {
     send_outputs(engine.abort(message.at("id").get<std::string>()));
   } else if (type == protocol::kShutdown) {
