@@ -148,17 +148,21 @@ def warm_counts(url: str) -> dict[int, int]:
     return {rank["member"]: rank["warm_and_capture"] for rank in topology(url)["ranks"]}
 
 
-def scale(url: str, ranks: int, **body) -> dict:
-    """Scales to `ranks` through the admin API, waits for the outcome, returns the operation."""
-    response = httpx.post(url + "/v1/admin/scale", json={"ranks": ranks, **body}, timeout=10)
-    assert response.status_code in (200, 202), response.text
-    operation_id = response.json()["id"]
+def await_operation(url: str, operation_id: str, what: str) -> dict:
+    """Polls a scale operation until it is done or failed; returns its record."""
 
     def finished():
         operation = httpx.get(f"{url}/v1/admin/scale/{operation_id}", timeout=10).json()
         return operation if operation["phase"] in ("done", "failed") else None
 
-    return wait_for(finished, SCALE_TIMEOUT_S, what=f"scale to {ranks}")
+    return wait_for(finished, SCALE_TIMEOUT_S, what=what)
+
+
+def scale(url: str, ranks: int, **body) -> dict:
+    """Scales to `ranks` through the admin API, waits for the outcome, returns the operation."""
+    response = httpx.post(url + "/v1/admin/scale", json={"ranks": ranks, **body}, timeout=10)
+    assert response.status_code in (200, 202), response.text
+    return await_operation(url, response.json()["id"], f"scale to {ranks}")
 
 
 def check_reference_prompts(url: str) -> None:
@@ -319,9 +323,7 @@ def test_rollback_when_a_joining_rank_dies(monkeypatch):
         joining = wait_for(lambda: child_pids_with(server.process.pid, "--rank 2"), 10,
                            what="the joining rank process")
         os.kill(joining[0], signal.SIGKILL)
-        operation = wait_for(
-            lambda: (op := httpx.get(f"{url}/v1/admin/scale/{operation_id}", timeout=10).json())
-            ["phase"] in ("done", "failed") and op, SCALE_TIMEOUT_S, what="the rollback")
+        operation = await_operation(url, operation_id, "the rollback")
         assert operation["result"] == "failed", operation
         assert "exited before the commit" in operation["error"], operation
         after = topology(url)
@@ -430,10 +432,7 @@ def test_scale_up_with_ranks_started_elsewhere():
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         try:
-            operation = wait_for(
-                lambda: (op := httpx.get(f"{url}/v1/admin/scale/{operation_id}",
-                                         timeout=10).json())["phase"] in ("done", "failed") and op,
-                SCALE_TIMEOUT_S, what="the scale-up")
+            operation = await_operation(url, operation_id, "the scale-up")
             assert operation["result"] == "ok", operation
             assert topology(url)["ranks"][2]["pid"] == -1  # not one of ours
             check_reference_prompts(url)
