@@ -131,7 +131,6 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
     shutdown();
     TIDAL_FAIL("starting ", options_.num_ranks, " ranks failed: ", failure);
   }
-  stats_.num_ranks = options_.num_ranks;
   log_info("all ", options_.num_ranks, " ranks ready (max_model_len ", max_model_len_, ")");
 }
 

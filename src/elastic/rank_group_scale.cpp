@@ -322,8 +322,6 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
   op.total_seconds = seconds_between(op.started, Clock::now());
   op.phase = "done";
   op.result = "ok";
-  stats_.epoch = epoch_;
-  stats_.num_ranks = static_cast<int>(ranks_.size());
   ++stats_.transitions_ok;
   stats_.requests_migrated += op.requests_migrated;
   stats_.bytes_moved += op.bytes_moved;
