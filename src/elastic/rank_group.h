@@ -37,6 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "elastic/scale_plan.h"
 #include "engine/engine.h"
 #include "engine/engine_client.h"
 #include "engine/scale_control.h"
@@ -156,6 +157,9 @@ class RankGroup final : public EngineClient, public ScaleControl {
   // Waits for a local process to exit (SIGKILL after `grace`); never throws.
   static void reap(int pid, std::chrono::milliseconds grace) noexcept;
 
+  // What the planner needs about the current ranks (their count and outstanding tokens, which
+  // only a commit changes), for `placements` of every MoE layer.
+  ScalePlanInput plan_input_locked(const std::vector<std::vector<int32_t>>& placements) const;
   // The transition, on a thread of its own (rank_group_scale.cpp).
   void run_transition(std::shared_ptr<Operation> operation, ScaleRequest request);
   // Runs the phases; throws on a coordinator error (run_transition turns that into a rollback or,

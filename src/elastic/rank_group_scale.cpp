@@ -24,6 +24,21 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
 
 }  // namespace
 
+ScalePlanInput RankGroup::plan_input_locked(
+    const std::vector<std::vector<int32_t>>& placements) const {
+  ScalePlanInput input{.num_logical = num_experts_,
+                       .slots_per_rank = options_.slots_per_rank,
+                       .max_num_ranks = options_.max_num_ranks};
+  for (const std::vector<int32_t>& layer : placements) {
+    input.current.emplace_back(num_experts_, static_cast<int>(ranks_.size()),
+                               options_.slots_per_rank, layer);
+  }
+  for (const int id : ranks_) {
+    input.outstanding_tokens.push_back(members_.at(id).outstanding_tokens);
+  }
+  return input;
+}
+
 Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
   std::lock_guard start_lock(start_scale_mutex_);
   {
@@ -43,15 +58,7 @@ Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
   if (transition_thread_.joinable()) transition_thread_.join();
 
   std::lock_guard lock(mutex_);
-  ScalePlanInput input{.num_logical = num_experts_,
-                       .slots_per_rank = options_.slots_per_rank,
-                       .max_num_ranks = options_.max_num_ranks};
-  for (const std::vector<int32_t>& layer : placements_) {
-    input.current.emplace_back(num_experts_, static_cast<int>(ranks_.size()),
-                               options_.slots_per_rank, layer);
-  }
-  for (const int id : ranks_)
-    input.outstanding_tokens.push_back(members_.at(id).outstanding_tokens);
+  const ScalePlanInput input = plan_input_locked(placements_);
   // Validation only: the plan that runs is made from the ranks' own report (see
   // run_transition), which includes load balancing's latest placement.
   const Result<ScalePlan> check = plan_scale(input, request);
@@ -169,14 +176,8 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
   if (!error.empty()) return rollback_locked(op, error, pids, cancel_prefixes);
 
   // 2. Plan.
-  ScalePlanInput input{.num_logical = num_experts_,
-                       .slots_per_rank = options_.slots_per_rank,
-                       .max_num_ranks = options_.max_num_ranks};
-  const nlohmann::json& first = op.held.at(op.old_members.front());
-  for (const nlohmann::json& layer : first.at("placements")) {
-    input.current.emplace_back(num_experts_, static_cast<int>(op.old_members.size()),
-                               options_.slots_per_rank, layer.get<std::vector<int32_t>>());
-  }
+  ScalePlanInput input = plan_input_locked(
+      op.held.at(op.old_members.front()).at("placements").get<std::vector<std::vector<int32_t>>>());
   input.load.assign(input.current.size(), {});
   for (const auto& [id, report] : op.held) {
     const auto load = report.at("load").get<std::vector<std::vector<double>>>();
@@ -184,9 +185,6 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
       input.load[layer].resize(load[layer].size(), 0.0);
       for (size_t e = 0; e < load[layer].size(); ++e) input.load[layer][e] += load[layer][e];
     }
-  }
-  for (const int id : op.old_members) {
-    input.outstanding_tokens.push_back(members_.at(id).outstanding_tokens);
   }
   Result<ScalePlan> plan = plan_scale(input, request);
   if (!plan.is_ok()) return rollback_locked(op, plan.status().message(), pids, cancel_prefixes);
