@@ -4,10 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
+#include <random>
 
 #include "backend/workspace.h"
 #include "common/logging.h"
 #include "engine/kv_cache.h"
+#include "engine/model_runner.h"
+#include "engine/request.h"
 #include "model/synthetic_batch.h"
 
 namespace tidal::cli {
@@ -186,6 +190,41 @@ DecodeResult ModelBench::decode(int64_t batch, const Ceilings& ceilings) {
   result.floor_bytes = decode_step_bytes(config, batch, plan_.context, result.touched_experts,
                                          weight_bytes, kv_bytes);
   result.floor_seconds = result.floor_bytes.total() / ceilings.copy_bytes_per_s;
+  return result;
+}
+
+ModelBench::ServingDecode ModelBench::serving_decode(const std::vector<int64_t>& batch_sizes) {
+  ServingDecode result;
+  if (batch_sizes.empty()) return result;
+  const int64_t largest = *std::max_element(batch_sizes.begin(), batch_sizes.end());
+  ModelRunner runner(*backend_, *model_, *state_->kv_cache);
+  runner.warm_up(largest, largest);
+  result.num_graphs = runner.num_decode_graphs();
+  result.capture_seconds = runner.last_capture_seconds();
+  const int64_t blocks_per_seq = (plan_.context + plan_.block_size - 1) / plan_.block_size;
+  std::mt19937 random(static_cast<uint32_t>(plan_.seed));
+  std::uniform_int_distribution<int32_t> token(
+      0, static_cast<int32_t>(model_->config().vocab_size) - 1);
+  for (const int64_t batch : batch_sizes) {
+    // Sequence s owns blocks [s * blocks_per_seq, ...) as in the eager rows; the last token of
+    // its context is this step's.
+    std::vector<std::unique_ptr<Request>> requests;
+    std::vector<ScheduledRequest> scheduled;
+    for (int64_t s = 0; s < batch; ++s) {
+      auto request = std::make_unique<Request>();
+      request->prompt_ids.resize(static_cast<size_t>(plan_.context));
+      for (int32_t& id : request->prompt_ids) id = token(random);
+      request->num_computed_tokens = plan_.context - 1;
+      for (int64_t b = 0; b < blocks_per_seq; ++b) {
+        request->block_ids.push_back(static_cast<int32_t>(s * blocks_per_seq + b));
+      }
+      scheduled.push_back({.request = request.get(), .num_new_tokens = 1});
+      requests.push_back(std::move(request));
+    }
+    runner.run(scheduled);  // the first replay of a graph uploads it to the device
+    result.step_seconds.push_back(
+        time_steps(*backend_, 2, plan_.iterations, [&] { runner.run(scheduled); }));
+  }
   return result;
 }
 

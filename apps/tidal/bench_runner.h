@@ -60,6 +60,11 @@ class CountingExecutor final : public ExpertExecutor {
   Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
              const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots) override;
 
+  // Graph-capturable while not counting (counting reads the routing back to the host).
+  bool capturable() const override {
+    return !counting_ && (inner_ == nullptr || inner_->capturable());
+  }
+
   void start_counting() {
     counting_ = true;
     counts_.clear();
@@ -101,6 +106,16 @@ class ModelBench {
   // run_decode with every expert local, beside its floor.
   DecodeResult decode(int64_t batch, const Ceilings& ceilings);
   PrefillResult prefill(const Ceilings& ceilings);
+
+  // Decode as the engine runs it: a ModelRunner warmed up for the largest batch (which captures
+  // its decode graphs), then run() on requests of the plan's context: the inputs' upload, the
+  // replay of the batch's bucket and the logits' download, per batch size.
+  struct ServingDecode {
+    int64_t num_graphs = 0;
+    double capture_seconds = 0;
+    std::vector<double> step_seconds;  // per batch size, in order
+  };
+  ServingDecode serving_decode(const std::vector<int64_t>& batch_sizes);
 
  private:
   struct State;

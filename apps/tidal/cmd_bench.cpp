@@ -152,6 +152,7 @@ int run_bench(const BenchOptions& options) {
   ModelBench bench(*backend, *model, counter, plan);
 
   nlohmann::json decode_rows = nlohmann::json::array();
+  std::vector<double> floors;
   std::printf("\ndecode, context %lld, %lld layers (%s)\n", static_cast<long long>(plan.context),
               static_cast<long long>(config.num_layers), backend->name().c_str());
   std::printf("%6s %10s %10s %11s %9s %9s %10s %7s %7s\n", "batch", "eager ms", "graph ms",
@@ -168,6 +169,31 @@ int run_bench(const BenchOptions& options) {
                 r.step_seconds / r.floor_seconds, r.graph_step_seconds / r.floor_seconds);
     std::fflush(stdout);
     decode_rows.push_back(decode_json(r));
+    floors.push_back(r.floor_seconds);
+  }
+
+  nlohmann::json served = nullptr;
+  if (plan.graphs && backend->supports_graphs()) {
+    const ModelBench::ServingDecode s = bench.serving_decode(plan.batch_sizes);
+    std::printf(
+        "\ndecode as the engine runs it (ModelRunner: inputs uploaded, the bucket's graph "
+        "replayed, logits downloaded)\n%lld graphs captured in %.3f s\n%6s %10s %11s %7s\n",
+        static_cast<long long>(s.num_graphs), s.capture_seconds, "batch", "step ms", "tokens/s",
+        "/floor");
+    nlohmann::json rows = nlohmann::json::array();
+    for (size_t i = 0; i < plan.batch_sizes.size(); ++i) {
+      const double seconds = s.step_seconds[i];
+      const auto batch = static_cast<double>(plan.batch_sizes[i]);
+      std::printf("%6lld %10.3f %11.0f %7.2f\n", static_cast<long long>(plan.batch_sizes[i]),
+                  seconds * 1e3, batch / seconds, seconds / floors[i]);
+      rows.push_back({{"batch", plan.batch_sizes[i]},
+                      {"step_ms", seconds * 1e3},
+                      {"tokens_per_s", batch / seconds},
+                      {"ratio_to_floor", seconds / floors[i]}});
+    }
+    std::fflush(stdout);
+    served = {
+        {"num_graphs", s.num_graphs}, {"capture_seconds", s.capture_seconds}, {"decode", rows}};
   }
 
   nlohmann::json prefill = nullptr;
@@ -213,6 +239,7 @@ int run_bench(const BenchOptions& options) {
           {"matmul_TFLOP_per_s", ceilings.matmul_flops_per_s / 1e12},
           {"matmul_size", ceilings.matmul_size}}},
         {"decode", decode_rows},
+        {"decode_served", served},
         {"prefill", prefill}};
     write_json(options.json, report);
   }

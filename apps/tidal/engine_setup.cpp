@@ -67,6 +67,13 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
                      "KV cache blocks per rank (default: from --kv-cache-memory)");
   command.add_option("--kv-cache-memory", engine.kv_cache_bytes,
                      "bytes of KV cache per rank when --num-kv-blocks is not given");
+  command.add_flag(
+      "--enforce-eager", [&engine](int64_t) { engine.decode_graphs.enabled = false; },
+      "launch every step's kernels one by one: no CUDA graphs for decode");
+  command
+      .add_option("--max-seq-len-to-capture", engine.decode_graphs.max_context,
+                  "the longest sequence a decode CUDA graph covers; longer ones run eagerly")
+      ->check(CLI::PositiveNumber);
 }
 
 RunningEngine start_engine(const EngineSetup& setup, const std::string& model_directory,

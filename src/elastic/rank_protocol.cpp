@@ -40,6 +40,8 @@ nlohmann::json to_json(const RankConfig& config) {
           {"num_kv_blocks", config.engine.num_kv_blocks},
           {"kv_cache_bytes", config.engine.kv_cache_bytes},
           {"max_model_len", config.engine.max_model_len},
+          {"decode_graphs", config.engine.decode_graphs.enabled},
+          {"max_seq_len_to_capture", config.engine.decode_graphs.max_context},
           {"comm_timeout_ms", config.comm_timeout_ms},
           {"prepare_timeout_ms", config.prepare_timeout_ms},
           {"enable_eplb", config.enable_eplb},
@@ -72,6 +74,8 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.engine.num_kv_blocks = message.at("num_kv_blocks").get<int64_t>();
   config.engine.kv_cache_bytes = message.at("kv_cache_bytes").get<size_t>();
   config.engine.max_model_len = message.at("max_model_len").get<int64_t>();
+  config.engine.decode_graphs.enabled = message.at("decode_graphs").get<bool>();
+  config.engine.decode_graphs.max_context = message.at("max_seq_len_to_capture").get<int64_t>();
   config.comm_timeout_ms = message.at("comm_timeout_ms").get<int64_t>();
   config.prepare_timeout_ms = message.at("prepare_timeout_ms").get<int64_t>();
   config.enable_eplb = message.at("enable_eplb").get<bool>();
@@ -162,7 +166,9 @@ nlohmann::json to_json(const EngineLoad& load) {
           load.eplb_seconds,
           load.eplb_balancedness_before,
           load.eplb_balancedness_after,
-          load.eplb_longest_pause_seconds};
+          load.eplb_longest_pause_seconds,
+          load.num_decode_graphs,
+          load.num_graph_steps};
 }
 
 EngineLoad load_from_json(const nlohmann::json& value) {
@@ -181,6 +187,8 @@ EngineLoad load_from_json(const nlohmann::json& value) {
   load.eplb_balancedness_before = value.at(11).get<std::vector<double>>();
   load.eplb_balancedness_after = value.at(12).get<std::vector<double>>();
   load.eplb_longest_pause_seconds = value.at(13).get<double>();
+  load.num_decode_graphs = value.at(14).get<int64_t>();
+  load.num_graph_steps = value.at(15).get<int64_t>();
   return load;
 }
 

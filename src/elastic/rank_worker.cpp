@@ -59,6 +59,8 @@ EngineLoad load_of(const Engine& engine) {
           .num_preemptions = engine.scheduler().num_preemptions(),
           .num_steps = 0,
           .num_warm_ups = engine.runner().num_warm_ups(),
+          .num_decode_graphs = engine.runner().num_decode_graphs(),
+          .num_graph_steps = engine.runner().num_graph_steps(),
           .num_outstanding_tokens = 0};
 }
 

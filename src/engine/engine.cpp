@@ -54,7 +54,7 @@ Engine::Engine(Backend& backend, Qwen3MoeModel& model, const Tokenizer& tokenize
                 options.block_size),
       blocks_(kv_cache_.num_blocks(), options.block_size),
       scheduler_(options.scheduler, blocks_),
-      runner_(backend, model, kv_cache_) {
+      runner_(backend, model, kv_cache_, options.decode_graphs) {
   const int64_t capacity = kv_cache_.num_blocks() * options.block_size;
   max_model_len_ = std::min(model.config().max_position_embeddings, capacity);
   if (options.max_model_len > 0) {
@@ -67,7 +67,9 @@ Engine::Engine(Backend& backend, Qwen3MoeModel& model, const Tokenizer& tokenize
 void Engine::warm_up() {
   runner_.warm_up(options_.scheduler.max_num_seqs, options_.scheduler.max_num_batched_tokens);
   log_info("warm-up done: workspace locked at ", runner_.workspace().capacity_bytes(), " bytes, ",
-           kv_cache_.num_blocks(), " KV blocks of ", options_.block_size, " tokens");
+           kv_cache_.num_blocks(), " KV blocks of ", options_.block_size, " tokens, ",
+           runner_.num_decode_graphs(), " decode graphs captured in ",
+           runner_.last_capture_seconds(), " s");
 }
 
 Status Engine::add_request(const std::string& id, std::vector<int32_t> prompt_ids,
@@ -226,7 +228,8 @@ Status Engine::adopt(RequestHandoff handoff) {
   if (live_ids_.contains(handoff.id)) {
     return Status::invalid_argument(cat("duplicate request id '", handoff.id, "'"));
   }
-  const auto num_tokens = static_cast<int64_t>(handoff.prompt_ids.size() + handoff.output_ids.size());
+  const auto num_tokens =
+      static_cast<int64_t>(handoff.prompt_ids.size() + handoff.output_ids.size());
   if (handoff.prompt_ids.empty() || num_tokens >= max_model_len_) {
     return Status::invalid_argument(cat("request '", handoff.id, "' has ", num_tokens,
                                         " tokens; this rank's maximum model length is ",
@@ -247,8 +250,8 @@ Status Engine::adopt(RequestHandoff handoff) {
   request->detokenizer =
       std::make_unique<IncrementalDetokenizer>(*tokenizer_, request->params.skip_special_tokens);
   for (const int32_t token : handoff.output_ids) request->text += request->detokenizer->push(token);
-  TIDAL_CHECK(handoff.text_sent <= request->text.size(), "request '", handoff.id, "': ",
-              handoff.text_sent, " bytes were sent but its output decodes to only ",
+  TIDAL_CHECK(handoff.text_sent <= request->text.size(), "request '", handoff.id,
+              "': ", handoff.text_sent, " bytes were sent but its output decodes to only ",
               request->text.size());
   request->text_sent = handoff.text_sent;
   request->output_ids = std::move(handoff.output_ids);

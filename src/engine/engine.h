@@ -13,8 +13,8 @@
 #include "engine/block_manager.h"
 #include "engine/kv_cache.h"
 #include "engine/model_runner.h"
-#include "engine/request_handoff.h"
 #include "engine/request.h"
+#include "engine/request_handoff.h"
 #include "engine/scheduler.h"
 #include "model/arch/qwen3_moe.h"
 #include "model/tokenizer/tokenizer.h"
@@ -31,6 +31,7 @@ struct EngineOptions {
   // other ranks (one small all-reduce) on whether to step; a rank without work then runs a dummy
   // step so every expert-parallel collective is matched. nullptr: a single rank.
   Communicator* dp_group = nullptr;
+  DecodeGraphOptions decode_graphs;  // CUDA graphs for decode steps (GPU, one rank)
 };
 
 class Engine {

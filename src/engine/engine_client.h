@@ -22,6 +22,8 @@ struct EngineLoad {
   int64_t num_preemptions = 0;
   int64_t num_steps = 0;
   int64_t num_warm_ups = 0;
+  int64_t num_decode_graphs = 0;       // CUDA graphs held now (one per decode batch-size bucket)
+  int64_t num_graph_steps = 0;         // steps run by replaying one
   int64_t num_outstanding_tokens = 0;  // prompt + max output tokens of unfinished requests
   // Expert load balancing, since start-up (zero and empty while it is off or has not run).
   int64_t eplb_rebalances = 0;

@@ -117,6 +117,8 @@ void EngineLoop::run() {
     load_.num_free_kv_blocks = engine_->block_manager().num_free_blocks();
     load_.num_preemptions = engine_->scheduler().num_preemptions();
     load_.num_warm_ups = engine_->runner().num_warm_ups();
+    load_.num_decode_graphs = engine_->runner().num_decode_graphs();
+    load_.num_graph_steps = engine_->runner().num_graph_steps();
     ++load_.num_steps;
   }
   // Shutting down: whoever still waits gets a final abort.

@@ -2,11 +2,27 @@
 #include "engine/model_runner.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace tidal {
+namespace {
 
-ModelRunner::ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache)
-    : backend_(&backend), model_(&model), kv_cache_(&kv_cache), workspace_(backend) {}
+// Keeps each input of a graph bucket 64-byte aligned, as the workspace's tensors are.
+constexpr int64_t kGraphInputAlignment = 16;  // int32 elements
+
+int64_t align_elements(int64_t count) {
+  return (count + kGraphInputAlignment - 1) / kGraphInputAlignment * kGraphInputAlignment;
+}
+
+}  // namespace
+
+ModelRunner::ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache,
+                         DecodeGraphOptions graph_options)
+    : backend_(&backend),
+      model_(&model),
+      kv_cache_(&kv_cache),
+      workspace_(backend),
+      graph_options_(graph_options) {}
 
 Tensor ModelRunner::upload(const std::vector<int32_t>& values,
                            std::initializer_list<int64_t> shape) {
@@ -34,6 +50,7 @@ Tensor ModelRunner::forward(const HostBatch& host) {
 
 StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch) {
   workspace_.begin_step();
+  if (const DecodeGraph* graph = graph_for(batch)) return replay(*graph, batch);
   HostBatch host;
   StepLogits result;
   const int64_t block_size = kv_cache_->block_size();
@@ -112,7 +129,163 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
   backend_->synchronize();
   workspace_.consolidate();
   workspace_.lock();
+  capture_decode_graphs(num_seqs);
   ++num_warm_ups_;
+}
+
+std::vector<int64_t> ModelRunner::decode_graph_buckets(int64_t max_num_seqs) {
+  std::vector<int64_t> buckets;
+  for (int64_t size : {1, 2, 4}) {
+    if (size < max_num_seqs) buckets.push_back(size);
+  }
+  for (int64_t size = 8; size < max_num_seqs; size += 8) buckets.push_back(size);
+  if (max_num_seqs > 0) buckets.push_back(max_num_seqs);
+  return buckets;
+}
+
+ModelRunner::GraphLayout ModelRunner::graph_layout(int64_t num_seqs) const {
+  GraphLayout layout;
+  int64_t offset = 0;
+  const auto place = [&](int64_t count) {
+    const int64_t start = offset;
+    offset += align_elements(count);
+    return start;
+  };
+  layout.token_ids = place(num_seqs);
+  layout.positions = place(num_seqs);
+  layout.slot_mapping = place(num_seqs);
+  layout.query_start = place(num_seqs + 1);
+  layout.context_lens = place(num_seqs);
+  layout.sample_rows = place(num_seqs);
+  layout.block_tables = place(num_seqs * graph_blocks_);
+  layout.total = offset;
+  return layout;
+}
+
+ForwardBatch ModelRunner::graph_batch(int64_t num_seqs) const {
+  const GraphLayout layout = graph_layout(num_seqs);
+  auto* base = static_cast<int32_t*>(graph_inputs_.data());
+  const auto view = [&](int64_t offset, std::initializer_list<int64_t> shape) {
+    return Tensor{
+        .data = base + offset, .dtype = DType::kI32, .shape = shape, .device = backend_->device()};
+  };
+  ForwardBatch batch;
+  batch.token_ids = view(layout.token_ids, {num_seqs});
+  batch.positions = view(layout.positions, {num_seqs});
+  batch.slot_mapping = view(layout.slot_mapping, {num_seqs});
+  batch.attention = {.query_start = view(layout.query_start, {num_seqs + 1}),
+                     .context_lens = view(layout.context_lens, {num_seqs}),
+                     .block_tables = view(layout.block_tables, {num_seqs, graph_blocks_}),
+                     .num_seqs = num_seqs,
+                     .max_query_len = 1,
+                     .max_context_len = graph_blocks_ * kv_cache_->block_size()};
+  batch.sample_rows = view(layout.sample_rows, {num_seqs});
+  return batch;
+}
+
+void ModelRunner::upload_graph_inputs(int64_t num_seqs,
+                                      const std::vector<ScheduledRequest>& batch) {
+  const GraphLayout layout = graph_layout(num_seqs);
+  std::vector<int32_t> host(static_cast<size_t>(layout.total), 0);
+  const auto at = [&](int64_t region, int64_t index) -> int32_t& {
+    return host[static_cast<size_t>(region + index)];
+  };
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    at(layout.token_ids, s) = -1;
+    at(layout.slot_mapping, s) = -1;
+    at(layout.query_start, s) = static_cast<int32_t>(s);
+    at(layout.sample_rows, s) = static_cast<int32_t>(s);
+  }
+  at(layout.query_start, num_seqs) = static_cast<int32_t>(num_seqs);
+  const int64_t block_size = kv_cache_->block_size();
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const Request& request = *batch[s].request;
+    const int64_t position = request.num_computed_tokens;
+    const auto row = static_cast<int64_t>(s);
+    const int32_t block = request.block_ids[static_cast<size_t>(position / block_size)];
+    at(layout.token_ids, row) = request.token_at(position);
+    at(layout.positions, row) = static_cast<int32_t>(position);
+    at(layout.slot_mapping, row) = static_cast<int32_t>(block * block_size + position % block_size);
+    at(layout.context_lens, row) = static_cast<int32_t>(position + 1);
+    std::copy(request.block_ids.begin(), request.block_ids.end(),
+              host.begin() + layout.block_tables + row * graph_blocks_);
+  }
+  backend_->copy_from_host(graph_inputs_.data(), host.data(), host.size() * sizeof(int32_t));
+}
+
+const ModelRunner::DecodeGraph* ModelRunner::graph_for(
+    const std::vector<ScheduledRequest>& batch) const {
+  if (graphs_.empty() || batch.empty()) return nullptr;
+  for (const ScheduledRequest& entry : batch) {
+    const Request& request = *entry.request;
+    // One new token that completes the sequence (so it samples), in a table the graph covers.
+    if (entry.num_new_tokens != 1 || request.num_computed_tokens + 1 != request.num_tokens() ||
+        static_cast<int64_t>(request.block_ids.size()) > graph_blocks_) {
+      return nullptr;
+    }
+  }
+  const auto num_seqs = static_cast<int64_t>(batch.size());
+  for (const DecodeGraph& graph : graphs_) {
+    if (graph.num_seqs >= num_seqs) return &graph;
+  }
+  return nullptr;
+}
+
+StepLogits ModelRunner::replay(const DecodeGraph& graph,
+                               const std::vector<ScheduledRequest>& batch) {
+  upload_graph_inputs(graph.num_seqs, batch);
+  backend_->replay(graph.id);
+  ++num_graph_steps_;
+  StepLogits result;
+  result.vocab_size = graph.logits.dim(1);
+  for (const ScheduledRequest& entry : batch) result.requests.push_back(entry.request);
+  // Only the real sequences' rows: the padding rows come after them.
+  result.logits.resize(batch.size() * static_cast<size_t>(result.vocab_size));
+  backend_->copy_to_host(result.logits.data(), graph.logits.data,
+                         result.logits.size() * sizeof(float));
+  return result;
+}
+
+void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
+  graphs_.clear();
+  if (!backend_->supports_graphs()) return;
+  backend_->clear_graphs();
+  if (!graph_options_.enabled || !model_->capturable() || max_num_seqs <= 0) return;
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t block_size = kv_cache_->block_size();
+  const int64_t context =
+      std::min(graph_options_.max_context, kv_cache_->num_blocks() * block_size);
+  graph_blocks_ = std::max<int64_t>(1, (context + block_size - 1) / block_size);
+  const std::vector<int64_t> buckets = decode_graph_buckets(max_num_seqs);
+  const int64_t largest = buckets.back();
+  const auto bytes = static_cast<size_t>(graph_layout(largest).total) * sizeof(int32_t);
+  if (graph_inputs_.bytes() < bytes) graph_inputs_ = backend_->allocate(bytes);
+  // One eager step of the largest bucket (all padding) first: the worst case above was a prefill,
+  // and a decode kernel may need scratch of its own; no smaller bucket needs more. Capturing
+  // records work without running it.
+  upload_graph_inputs(largest, {});
+  workspace_.begin_step();
+  model_->forward(graph_batch(largest), kv_cache_->layers(), workspace_);
+  for (auto bucket = buckets.rbegin(); bucket != buckets.rend(); ++bucket) {
+    workspace_.begin_step();
+    backend_->begin_capture();
+    Tensor logits;
+    try {
+      logits = model_->forward(graph_batch(*bucket), kv_cache_->layers(), workspace_);
+    } catch (...) {
+      // Ends the broken capture so the backend can run again; the original error is the news.
+      try {
+        backend_->end_capture();
+      } catch (...) {
+      }
+      throw;
+    }
+    graphs_.push_back({.num_seqs = *bucket, .id = backend_->end_capture(), .logits = logits});
+  }
+  std::reverse(graphs_.begin(), graphs_.end());
+  backend_->synchronize();
+  last_capture_seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace tidal

@@ -22,21 +22,63 @@ struct StepLogits {
   }
 };
 
+// Decode steps (every sequence adds one token and samples it) replay CUDA graphs captured at
+// warm-up, one per padded batch-size bucket, where the backend has graphs and the model's step is
+// capturable (one rank; expert parallelism still routes on the host). Every other step (prefill,
+// a mixed batch, a context past max_context) runs eagerly.
+struct DecodeGraphOptions {
+  bool enabled = true;  // false: every step eager (--enforce-eager)
+  // The longest sequence, in tokens, a graph covers: its block tables are this wide, and every
+  // replay uploads them (bucket x max_context / block_size entries).
+  int64_t max_context = 8192;
+};
+
 class ModelRunner {
  public:
-  ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache);
+  ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache,
+              DecodeGraphOptions graph_options = {});
 
   StepLogits run(const std::vector<ScheduledRequest>& batch);
   // A step of zero tokens: a rank without work still takes part in every collective.
   void run_dummy();
   // Grows the workspace with the worst case (max_num_seqs sequences sharing
-  // max_num_batched_tokens tokens, all sampling), then locks it.
+  // max_num_batched_tokens tokens, all sampling), then locks it, then captures the decode graphs
+  // afresh (the workspace may have moved).
   void warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens);
+
+  // The padded batch sizes that get a decode graph: 1, 2, 4, 8, then every multiple of 8, and
+  // max_num_seqs itself.
+  static std::vector<int64_t> decode_graph_buckets(int64_t max_num_seqs);
 
   const Workspace& workspace() const { return workspace_; }
   int64_t num_warm_ups() const { return num_warm_ups_; }
+  // Decode graphs held now (captured by the last warm-up), and the seconds that capture took.
+  int64_t num_decode_graphs() const { return static_cast<int64_t>(graphs_.size()); }
+  double last_capture_seconds() const { return last_capture_seconds_; }
+  // Steps run by replaying a graph, since construction.
+  int64_t num_graph_steps() const { return num_graph_steps_; }
 
  private:
+  struct DecodeGraph {
+    int64_t num_seqs = 0;
+    int64_t id = -1;
+    Tensor logits;  // [num_seqs, vocab] F32, written by every replay
+  };
+  // Where a bucket's inputs sit in graph_inputs_, in int32 elements. Every bucket lays its own
+  // inputs out from the start of the one buffer: replays run one at a time on the stream.
+  struct GraphLayout {
+    int64_t token_ids = 0, positions = 0, slot_mapping = 0, query_start = 0, context_lens = 0,
+            sample_rows = 0, block_tables = 0, total = 0;
+  };
+  GraphLayout graph_layout(int64_t num_seqs) const;
+  ForwardBatch graph_batch(int64_t num_seqs) const;
+  // Writes `batch` (all decode, at most num_seqs of them) into the bucket's inputs, the rest as
+  // padding sequences: token -1 (a zero embedding), no cache slot, an empty context.
+  void upload_graph_inputs(int64_t num_seqs, const std::vector<ScheduledRequest>& batch);
+  const DecodeGraph* graph_for(const std::vector<ScheduledRequest>& batch) const;
+  StepLogits replay(const DecodeGraph& graph, const std::vector<ScheduledRequest>& batch);
+  void capture_decode_graphs(int64_t max_num_seqs);
+
   struct HostBatch {
     std::vector<int32_t> token_ids, positions, slot_mapping;
     std::vector<int32_t> query_start{0}, context_lens, block_tables, sample_rows;
@@ -52,6 +94,12 @@ class ModelRunner {
   KvCache* kv_cache_;
   Workspace workspace_;
   int64_t num_warm_ups_ = 0;
+  DecodeGraphOptions graph_options_;
+  std::vector<DecodeGraph> graphs_;  // ascending num_seqs
+  DeviceBuffer graph_inputs_;
+  int64_t graph_blocks_ = 0;  // block table width of every graph
+  double last_capture_seconds_ = 0;
+  int64_t num_graph_steps_ = 0;
 };
 
 }  // namespace tidal

@@ -185,6 +185,27 @@ TEST_F(EngineBehaviour, WarmUpResizesTheWorkspaceBothWays) {
   EXPECT_EQ(runner.num_warm_ups(), 3);
 }
 
+// The decode graph buckets: powers of two to 8, then multiples of 8, and max_num_seqs itself;
+// a CPU backend captures none and replays nothing.
+TEST_F(EngineBehaviour, DecodeGraphBucketsAndNoGraphsOnTheCpu) {
+  using Buckets = std::vector<int64_t>;
+  EXPECT_EQ(ModelRunner::decode_graph_buckets(1), Buckets({1}));
+  EXPECT_EQ(ModelRunner::decode_graph_buckets(3), Buckets({1, 2, 3}));
+  EXPECT_EQ(ModelRunner::decode_graph_buckets(8), Buckets({1, 2, 4, 8}));
+  EXPECT_EQ(ModelRunner::decode_graph_buckets(30), Buckets({1, 2, 4, 8, 16, 24, 30}));
+  EXPECT_EQ(ModelRunner::decode_graph_buckets(32), Buckets({1, 2, 4, 8, 16, 24, 32}));
+  EXPECT_EQ(ModelRunner::decode_graph_buckets(256).size(), 35u);
+  EXPECT_TRUE(ModelRunner::decode_graph_buckets(0).empty());
+
+  KvCache cache(*loaded_->backend, loaded_->model->config(), 16, 16);
+  ModelRunner runner(*loaded_->backend, *loaded_->model, cache);
+  runner.warm_up(4, 8);
+  EXPECT_EQ(runner.num_decode_graphs(), 0);
+  EXPECT_EQ(run(greedy(4)).token_ids.size(), 4u);
+  EXPECT_EQ(engine_->runner().num_decode_graphs(), 0);
+  EXPECT_EQ(engine_->runner().num_graph_steps(), 0);
+}
+
 // A request handed to another engine mid-generation continues there exactly: the same tokens,
 // the same streamed text (nothing repeated, nothing lost), and for a seeded sampled request the
 // same random draws, as one uninterrupted run.

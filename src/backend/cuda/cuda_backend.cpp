@@ -137,8 +137,13 @@ void CudaBackend::activate() const {
 
 void* CudaBackend::scratch(size_t bytes) {
   if (bytes <= scratch_bytes_) return scratch_;
-  TIDAL_CHECK(!capturing_, "MoE scratch of ", scratch_bytes_, " bytes must grow to ", bytes,
+  TIDAL_CHECK(!capturing_, "kernel scratch of ", scratch_bytes_, " bytes must grow to ", bytes,
               " inside a graph capture: run the batch eagerly first");
+  // The captured graphs read the current buffer: freeing it would leave them reading freed
+  // memory. A warm-up runs the worst case before capturing, so this is a sizing bug.
+  TIDAL_CHECK(graphs_.empty(), "kernel scratch of ", scratch_bytes_, " bytes must grow to ", bytes,
+              " while ", graphs_.size(),
+              " captured graphs read it: the warm-up's worst case did not cover this step");
   // Kernels still queued may read the old buffer: let them finish before freeing it.
   TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (scratch_ != nullptr) TIDAL_CUDA_CHECK(cudaFree(scratch_));
@@ -217,7 +222,17 @@ int64_t CudaBackend::end_capture() {
   cudaGraphDestroy(graph);
   TIDAL_CUDA_CHECK(status);
   graphs_.push_back(exec);
+  ++num_captures_;
   return static_cast<int64_t>(graphs_.size()) - 1;
+}
+
+void CudaBackend::clear_graphs() {
+  TIDAL_CHECK(!capturing_, "clear_graphs() while capturing");
+  activate();
+  // A replay may still be running on the stream.
+  TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (CUgraphExec_st* graph : graphs_) TIDAL_CUDA_CHECK(cudaGraphExecDestroy(graph));
+  graphs_.clear();
 }
 
 void CudaBackend::replay(int64_t graph) {

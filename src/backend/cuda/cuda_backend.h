@@ -60,7 +60,8 @@ class CudaBackend final : public Backend {
   void begin_capture() override;
   int64_t end_capture() override;
   void replay(int64_t graph) override;
-  int64_t num_captures() const override { return static_cast<int64_t>(graphs_.size()); }
+  void clear_graphs() override;
+  int64_t num_captures() const override { return num_captures_; }
 
   // Bytes of the backend's own scratch (MoE permutation and intermediates) so far.
   size_t scratch_bytes() const { return scratch_bytes_; }
@@ -85,6 +86,7 @@ class CudaBackend final : public Backend {
   size_t scratch_bytes_ = 0;
   bool capturing_ = false;
   std::vector<CUgraphExec_st*> graphs_;  // instantiated, in capture order
+  int64_t num_captures_ = 0;
 };
 
 }  // namespace tidal

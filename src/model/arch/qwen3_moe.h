@@ -32,6 +32,9 @@ class Qwen3MoeModel {
   Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint, ModelShard shard = {});
 
   const ModelConfig& config() const { return config_; }
+  // Whether forward() may be recorded into a CUDA graph (its experts are reached without a host
+  // synchronisation).
+  bool capturable() const { return executor_->capturable(); }
 
   // Runs the batch through every layer (storing its keys and values in `kv_cache`, one entry
   // per layer) and returns the logits [num_samples, vocab] of batch.sample_rows, in f32, from

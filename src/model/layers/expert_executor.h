@@ -17,6 +17,9 @@ class ExpertExecutor {
   virtual Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
                      const Tensor& topk_ids, const Tensor& topk_weights,
                      const ExpertSlots& slots) = 0;
+  // Whether run() may be recorded into a CUDA graph: it neither synchronises with the host nor
+  // sizes anything by the step's routing.
+  virtual bool capturable() const { return false; }
 };
 
 // One rank holds every logical expert, expert e in slot e.
@@ -24,6 +27,7 @@ class LocalExpertExecutor final : public ExpertExecutor {
  public:
   Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
              const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots) override;
+  bool capturable() const override { return true; }
 };
 
 }  // namespace tidal
