@@ -172,6 +172,8 @@ ModelBench::DecodeRun ModelBench::run_decode(int64_t batch) {
     const int64_t graph = backend_->end_capture();
     run.graph_step_seconds =
         time_steps(*backend_, 2, plan_.iterations, [&] { backend_->replay(graph); });
+    // The next batch may grow the kernel scratch this graph reads.
+    backend_->release_graph(graph);
   }
   return run;
 }

@@ -145,10 +145,10 @@ class Backend {
   // Returns the graph's id for replay().
   virtual int64_t end_capture() { TIDAL_FAIL(name(), ": this backend has no graphs"); }
   virtual void replay(int64_t /*graph*/) { TIDAL_FAIL(name(), ": this backend has no graphs"); }
-  // Destroys every graph (before a warm-up captures a new set: addresses may have moved). Ids
-  // start again from 0.
-  virtual void clear_graphs() {}
-  // Graphs captured since the backend was made, cleared ones included.
+  // Destroys one graph (a warm-up replaces its set: addresses may have moved). Ids are never
+  // reused.
+  virtual void release_graph(int64_t /*graph*/) {}
+  // Graphs captured since the backend was made, released ones included.
   virtual int64_t num_captures() const { return 0; }
 
  protected:

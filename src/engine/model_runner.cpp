@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
+
+#include "common/logging.h"
 
 namespace tidal {
 namespace {
@@ -23,6 +26,14 @@ ModelRunner::ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cac
       kv_cache_(&kv_cache),
       workspace_(backend),
       graph_options_(graph_options) {}
+
+ModelRunner::~ModelRunner() {
+  try {
+    release_graphs();
+  } catch (const std::exception& error) {
+    log_warning("releasing the decode graphs failed: ", error.what());
+  }
+}
 
 Tensor ModelRunner::upload(const std::vector<int32_t>& values,
                            std::initializer_list<int64_t> shape) {
@@ -102,6 +113,8 @@ void ModelRunner::run_dummy() {
 }
 
 void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
+  // The old graphs read the workspace and kernel scratch this warm-up may move.
+  release_graphs();
   workspace_.unlock();
   workspace_.reset_high_water();
   workspace_.begin_step();
@@ -246,11 +259,15 @@ StepLogits ModelRunner::replay(const DecodeGraph& graph,
   return result;
 }
 
-void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
+void ModelRunner::release_graphs() {
+  for (const DecodeGraph& graph : graphs_) backend_->release_graph(graph.id);
   graphs_.clear();
-  if (!backend_->supports_graphs()) return;
-  backend_->clear_graphs();
-  if (!graph_options_.enabled || !model_->capturable() || max_num_seqs <= 0) return;
+}
+
+void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
+  if (!backend_->supports_graphs() || !graph_options_.enabled || !model_->capturable() ||
+      max_num_seqs <= 0)
+    return;
   const auto start = std::chrono::steady_clock::now();
   const int64_t block_size = kv_cache_->block_size();
   const int64_t context =

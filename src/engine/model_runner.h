@@ -37,6 +37,9 @@ class ModelRunner {
  public:
   ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache,
               DecodeGraphOptions graph_options = {});
+  ~ModelRunner();
+  ModelRunner(const ModelRunner&) = delete;
+  ModelRunner& operator=(const ModelRunner&) = delete;
 
   StepLogits run(const std::vector<ScheduledRequest>& batch);
   // A step of zero tokens: a rank without work still takes part in every collective.
@@ -78,6 +81,7 @@ class ModelRunner {
   const DecodeGraph* graph_for(const std::vector<ScheduledRequest>& batch) const;
   StepLogits replay(const DecodeGraph& graph, const std::vector<ScheduledRequest>& batch);
   void capture_decode_graphs(int64_t max_num_seqs);
+  void release_graphs();
 
   struct HostBatch {
     std::vector<int32_t> token_ids, positions, slot_mapping;

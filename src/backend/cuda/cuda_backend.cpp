@@ -118,7 +118,9 @@ void CudaBackend::release() noexcept {
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
   if (scratch_ != nullptr) cudaFree(scratch_);
-  for (CUgraphExec_st* graph : graphs_) cudaGraphExecDestroy(graph);
+  for (CUgraphExec_st* graph : graphs_) {
+    if (graph != nullptr) cudaGraphExecDestroy(graph);
+  }
   graphs_.clear();
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
   cublas_ = nullptr;
@@ -141,8 +143,8 @@ void* CudaBackend::scratch(size_t bytes) {
               " inside a graph capture: run the batch eagerly first");
   // The captured graphs read the current buffer: freeing it would leave them reading freed
   // memory. A warm-up runs the worst case before capturing, so this is a sizing bug.
-  TIDAL_CHECK(graphs_.empty(), "kernel scratch of ", scratch_bytes_, " bytes must grow to ", bytes,
-              " while ", graphs_.size(),
+  TIDAL_CHECK(num_live_graphs_ == 0, "kernel scratch of ", scratch_bytes_, " bytes must grow to ",
+              bytes, " while ", num_live_graphs_,
               " captured graphs read it: the warm-up's worst case did not cover this step");
   // Kernels still queued may read the old buffer: let them finish before freeing it.
   TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -223,21 +225,26 @@ int64_t CudaBackend::end_capture() {
   TIDAL_CUDA_CHECK(status);
   graphs_.push_back(exec);
   ++num_captures_;
+  ++num_live_graphs_;
   return static_cast<int64_t>(graphs_.size()) - 1;
 }
 
-void CudaBackend::clear_graphs() {
-  TIDAL_CHECK(!capturing_, "clear_graphs() while capturing");
+void CudaBackend::release_graph(int64_t graph) {
+  TIDAL_CHECK(graph >= 0 && graph < static_cast<int64_t>(graphs_.size()) &&
+                  graphs_[static_cast<size_t>(graph)] != nullptr,
+              "release_graph(", graph, "): no such graph");
   activate();
-  // A replay may still be running on the stream.
+  // A replay of it may still be running on the stream.
   TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  for (CUgraphExec_st* graph : graphs_) TIDAL_CUDA_CHECK(cudaGraphExecDestroy(graph));
-  graphs_.clear();
+  TIDAL_CUDA_CHECK(cudaGraphExecDestroy(graphs_[static_cast<size_t>(graph)]));
+  graphs_[static_cast<size_t>(graph)] = nullptr;
+  --num_live_graphs_;
 }
 
 void CudaBackend::replay(int64_t graph) {
-  TIDAL_CHECK(graph >= 0 && graph < static_cast<int64_t>(graphs_.size()), "graph ", graph,
-              " of ", graphs_.size());
+  TIDAL_CHECK(graph >= 0 && graph < static_cast<int64_t>(graphs_.size()) &&
+                  graphs_[static_cast<size_t>(graph)] != nullptr,
+              "replay of graph ", graph, ", which is not held (", graphs_.size(), " captured)");
   activate();
   TIDAL_CUDA_CHECK(cudaGraphLaunch(graphs_[static_cast<size_t>(graph)], stream_));
 }

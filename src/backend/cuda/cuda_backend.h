@@ -60,7 +60,7 @@ class CudaBackend final : public Backend {
   void begin_capture() override;
   int64_t end_capture() override;
   void replay(int64_t graph) override;
-  void clear_graphs() override;
+  void release_graph(int64_t graph) override;
   int64_t num_captures() const override { return num_captures_; }
 
   // Bytes of the backend's own scratch (MoE permutation and intermediates) so far.
@@ -85,8 +85,9 @@ class CudaBackend final : public Backend {
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
   bool capturing_ = false;
-  std::vector<CUgraphExec_st*> graphs_;  // instantiated, in capture order
+  std::vector<CUgraphExec_st*> graphs_;  // instantiated, in capture order; null once released
   int64_t num_captures_ = 0;
+  int64_t num_live_graphs_ = 0;
 };
 
 }  // namespace tidal
