@@ -206,6 +206,7 @@ struct Dims {
   bool bias = false;
   bool in_place = false;
   bool flag = false;  // router: renormalise; moe_experts: some slots are remote (-1)
+  std::vector<int64_t> slot_rows = {};  // moe_experts: rows of each slot (k = 1), not random
   std::vector<std::pair<int64_t, int64_t>> seqs = {};  // attention: (new tokens, context length)
 };
 
@@ -468,6 +469,20 @@ void random_routing(Rng& rng, const Dims& d, std::vector<int32_t>& slots,
                     std::vector<float>& weights) {
   slots.assign(static_cast<size_t>(d.tokens * d.k), -1);
   weights.assign(static_cast<size_t>(d.tokens * d.k), 0.0f);
+  if (!d.slot_rows.empty()) {
+    // Exactly slot_rows[s] tokens of slot s, in shuffled token order.
+    slots.clear();
+    for (size_t s = 0; s < d.slot_rows.size(); ++s) {
+      slots.insert(slots.end(), static_cast<size_t>(d.slot_rows[s]), static_cast<int32_t>(s));
+    }
+    ASSERT_EQ(d.k, 1);
+    ASSERT_EQ(static_cast<int64_t>(slots.size()), d.tokens);
+    for (size_t i = slots.size(); i > 1; --i) {
+      std::swap(slots[i - 1], slots[static_cast<size_t>(rng.below(static_cast<int64_t>(i)))]);
+    }
+    for (float& weight : weights) weight = rng.uniform(0.05f, 1.0f);
+    return;
+  }
   std::vector<int32_t> order(static_cast<size_t>(d.experts));
   for (int64_t t = 0; t < d.tokens; ++t) {
     std::iota(order.begin(), order.end(), 0);
@@ -781,6 +796,39 @@ std::vector<OpCase> op_cases() {
       {"moe_experts",
        "ep_rows_k1",
        {.tokens = 130, .hidden = 64, .inter = 32, .experts = 3, .k = 1},
+       2e-2},
+      // Each grouped GEMM tile (moe.cu picks 16, 32 or 128 rows by the rows per slot): slots
+      // of 0, 1, a tile and a tile plus one rows; K and N not multiples of the tile's.
+      {"moe_experts",
+       "decode_tile_16_slot_rows",
+       {.tokens = 40,
+        .hidden = 72,
+        .inter = 24,
+        .experts = 10,
+        .k = 1,
+        .slot_rows = {0, 1, 16, 17, 3, 0, 1, 2, 0, 0}},
+       2e-2},
+      {"moe_experts",
+       "batch_tile_32_slot_rows",
+       {.tokens = 150,
+        .hidden = 136,
+        .inter = 40,
+        .experts = 6,
+        .k = 1,
+        .slot_rows = {32, 33, 0, 1, 64, 20}},
+       2e-2},
+      {"moe_experts",
+       "prefill_tile_128_slot_rows",
+       {.tokens = 685,
+        .hidden = 72,
+        .inter = 24,
+        .experts = 6,
+        .k = 1,
+        .slot_rows = {128, 0, 1, 129, 300, 127}},
+       2e-2},
+      {"moe_experts",
+       "prefill_tile_128_top2",
+       {.tokens = 600, .hidden = 256, .inter = 128, .experts = 4, .k = 2},
        2e-2},
       {"moe_experts",
        "zero_tokens",

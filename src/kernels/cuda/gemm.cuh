@@ -2,7 +2,8 @@
 // experts: rows may be gathered through an index, weights may be F32/F16/BF16 (rounded to bf16
 // in shared memory), and M tiles may each use another weight matrix (a group), which makes it a
 // grouped GEMM over expert slots in one launch. bf16 weights take a 16-byte-load path whose next
-// K step is loaded into registers while the current one multiplies; no deeper pipeline yet.
+// K step is loaded into registers while the current one multiplies. The MoE experts with bf16
+// weights run moe_gemm.cuh's pipelined mma.sync kernel on these arguments instead.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -38,7 +39,7 @@ struct GemmArgs {
   int64_t num_rows = 0;                  // rows of the output (the padded row space when grouped)
   const void* b = nullptr;               // weights [groups][n_total][k], row-major
   int64_t b_group_stride = 0;            // elements between groups
-  const int32_t* tile_groups = nullptr;  // group of each M tile; null: group 0
+  const int32_t* tile_groups = nullptr;  // group of each launched M tile; null: group 0
   const int32_t* num_tiles = nullptr;    // device count of live M tiles; null: all
   int64_t n = 0;                         // output columns
   int64_t k = 0;

@@ -1,7 +1,10 @@
 // MoE kernels: a one-block alignment pass (count per slot, pad each slot's rows to the GEMM tile,
 // place every assignment), two grouped GEMM launches, then the combine in top-k order.
+#include <algorithm>
+
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/moe.cuh"
+#include "kernels/cuda/moe_gemm.cuh"
 
 namespace tidal::cuda {
 namespace {
@@ -16,12 +19,53 @@ size_t align_up(size_t bytes) {
   return (bytes + kRegionAlignment - 1) / kRegionAlignment * kRegionAlignment;
 }
 
+// The grouped GEMM for a call, by the rows a slot gets on average (known on the host, fixed for a
+// graph bucket, never read from the routing): 16- then 32-row tiles while streaming the weights
+// is the cost (decode), 128 rows once the tensor cores are (prefill); thresholds measured on an
+// H200 (moe_gemm.cuh). A hot slot above the average gets more tiles, each streaming its weights
+// again (mostly from L2: its tiles are adjacent in the grid). kWmma is gemm.cuh's kernel, for
+// F32/F16 weights and sizes that are not multiples of 8.
+enum class ExpertGemm { kWmma, kDecode, kBatch, kPrefill };
+constexpr int64_t kDecodeMaxRowsPerSlot = 8;
+constexpr int64_t kBatchMaxRowsPerSlot = 32;
+
+ExpertGemm pipelined_gemm(int64_t num_assignments, int64_t num_slots) {
+  if (num_assignments <= kDecodeMaxRowsPerSlot * num_slots) return ExpertGemm::kDecode;
+  if (num_assignments <= kBatchMaxRowsPerSlot * num_slots) return ExpertGemm::kBatch;
+  return ExpertGemm::kPrefill;
+}
+
+ExpertGemm choose_gemm(const MoeExpertsParams& p, const void* workspace) {
+  const auto aligned = [](const void* pointer) {
+    return reinterpret_cast<uintptr_t>(pointer) % 16 == 0;
+  };
+  if (p.weight_type != ElementType::kBF16 || p.hidden % 8 != 0 || p.intermediate % 8 != 0 ||
+      !aligned(p.x) || !aligned(p.gate_up) || !aligned(p.down) || !aligned(workspace)) {
+    return ExpertGemm::kWmma;
+  }
+  return pipelined_gemm(p.num_tokens * p.k, p.num_slots);
+}
+
+int64_t tile_rows(ExpertGemm variant) {
+  switch (variant) {
+    case ExpertGemm::kWmma:
+      return gemm::kBlockM;
+    case ExpertGemm::kDecode:
+      return gemm::DecodeTile::kTileM;
+    case ExpertGemm::kBatch:
+      return gemm::BatchTile::kTileM;
+    case ExpertGemm::kPrefill:
+      return gemm::PrefillTile::kTileM;
+  }
+  return gemm::kBlockM;
+}
+
 // Every slot's rows padded to a whole GEMM tile, so each M tile belongs to exactly one slot.
 // Only slots that receive rows get a segment: at most min(slots, assignments) of them.
-int64_t max_padded_rows(int64_t num_assignments, int64_t num_slots) {
+int64_t max_padded_rows(int64_t num_assignments, int64_t num_slots, int64_t tile) {
   const int64_t used_slots = num_slots < num_assignments ? num_slots : num_assignments;
-  const int64_t rows = num_assignments + used_slots * (gemm::kBlockM - 1);
-  return (rows + gemm::kBlockM - 1) / gemm::kBlockM * gemm::kBlockM;
+  const int64_t rows = num_assignments + used_slots * (tile - 1);
+  return (rows + tile - 1) / tile * tile;
 }
 
 // Carves the caller's workspace into the alignment outputs and the two intermediate buffers.
@@ -36,9 +80,9 @@ struct MoeScratch {
 };
 
 MoeScratch carve(char* base, int64_t num_assignments, int64_t num_slots, int64_t hidden,
-                 int64_t intermediate) {
-  const int64_t padded = max_padded_rows(num_assignments, num_slots);
-  const int64_t tiles = padded / gemm::kBlockM;
+                 int64_t intermediate, int64_t tile) {
+  const int64_t padded = max_padded_rows(num_assignments, num_slots, tile);
+  const int64_t tiles = padded / tile;
   MoeScratch scratch;
   size_t offset = 0;
   auto take = [&](size_t bytes) {
@@ -66,7 +110,7 @@ MoeScratch carve(char* base, int64_t num_assignments, int64_t num_slots, int64_t
 // neighbours, so results do not depend on that order.
 __global__ void __launch_bounds__(kAlignThreads)
     moe_align_kernel(const int32_t* __restrict__ topk_slots, int64_t num_assignments,
-                     int64_t num_slots, int64_t max_padded, MoeScratch scratch) {
+                     int64_t num_slots, int32_t tile, int64_t max_padded, MoeScratch scratch) {
   extern __shared__ int32_t align_shared[];
   int32_t* counts = align_shared;
   int32_t* cursors = align_shared + num_slots;
@@ -84,14 +128,14 @@ __global__ void __launch_bounds__(kAlignThreads)
     int32_t row = 0;
     for (int64_t s = 0; s < num_slots; ++s) {
       cursors[s] = row;
-      row += (counts[s] + gemm::kBlockM - 1) / gemm::kBlockM * gemm::kBlockM;
+      row += (counts[s] + tile - 1) / tile * tile;
     }
-    *scratch.num_tiles = row / gemm::kBlockM;
+    *scratch.num_tiles = row / tile;
   }
   __syncthreads();
   for (int64_t s = tid; s < num_slots; s += blockDim.x) {
-    const int32_t first_tile = cursors[s] / gemm::kBlockM;
-    const int32_t tiles = (counts[s] + gemm::kBlockM - 1) / gemm::kBlockM;
+    const int32_t first_tile = cursors[s] / tile;
+    const int32_t tiles = (counts[s] + tile - 1) / tile;
     for (int32_t t = 0; t < tiles; ++t)
       scratch.tile_slots[first_tile + t] = static_cast<int32_t>(s);
   }
@@ -128,11 +172,49 @@ __global__ void combine_kernel(const __nv_bfloat16* __restrict__ rows,
   }
 }
 
+template <typename Config>
+cudaError_t launch_pipelined(const gemm::GemmArgs& gate_up, const gemm::GemmArgs& down,
+                             int64_t max_tiles, cudaStream_t stream) {
+  const cudaError_t status =
+      gemm::pipelined_launch<Config, gemm::Epilogue::kSwiGlu>(gate_up, max_tiles, stream);
+  if (status != cudaSuccess) return status;
+  return gemm::pipelined_launch<Config, gemm::Epilogue::kStore>(down, max_tiles, stream);
+}
+
+// gate_up with the fused SwiGLU, then down, on the variant's kernels.
+cudaError_t launch_expert_gemms(ExpertGemm expert_gemm, const gemm::GemmArgs& gate_up,
+                                const gemm::GemmArgs& down, ElementType weight_type,
+                                int64_t max_tiles, cudaStream_t stream) {
+  switch (expert_gemm) {
+    case ExpertGemm::kWmma: {
+      const cudaError_t status = gemm::launch<__nv_bfloat16, gemm::Epilogue::kSwiGlu>(
+          gate_up, weight_type, max_tiles, stream);
+      if (status != cudaSuccess) return status;
+      return gemm::launch<__nv_bfloat16, gemm::Epilogue::kStore>(down, weight_type, max_tiles,
+                                                                 stream);
+    }
+    case ExpertGemm::kDecode:
+      return launch_pipelined<gemm::DecodeTile>(gate_up, down, max_tiles, stream);
+    case ExpertGemm::kBatch:
+      return launch_pipelined<gemm::BatchTile>(gate_up, down, max_tiles, stream);
+    case ExpertGemm::kPrefill:
+      return launch_pipelined<gemm::PrefillTile>(gate_up, down, max_tiles, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
 }  // namespace
 
 size_t moe_experts_workspace_bytes(int64_t num_tokens, int64_t k, int64_t num_slots, int64_t hidden,
                                    int64_t intermediate) {
-  return carve(nullptr, num_tokens * k, num_slots, hidden, intermediate).bytes;
+  // The weight type and pointers that may fall back to kWmma are not known here: room for both.
+  // Either way the size grows with num_tokens, so the worst batch's warm-up covers every other.
+  const int64_t num_assignments = num_tokens * k;
+  const auto bytes = [&](ExpertGemm variant) {
+    return carve(nullptr, num_assignments, num_slots, hidden, intermediate, tile_rows(variant))
+        .bytes;
+  };
+  return std::max(bytes(ExpertGemm::kWmma), bytes(pipelined_gemm(num_assignments, num_slots)));
 }
 
 cudaError_t moe_experts_bf16(const MoeExpertsParams& p, void* workspace, size_t workspace_bytes,
@@ -140,16 +222,18 @@ cudaError_t moe_experts_bf16(const MoeExpertsParams& p, void* workspace, size_t 
   const int64_t num_assignments = p.num_tokens * p.k;
   if (p.num_tokens == 0 || p.hidden == 0) return cudaSuccess;
   if (num_assignments > 0x7fffffff || p.num_slots <= 0) return cudaErrorInvalidValue;
-  const MoeScratch scratch =
-      carve(static_cast<char*>(workspace), num_assignments, p.num_slots, p.hidden, p.intermediate);
+  const ExpertGemm expert_gemm = choose_gemm(p, workspace);
+  const int64_t tile = tile_rows(expert_gemm);
+  const MoeScratch scratch = carve(static_cast<char*>(workspace), num_assignments, p.num_slots,
+                                   p.hidden, p.intermediate, tile);
   if (scratch.bytes > workspace_bytes) return cudaErrorInvalidValue;
-  const int64_t max_padded = max_padded_rows(num_assignments, p.num_slots);
-  const int64_t max_tiles = max_padded / gemm::kBlockM;
+  const int64_t max_padded = max_padded_rows(num_assignments, p.num_slots, tile);
+  const int64_t max_tiles = max_padded / tile;
 
   const size_t align_shared_bytes = 2 * static_cast<size_t>(p.num_slots) * sizeof(int32_t);
   if (align_shared_bytes > kMaxAlignSharedBytes) return cudaErrorInvalidValue;
   moe_align_kernel<<<1, kAlignThreads, align_shared_bytes, stream>>>(
-      p.topk_slots, num_assignments, p.num_slots, max_padded, scratch);
+      p.topk_slots, num_assignments, p.num_slots, static_cast<int32_t>(tile), max_padded, scratch);
   cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) return status;
 
@@ -169,9 +253,6 @@ cudaError_t moe_experts_bf16(const MoeExpertsParams& p, void* workspace, size_t 
   gate_up.up_offset = p.intermediate;
   gate_up.out = scratch.activated;
   gate_up.ldo = p.intermediate;
-  status = gemm::launch<__nv_bfloat16, gemm::Epilogue::kSwiGlu>(gate_up, p.weight_type, max_tiles,
-                                                                stream);
-  if (status != cudaSuccess) return status;
 
   gemm::GemmArgs down;
   down.a = scratch.activated;
@@ -185,8 +266,7 @@ cudaError_t moe_experts_bf16(const MoeExpertsParams& p, void* workspace, size_t 
   down.k = p.intermediate;
   down.out = scratch.expert_out;
   down.ldo = p.hidden;
-  status =
-      gemm::launch<__nv_bfloat16, gemm::Epilogue::kStore>(down, p.weight_type, max_tiles, stream);
+  status = launch_expert_gemms(expert_gemm, gate_up, down, p.weight_type, max_tiles, stream);
   if (status != cudaSuccess) return status;
 
   const int64_t total = p.num_tokens * p.hidden;
