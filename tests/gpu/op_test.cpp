@@ -208,6 +208,7 @@ struct Dims {
   bool flag = false;  // router: renormalise; moe_experts: some slots are remote (-1)
   std::vector<int64_t> slot_rows = {};  // moe_experts: rows of each slot (k = 1), not random
   std::vector<std::pair<int64_t, int64_t>> seqs = {};  // attention: (new tokens, context length)
+  int64_t table_blocks = 0;  // attention: block table width, at least the longest sequence's
 };
 
 struct OpCase {
@@ -384,7 +385,7 @@ void run_paged_attention(Harness& h, const OpCase& c, Rng& rng) {
   const auto num_seqs = static_cast<int64_t>(d.seqs.size());
   int64_t tokens = 0;
   int64_t num_blocks = 2;  // spares that no sequence uses
-  int64_t max_blocks = 1;
+  int64_t max_blocks = std::max<int64_t>(1, d.table_blocks);
   for (const auto& [queries, context] : d.seqs) {
     tokens += queries;
     const int64_t blocks = (context + d.block_size - 1) / d.block_size;
@@ -437,6 +438,24 @@ void run_paged_attention(Harness& h, const OpCase& c, Rng& rng) {
       {.key = h.device(keys, pool_shape), .value = h.device(values, pool_shape)}, gpu_inputs, scale,
       gpu_out);
   expect_close(c, "out", h.read(gpu_out), Harness::read_host(cpu_out), c.bound);
+}
+
+// One new token for each of these contexts (decode).
+std::vector<std::pair<int64_t, int64_t>> decode_seqs(const std::vector<int64_t>& contexts) {
+  std::vector<std::pair<int64_t, int64_t>> seqs;
+  for (const int64_t context : contexts) seqs.emplace_back(1, context);
+  return seqs;
+}
+
+// num_seqs decode sequences of mixed contexts up to `longest`, out of order: every fourth of
+// context 1, the others spread over [2, longest] (one or many splits of decode attention).
+std::vector<std::pair<int64_t, int64_t>> mixed_decode_seqs(int64_t num_seqs, int64_t longest) {
+  std::vector<int64_t> contexts;
+  for (int64_t i = 0; i < num_seqs; ++i) {
+    contexts.push_back(i % 4 == 0 ? 1 : 2 + (i * 7919) % (longest - 1));
+  }
+  if (num_seqs > 1) contexts[1] = longest;
+  return decode_seqs(contexts);
 }
 
 void run_silu_and_mul(Harness& h, const OpCase& c, Rng& rng) {
@@ -722,6 +741,54 @@ std::vector<OpCase> op_cases() {
       {"paged_attention",
        "decode_tiny_fixture_shape",
        {.heads = 4, .kv_heads = 2, .head_dim = 16, .seqs = {{1, 9}, {1, 33}}},
+       8e-3},
+      // Split-KV: one split and many, splits past a sequence's end, group sizes 1 to 16.
+      {"paged_attention",
+       "decode_batch_1_context_1",
+       {.heads = kHeads, .kv_heads = kKvHeads, .head_dim = kHeadDim, .seqs = decode_seqs({1})},
+       8e-3},
+      {"paged_attention",
+       "decode_batch_1_context_4000",
+       {.heads = kHeads, .kv_heads = kKvHeads, .head_dim = kHeadDim, .seqs = decode_seqs({4000})},
+       8e-3},
+      {"paged_attention",
+       "decode_batch_64_mixed",
+       {.heads = kHeads,
+        .kv_heads = kKvHeads,
+        .head_dim = kHeadDim,
+        .seqs = mixed_decode_seqs(64, 2500)},
+       8e-3},
+      {"paged_attention",
+       "decode_batch_256_mixed",
+       {.heads = kHeads,
+        .kv_heads = kKvHeads,
+        .head_dim = kHeadDim,
+        .seqs = mixed_decode_seqs(256, 600)},
+       8e-3},
+      {"paged_attention",
+       "decode_table_wider_than_needed",  // a graph bucket: a padding sequence, idle splits
+       {.heads = kHeads,
+        .kv_heads = kKvHeads,
+        .head_dim = kHeadDim,
+        .block_size = 7,
+        .seqs = decode_seqs({1, 100, 0, 700}),
+        .table_blocks = 600},
+       8e-3},
+      {"paged_attention",
+       "decode_group_8_head_dim_64",
+       {.heads = 16, .kv_heads = 2, .head_dim = 64, .seqs = decode_seqs({5, 130, 1500})},
+       8e-3},
+      {"paged_attention",
+       "decode_group_1_head_dim_128",
+       {.heads = 4, .kv_heads = 4, .head_dim = 128, .seqs = decode_seqs({1, 77, 2000})},
+       8e-3},
+      {"paged_attention",
+       "decode_group_16_head_dim_128",
+       {.heads = 32, .kv_heads = 2, .head_dim = 128, .seqs = decode_seqs({33, 900})},
+       8e-3},
+      {"paged_attention",
+       "decode_group_16_head_dim_48",
+       {.heads = 16, .kv_heads = 1, .head_dim = 48, .block_size = 3, .seqs = decode_seqs({2, 300})},
        8e-3},
       // 16 or more new tokens in a sequence: the tensor-core tiles (flash_attention.cu)
       {"paged_attention",

@@ -399,11 +399,13 @@ void CudaBackend::paged_attention(const Tensor& q, const KvCacheLayer& cache,
       .scale = scale,
       .out = bf16_ptr(out)};
   activate();
-  // One new token per sequence (decode): a block per (sequence, KV head) for the whole query
-  // group. Many (prefill, chunked prefill): the tensor-core tiles. Otherwise one block per
-  // (token, head).
+  // One new token per sequence (decode): split-KV, a block per (sequence, KV head, split) for
+  // the whole query group, its partials in the scratch (consumed by the merge before the next op
+  // on the stream reuses it). Many (prefill, chunked prefill): the tensor-core tiles. Otherwise
+  // one block per (token, head).
   if (cuda::decode_attention_supports(params, inputs.max_query_len)) {
-    TIDAL_CUDA_CHECK(cuda::decode_attention_bf16(params, stream_));
+    const size_t bytes = cuda::decode_attention_workspace_bytes(params);
+    TIDAL_CUDA_CHECK(cuda::decode_attention_bf16(params, scratch(bytes), bytes, stream_));
   } else if (inputs.max_query_len >= kFlashMinQueries && cuda::flash_attention_supports(params)) {
     TIDAL_CUDA_CHECK(cuda::flash_attention_bf16(params, inputs.max_query_len, stream_));
   } else {

@@ -1,8 +1,12 @@
-// Decode attention (one new token per sequence): a block per (sequence, KV head) serves every
-// query head that shares that KV head (GQA), so each key and value is read from memory once.
+// Decode attention (one new token per sequence), split-KV: each sequence's context is cut into
+// splits of a fixed number of keys, one block per (sequence, KV head, split) serves every query
+// head of the GQA group (each key and value is read from memory once), and a second kernel
+// merges the splits' partial softmax states.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <cstddef>
 
 #include "kernels/cuda/attention.cuh"
 
@@ -13,7 +17,17 @@ namespace tidal::cuda {
 // most 16 query heads per KV head.
 bool decode_attention_supports(const PagedAttentionParams& params, int64_t max_query_len);
 
-// The same contract as paged_attention_bf16 for such a step.
-cudaError_t decode_attention_bf16(const PagedAttentionParams& params, cudaStream_t stream);
+// Bytes of device workspace decode_attention_bf16 needs (the splits' partial outputs); 0 when
+// every sequence fits one split. Like the launch itself it depends only on num_seqs, num_heads,
+// the cache layout and max_blocks_per_seq, never on the context lengths, so one size serves
+// every replay of a CUDA graph.
+size_t decode_attention_workspace_bytes(const PagedAttentionParams& params);
+
+// The same contract as paged_attention_bf16 for such a step. `workspace` holds at least
+// decode_attention_workspace_bytes(params) bytes (else cudaErrorInvalidValue). Allocates nothing
+// and never synchronises: the context lengths are read on the device, and splits past a
+// sequence's context exit at once.
+cudaError_t decode_attention_bf16(const PagedAttentionParams& params, void* workspace,
+                                  size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace tidal::cuda
