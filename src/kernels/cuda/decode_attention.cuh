@@ -17,10 +17,9 @@ namespace tidal::cuda {
 // most 16 query heads per KV head.
 bool decode_attention_supports(const PagedAttentionParams& params, int64_t max_query_len);
 
-// Bytes of device workspace decode_attention_bf16 needs (the splits' partial outputs); 0 when
-// every sequence fits one split. Like the launch itself it depends only on num_seqs, num_heads,
-// the cache layout and max_blocks_per_seq, never on the context lengths, so one size serves
-// every replay of a CUDA graph.
+// Bytes of device workspace decode_attention_bf16 needs (room for the splits' partial outputs).
+// It depends only on the heads and head_dim (0 for no sequences), never on the batch or the
+// context lengths, so one scratch buffer serves every step and every replay of a CUDA graph.
 size_t decode_attention_workspace_bytes(const PagedAttentionParams& params);
 
 // The same contract as paged_attention_bf16 for such a step. `workspace` holds at least
