@@ -126,9 +126,7 @@ void run_rank(Shared& shared, int rank) {
   const eplb::Placement placement = eplb::initial_placement(num_experts, num_ranks, slots);
   const eplb::TableShape shape = eplb::table_shape(num_experts, slots, num_ranks);
   const std::vector<eplb::PlacementTables> tables{eplb::build_tables(placement, shape)};
-  int64_t max_batch = 1;
-  for (const int64_t batch : options.plan.batch_sizes) max_batch = std::max(max_batch, batch);
-  ExpertParallelExecutor parallel(*group, tables, shape, max_batch);
+  ExpertParallelExecutor parallel(*group, tables, shape);
   CountingExecutor counter(&parallel);
   ModelShard shard;
   shard.slot_experts = placement.local_slot_to_logical(rank);

@@ -57,6 +57,16 @@ struct AttentionInputs {
   int64_t max_context_len = 0;
 };
 
+// Where expert parallelism sends a step's routed choices: one layer's replica tables (device
+// copies of eplb::PlacementTables) and the fixed blocks of the dispatch buffers.
+struct ExpertRoute {
+  Tensor replica_count;  // [E] I32: replicas of each logical expert, >= 1
+  Tensor replica_slots;  // [E, replica_width] I32: their physical slots
+  int64_t slots_per_rank = 0;
+  int64_t num_ranks = 0;
+  int64_t capacity = 0;  // rows of each rank's block
+};
+
 // A layer's experts in slot order: gate and up stacked on the output dimension.
 struct ExpertSlots {
   Tensor gate_up;  // [num_slots, 2 * intermediate, hidden]
@@ -101,6 +111,10 @@ class Backend {
   virtual void copy_from_host(void* device_dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
   virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
+  // Page-locks host memory so copies to and from the device run at full speed (nothing where the
+  // device shares host memory). unpin_host before the memory is freed.
+  virtual void pin_host(void* /*data*/, size_t /*bytes*/) {}
+  virtual void unpin_host(void* /*data*/) noexcept {}
   virtual void fill_zero(const Tensor& tensor) = 0;
   // F32, F16 or BF16 tensors; values rounded to nearest even in the tensor's dtype.
   virtual void fill_random(const Tensor& tensor, const RandomFill& fill) = 0;
@@ -108,6 +122,7 @@ class Backend {
 
   // Ops. Activations are [tokens, features] in activation_dtype(); weights are [out, in] in
   // F32/F16/BF16; integer inputs are I32 device tensors. Outputs are fully written.
+  // Token id -1 (padding) gives a zero row.
   virtual void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
   virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
@@ -134,7 +149,20 @@ class Backend {
   // as moe_experts, so expert parallelism never changes a result).
   virtual void moe_combine(const Tensor& expert_out, const Tensor& topk_weights,
                            const Tensor& out) = 0;
+  // out[i] = x[row_ids[i]]; an id outside x's rows (-1, say) gives a zero row.
   virtual void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) = 0;
+  // Expert parallelism's dispatch plan, made where the ids are (no trip to the host). Choice
+  // a = t * k + j of topk_ids [T, k] takes replica eplb::replica_hash(t, e) % replica_count[e] of
+  // its expert e, physical slot s, and becomes a row of rank b = s / slots_per_rank's block:
+  // send_tokens[b * capacity + i] = t, send_slots[b * capacity + i] = s % slots_per_rank and
+  // positions[a] = b * capacity + i. Unused rows hold -1 in both; an id < 0 is not routed
+  // (position -1). send_tokens and send_slots are [num_ranks * capacity] I32, positions [T * k].
+  // Within a block the CPU keeps choice order; the GPU's order is unspecified (each row is
+  // computed on its own, so no result depends on it). A full block is an error on the CPU and
+  // drops the choice (position -1) on the GPU; capacity T * k never fills.
+  virtual void route_experts(const Tensor& topk_ids, const ExpertRoute& route,
+                             const Tensor& send_tokens, const Tensor& send_slots,
+                             const Tensor& positions) = 0;
 
   // Graphs (CUDA). Between begin_capture() and end_capture() the backend records its work
   // instead of running it; replay(graph) runs the recording again on the same addresses, so a

@@ -66,8 +66,8 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
                            .timeout = std::chrono::milliseconds(config.comm_timeout_ms)});
   rank->group = make_epoch_group(*rank->backend, *rank->store, config.rank, config.num_ranks,
                                  config.epoch, std::chrono::milliseconds(config.comm_timeout_ms));
-  rank->executor = std::make_unique<ExpertParallelExecutor>(
-      *rank->group, rank->tables, rank->shape, config.engine.scheduler.max_num_batched_tokens);
+  rank->executor =
+      std::make_unique<ExpertParallelExecutor>(*rank->group, rank->tables, rank->shape);
   shard.executor = rank->executor.get();
   rank->model = load_model(config.model_directory, config.dummy, *rank->backend, shard);
   EngineOptions options = config.engine;
@@ -76,9 +76,9 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
   if (config.enable_eplb) {
     TIDAL_CHECK(config.eplb_interval > 0 && config.eplb_window > 0,
                 "--eplb-interval and --eplb-window must be positive");
-    // Load is counted from the routed ids, which the expert-parallel executor has on the host on
-    // every backend today (device-side routing will need device counters); weights move through
-    // the backend and the communicator (NCCL between GPUs).
+    // Load is counted from the routed ids, which the expert-parallel executor reads back to the
+    // host while a window is set (device counters would spare that synchronisation); weights move
+    // through the backend and the communicator (NCCL between GPUs).
     rank->load_window = std::make_unique<eplb::LoadWindow>(
         static_cast<int>(rank->placements.size()), rank->num_experts, config.eplb_window);
   }
@@ -107,6 +107,8 @@ void set_layer_placement(RankState& rank, size_t moe_layer, const eplb::Placemen
             tables.physical_to_logical.begin());
   std::copy(fresh.replica_count.begin(), fresh.replica_count.end(), tables.replica_count.begin());
   std::copy(fresh.replica_slots.begin(), fresh.replica_slots.end(), tables.replica_slots.begin());
+  // The steps (and their graphs) route from the device copies.
+  rank.executor->upload_tables(*rank.backend);
   rank.placements[moe_layer] = next;
 }
 

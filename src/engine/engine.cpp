@@ -168,14 +168,26 @@ RequestOutput Engine::drain_output(Request& request, std::vector<int32_t> new_id
 
 std::vector<RequestOutput> Engine::step() {
   std::vector<RequestOutput> outputs;
+  ModelRunner::GroupStep group_step;
   const std::vector<ScheduledRequest> batch = scheduler_.schedule();
-  if (batch.empty()) {
-    // In a group, the caller has agreed with the other ranks to step: take part with no tokens
-    // so that every expert-parallel collective is matched.
-    if (options_.dp_group != nullptr) runner_.run_dummy();
-    return outputs;
+  if (options_.dp_group == nullptr) {
+    if (batch.empty()) return outputs;
+  } else {
+    // In a group, the caller has agreed with the other ranks to step. They agree again on the
+    // step's shape: the largest token count (every rank pads to it, so the expert-parallel
+    // exchanges match) and whether every rank can replay a decode graph. A rank without work
+    // takes part with padding only.
+    const ModelRunner::GroupStep proposal = runner_.propose(batch);
+    int64_t shape[2] = {proposal.tokens, proposal.replay ? 0 : 1};
+    options_.dp_group->all_reduce_max(shape);
+    group_step = {.tokens = shape[0], .replay = shape[1] == 0};
+    if (batch.empty()) {
+      runner_.run_dummy(group_step);
+      return outputs;
+    }
   }
-  const StepLogits logits = runner_.run(batch);
+  const StepLogits logits =
+      options_.dp_group == nullptr ? runner_.run(batch) : runner_.run(batch, group_step);
   const std::vector<int32_t>& eos = model_->config().eos_token_ids;
   for (size_t row = 0; row < logits.requests.size(); ++row) {
     Request& request = *logits.requests[row];

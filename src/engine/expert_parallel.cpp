@@ -1,4 +1,5 @@
-// ExpertParallelExecutor: dispatch by all-to-all, local experts, combine by all-to-all.
+// ExpertParallelExecutor: the plan on the device, dispatch by all-to-all of fixed blocks, local
+// experts, the answers back the same way, then the combine in top-k order.
 #include "engine/expert_parallel.h"
 
 #include <algorithm>
@@ -9,149 +10,125 @@ namespace tidal {
 
 ExpertParallelExecutor::ExpertParallelExecutor(Communicator& group,
                                                const std::vector<eplb::PlacementTables>& tables,
-                                               eplb::TableShape shape, int64_t max_tokens_per_rank)
-    : group_(&group), tables_(&tables), shape_(shape), max_tokens_per_rank_(max_tokens_per_rank) {
+                                               eplb::TableShape shape)
+    : group_(&group), tables_(&tables), shape_(shape) {
   TIDAL_CHECK(!tables.empty(), "expert parallelism needs placement tables");
+}
+
+void ExpertParallelExecutor::upload_tables(Backend& backend) {
+  std::vector<int32_t> flat;
+  for (const eplb::PlacementTables& tables : *tables_) {
+    TIDAL_CHECK(tables.replica_count.size() == static_cast<size_t>(shape_.num_logical) &&
+                    tables.replica_slots.size() == static_cast<size_t>(shape_.num_logical) *
+                                                       static_cast<size_t>(shape_.replica_width),
+                "placement tables of another shape than the executor's");
+    flat.insert(flat.end(), tables.replica_count.begin(), tables.replica_count.end());
+    flat.insert(flat.end(), tables.replica_slots.begin(), tables.replica_slots.end());
+  }
+  const size_t bytes = flat.size() * sizeof(int32_t);
+  if (device_tables_.data() == nullptr) device_tables_ = backend.allocate(bytes);
+  TIDAL_CHECK(device_tables_.bytes() == bytes, "placement tables changed size");
+  backend.copy_from_host(device_tables_.data(), flat.data(), bytes);
+}
+
+ExpertRoute ExpertParallelExecutor::route_of(const Backend& backend, int64_t moe_layer,
+                                             int64_t capacity) const {
+  TIDAL_CHECK(tables_->size() == 1 || moe_layer < static_cast<int64_t>(tables_->size()),
+              "MoE layer ", moe_layer, " has no placement tables (", tables_->size(), ")");
+  const int64_t table = tables_->size() == 1 ? 0 : moe_layer;
+  const int64_t experts = shape_.num_logical;
+  const int64_t width = shape_.replica_width;
+  auto* count = static_cast<int32_t*>(device_tables_.data()) + table * experts * (1 + width);
+  return {.replica_count = {.data = count,
+                            .dtype = DType::kI32,
+                            .shape = {experts},
+                            .device = backend.device()},
+          .replica_slots = {.data = count + experts,
+                            .dtype = DType::kI32,
+                            .shape = {experts, width},
+                            .device = backend.device()},
+          .slots_per_rank = shape_.slots_per_rank,
+          .num_ranks = group_->size(),
+          .capacity = capacity};
+}
+
+const Tensor& ExpertParallelExecutor::ones(Backend& backend, int64_t rows) {
+  if (ones_.num_elements() < rows || ones_.data == nullptr) {
+    // Only a warm-up grows it: the largest step comes first, and a capture may not copy.
+    const std::vector<float> values(static_cast<size_t>(std::max<int64_t>(rows, 1)), 1.0f);
+    ones_buffer_ = backend.allocate(values.size() * sizeof(float));
+    backend.copy_from_host(ones_buffer_.data(), values.data(), values.size() * sizeof(float));
+    ones_ = {.data = ones_buffer_.data(),
+             .dtype = DType::kF32,
+             .shape = {static_cast<int64_t>(values.size()), 1},
+             .device = backend.device()};
+  }
+  return ones_;
 }
 
 Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64_t moe_layer,
                                    const Tensor& x, const Tensor& topk_ids,
                                    const Tensor& topk_weights, const ExpertSlots& slots) {
-  // Routing runs on the host. With host-addressable tensors (CPU, Gloo) everything is read and
-  // written in place. Otherwise (CUDA, NCCL) the ids come to the host (copy_to_host waits for the
-  // stream: one synchronisation per MoE layer in this first version), the index arrays go up into
-  // workspace tensors, and the all-to-alls move device memory on the backend's stream.
-  const bool host = backend.shares_host_memory();
   Communicator& group = *group_;
-  const int num_ranks = group.size();
+  const int64_t num_ranks = group.size();
   const int64_t tokens = x.dim(0);
   const int64_t hidden = x.dim(1);
   const int64_t k = topk_ids.dim(1);
-  const int64_t assignments = tokens * k;
-  const int64_t capacity = static_cast<int64_t>(num_ranks) * max_tokens_per_rank_ * k;
-  TIDAL_CHECK(tokens <= max_tokens_per_rank_, "a step of ", tokens,
-              " tokens exceeds the expert-parallel capacity of ", max_tokens_per_rank_);
+  const int64_t choices = tokens * k;
+  // A rank's choices may all go to one rank: each block holds all of them.
+  const int64_t capacity = choices;
+  const int64_t rows = num_ranks * capacity;
   const DType act = backend.activation_dtype();
-  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(act);
+  if (device_tables_.data() == nullptr) upload_tables(backend);
 
-  // Route every (token, choice) to a replica; order the rows by destination rank.
-  std::vector<int32_t> host_ids;
-  if (!host && assignments > 0) {
-    TIDAL_CHECK(topk_ids.dtype == DType::kI32, "top-k ids must be I32");
-    host_ids.resize(static_cast<size_t>(assignments));
-    backend.copy_to_host(host_ids.data(), topk_ids.data,
-                         static_cast<size_t>(assignments) * sizeof(int32_t));
+  if (load_window_ != nullptr && choices > 0) {
+    std::vector<int32_t> ids(static_cast<size_t>(choices));
+    backend.copy_to_host(ids.data(), topk_ids.data, ids.size() * sizeof(int32_t));
+    load_window_->record(static_cast<int>(moe_layer), ids);
   }
-  const auto* ids = host ? topk_ids.as<const int32_t>() : host_ids.data();
-  TIDAL_CHECK(tables_->size() == 1 || moe_layer < static_cast<int64_t>(tables_->size()),
-              "MoE layer ", moe_layer, " has no placement tables (", tables_->size(), ")");
-  const eplb::PlacementTables& tables =
-      tables_->size() == 1 ? tables_->front() : (*tables_)[static_cast<size_t>(moe_layer)];
-  if (load_window_ != nullptr && assignments > 0) {
-    load_window_->record(static_cast<int>(moe_layer),
-                         std::span<const int32_t>(ids, static_cast<size_t>(assignments)));
-  }
-  std::vector<int32_t> local_slot(static_cast<size_t>(assignments));
-  std::vector<int64_t> send_rows(static_cast<size_t>(num_ranks), 0);
-  std::vector<int32_t> destination(static_cast<size_t>(assignments));
-  const int64_t slots_per_rank = shape_.slots_per_rank;
-  for (int64_t a = 0; a < assignments; ++a) {
-    const int32_t slot =
-        eplb::select_replica_slot(tables, shape_, ids[a], static_cast<uint32_t>(a / k));
-    destination[a] = static_cast<int32_t>(slot / slots_per_rank);
-    local_slot[a] = static_cast<int32_t>(slot % slots_per_rank);
-    ++send_rows[destination[a]];
-  }
-  std::vector<int32_t> send_order(static_cast<size_t>(assignments));
-  {
-    std::vector<int64_t> next(static_cast<size_t>(num_ranks), 0);
-    for (int r = 1; r < num_ranks; ++r) next[r] = next[r - 1] + send_rows[r - 1];
-    for (int64_t a = 0; a < assignments; ++a) {
-      send_order[next[destination[a]]++] = static_cast<int32_t>(a);
-    }
-  }
-  std::vector<int64_t> recv_rows(static_cast<size_t>(num_ranks), 0);
-  group.all_to_all(send_rows, recv_rows);
-  int64_t received = 0;
-  for (const int64_t rows : recv_rows) received += rows;
-  TIDAL_CHECK(received <= capacity, "received ", received, " expert rows, capacity ", capacity);
 
-  // Fixed-size buffers, whatever this step's routing: the warm-up sizes the workspace once.
-  const Tensor send_x = workspace.take(act, {std::max<int64_t>(assignments, 1), hidden});
-  const Tensor send_slots = workspace.take(DType::kI32, {std::max<int64_t>(assignments, 1), 1});
-  const Tensor recv_x = workspace.take(act, {capacity, hidden});
-  const Tensor recv_slots = workspace.take(DType::kI32, {capacity, 1});
-  const Tensor recv_weights = workspace.take(DType::kF32, {capacity, 1});
-  const Tensor recv_y = workspace.take(act, {capacity, hidden});
-  const Tensor back_y = workspace.take(act, {std::max<int64_t>(assignments, 1), hidden});
-  const Tensor expert_out = workspace.take(act, {std::max<int64_t>(assignments, 1), hidden});
-
-  // A device index array (unused on the host path, which reads the host vectors in place).
-  const Tensor device_rows =
-      host ? Tensor{} : workspace.take(DType::kI32, {std::max<int64_t>(assignments, 1)});
-
-  std::vector<int32_t> send_tokens(static_cast<size_t>(assignments));
-  std::vector<int32_t> host_send_slots(host ? 0 : static_cast<size_t>(assignments));
-  int32_t* slot_out = host ? send_slots.as<int32_t>() : host_send_slots.data();
-  for (int64_t i = 0; i < assignments; ++i) {
-    send_tokens[i] = static_cast<int32_t>(send_order[i] / k);
-    slot_out[i] = local_slot[send_order[i]];
-  }
-  if (assignments > 0) {
-    Tensor token_rows{.data = send_tokens.data(),
-                      .dtype = DType::kI32,
-                      .shape = {assignments},
-                      .device = backend.device()};
-    if (!host) {
-      const size_t index_bytes = static_cast<size_t>(assignments) * sizeof(int32_t);
-      backend.copy_from_host(send_slots.data, host_send_slots.data(), index_bytes);
-      backend.copy_from_host(device_rows.data, send_tokens.data(), index_bytes);
-      token_rows.data = device_rows.data;
-    }
-    backend.gather_rows(x, token_rows, send_x.rows(0, assignments));
-  }
-  std::vector<size_t> send_bytes(static_cast<size_t>(num_ranks)),
-      recv_bytes(static_cast<size_t>(num_ranks)), send_slot_bytes(static_cast<size_t>(num_ranks)),
-      recv_slot_bytes(static_cast<size_t>(num_ranks));
-  for (int r = 0; r < num_ranks; ++r) {
-    send_bytes[r] = static_cast<size_t>(send_rows[r]) * row_bytes;
-    recv_bytes[r] = static_cast<size_t>(recv_rows[r]) * row_bytes;
-    send_slot_bytes[r] = static_cast<size_t>(send_rows[r]) * sizeof(int32_t);
-    recv_slot_bytes[r] = static_cast<size_t>(recv_rows[r]) * sizeof(int32_t);
-  }
-  group.all_to_all_v(send_x.data, send_bytes, recv_x.data, recv_bytes);
-  group.all_to_all_v(send_slots.data, send_slot_bytes, recv_slots.data, recv_slot_bytes);
-
-  // This rank's experts over every row it received, one choice per row with weight one.
-  if (host) {
-    std::fill_n(recv_weights.as<float>(), received, 1.0f);
-  } else if (received > 0) {
-    const std::vector<float> ones(static_cast<size_t>(received), 1.0f);
-    backend.copy_from_host(recv_weights.data, ones.data(), ones.size() * sizeof(float));
-  }
-  backend.moe_experts(recv_x.rows(0, received), recv_slots.rows(0, received),
-                      recv_weights.rows(0, received), slots, recv_y.rows(0, received));
-  group.all_to_all_v(recv_y.data, recv_bytes, back_y.data, send_bytes);
-
-  // Back to (token, choice) order, then the weighted sum in top-k order.
-  if (assignments > 0) {
-    std::vector<int32_t> inverse(static_cast<size_t>(assignments));
-    for (int64_t i = 0; i < assignments; ++i) inverse[send_order[i]] = static_cast<int32_t>(i);
-    Tensor inverse_rows{.data = inverse.data(),
-                        .dtype = DType::kI32,
-                        .shape = {assignments},
-                        .device = backend.device()};
-    if (!host) {
-      // device_rows held the send order's token rows, which gather_rows above already read on
-      // the same stream, so it can take the inverse index now.
-      backend.copy_from_host(device_rows.data, inverse.data(),
-                             static_cast<size_t>(assignments) * sizeof(int32_t));
-      inverse_rows.data = device_rows.data;
-    }
-    backend.gather_rows(back_y.rows(0, assignments), inverse_rows, expert_out.rows(0, assignments));
-  }
+  // Fixed shapes for a given token count, whatever the routing: the warm-up sizes the workspace
+  // once, and a graph replays the same exchanges.
+  const int64_t some_rows = std::max<int64_t>(rows, 1);
+  const int64_t some_choices = std::max<int64_t>(choices, 1);
+  const Tensor send_tokens = workspace.take(DType::kI32, {some_rows});
+  const Tensor send_slots = workspace.take(DType::kI32, {some_rows, 1});
+  const Tensor positions = workspace.take(DType::kI32, {some_choices});
+  const Tensor send_x = workspace.take(act, {some_rows, hidden});
+  const Tensor recv_x = workspace.take(act, {some_rows, hidden});
+  const Tensor recv_slots = workspace.take(DType::kI32, {some_rows, 1});
+  const Tensor recv_y = workspace.take(act, {some_rows, hidden});
+  const Tensor back_y = workspace.take(act, {some_rows, hidden});
+  const Tensor expert_out = workspace.take(act, {some_choices, hidden});
   const Tensor out = workspace.take(act, {tokens, hidden});
-  backend.moe_combine(expert_out.rows(0, assignments), topk_weights, out);
+  const Tensor& weights = ones(backend, some_rows);
+
+  if (choices > 0) {
+    backend.route_experts(topk_ids, route_of(backend, moe_layer, capacity),
+                          send_tokens.rows(0, rows), send_slots.rows(0, rows),
+                          positions.rows(0, choices));
+    // Unused rows gather token -1: zeros, sent but never computed (their slot is -1).
+    backend.gather_rows(x, send_tokens.rows(0, rows), send_x.rows(0, rows));
+  }
+  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(act);
+  const std::vector<size_t> block_bytes(static_cast<size_t>(num_ranks),
+                                        static_cast<size_t>(capacity) * row_bytes);
+  const std::vector<size_t> slot_bytes(static_cast<size_t>(num_ranks),
+                                       static_cast<size_t>(capacity) * sizeof(int32_t));
+  group.all_to_all_v(send_x.data, block_bytes, recv_x.data, block_bytes);
+  group.all_to_all_v(send_slots.data, slot_bytes, recv_slots.data, slot_bytes);
+  if (rows > 0) {
+    // This rank's experts over every row it received, one choice per row with weight one.
+    backend.moe_experts(recv_x.rows(0, rows), recv_slots.rows(0, rows), weights.rows(0, rows),
+                        slots, recv_y.rows(0, rows));
+  }
+  group.all_to_all_v(recv_y.data, block_bytes, back_y.data, block_bytes);
+  if (choices > 0) {
+    // Back to (token, choice) order, then the weighted sum in top-k order.
+    backend.gather_rows(back_y.rows(0, rows), positions.rows(0, choices),
+                        expert_out.rows(0, choices));
+  }
+  backend.moe_combine(expert_out.rows(0, choices), topk_weights, out);
   return out;
 }
 

@@ -13,29 +13,43 @@
 
 namespace tidal {
 
+// The dispatch plan is made on the device (Backend::route_experts) from device copies of the
+// placement tables, and the all-to-alls move fixed blocks of tokens x k rows per rank, so a step
+// never waits for the host and can be captured in a graph. Every rank of the group must call
+// run() with the same number of tokens (the engine pads each step to the group's agreed count):
+// the blocks' size is what both sides of an exchange assume.
 class ExpertParallelExecutor final : public ExpertExecutor {
  public:
-  // `tables` holds one PlacementTables per MoE layer (or a single one that every layer shares);
-  // they are read at every step (a placement change rewrites them in place between steps).
-  // Receive buffers have a fixed capacity of size() x max_tokens_per_rank x k rows, so the
-  // workspace a warm-up sizes covers every later step.
+  // `tables` holds one PlacementTables per MoE layer (or a single one that every layer shares).
+  // Whoever rewrites them in place calls upload_tables() before the next step.
   ExpertParallelExecutor(Communicator& group, const std::vector<eplb::PlacementTables>& tables,
-                         eplb::TableShape shape, int64_t max_tokens_per_rank);
+                         eplb::TableShape shape);
 
   Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
              const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots) override;
+  // Not while load is counted: counting reads the routed ids back to the host.
+  bool capturable() const override { return load_window_ == nullptr; }
 
   void set_group(Communicator& group) { group_ = &group; }
   // Counts each routed (token, choice) of this rank's tokens into `window` (nullptr: off). The
-  // ids are already on the host here, so counting costs no device synchronisation.
+  // ids are read back to the host for it: a synchronisation per MoE layer, and no graphs.
   void set_load_window(eplb::LoadWindow* window) { load_window_ = window; }
+  // Copies every layer's tables to the device (their addresses never change, so captured graphs
+  // read the new ones). Between steps.
+  void upload_tables(Backend& backend);
 
  private:
+  ExpertRoute route_of(const Backend& backend, int64_t moe_layer, int64_t capacity) const;
+  // At least `rows` weights of 1 for the received rows (each is one choice, weighted on return).
+  const Tensor& ones(Backend& backend, int64_t rows);
+
   Communicator* group_;
   const std::vector<eplb::PlacementTables>* tables_;
   eplb::LoadWindow* load_window_ = nullptr;
   eplb::TableShape shape_;
-  int64_t max_tokens_per_rank_;
+  DeviceBuffer device_tables_;  // per table: replica_count [E], then replica_slots [E, width]
+  DeviceBuffer ones_buffer_;
+  Tensor ones_;
 };
 
 }  // namespace tidal

@@ -33,6 +33,20 @@ ModelRunner::~ModelRunner() {
   } catch (const std::exception& error) {
     log_warning("releasing the decode graphs failed: ", error.what());
   }
+  if (host_logits_pinned_) backend_->unpin_host(host_logits_.data());
+}
+
+std::span<const float> ModelRunner::download_logits(const Tensor& logits, int64_t rows) {
+  const auto count = static_cast<size_t>(rows * logits.dim(1));
+  if (host_logits_.size() < count) {
+    if (host_logits_pinned_) backend_->unpin_host(host_logits_.data());
+    host_logits_pinned_ = false;
+    host_logits_ = std::vector<float>(count);
+    backend_->pin_host(host_logits_.data(), count * sizeof(float));
+    host_logits_pinned_ = true;
+  }
+  backend_->copy_to_host(host_logits_.data(), logits.data, count * sizeof(float));
+  return {host_logits_.data(), count};
 }
 
 Tensor ModelRunner::upload(const std::vector<int32_t>& values,
@@ -62,6 +76,49 @@ Tensor ModelRunner::forward(const HostBatch& host) {
 StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch) {
   workspace_.begin_step();
   if (const DecodeGraph* graph = graph_for(batch)) return replay(*graph, batch);
+  return run_eager(batch, 0);
+}
+
+ModelRunner::GroupStep ModelRunner::propose(const std::vector<ScheduledRequest>& batch) const {
+  GroupStep step;
+  for (const ScheduledRequest& entry : batch) step.tokens += entry.num_new_tokens;
+  step.replay = batch.empty() ? !graphs_.empty() : graph_for(batch) != nullptr;
+  return step;
+}
+
+const ModelRunner::DecodeGraph& ModelRunner::bucket_for(int64_t num_seqs) const {
+  for (const DecodeGraph& graph : graphs_) {
+    if (graph.num_seqs >= num_seqs) return graph;
+  }
+  TIDAL_FAIL("the group agreed to replay a decode graph of ", num_seqs,
+             " sequences, but this rank's largest holds ",
+             graphs_.empty() ? 0 : graphs_.back().num_seqs);
+}
+
+StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch, const GroupStep& step) {
+  workspace_.begin_step();
+  if (step.replay) return replay(bucket_for(step.tokens), batch);
+  return run_eager(batch, step.tokens);
+}
+
+void ModelRunner::run_dummy(const GroupStep& step) {
+  workspace_.begin_step();
+  if (step.replay) {
+    const DecodeGraph& graph = bucket_for(step.tokens);
+    upload_graph_inputs(graph.num_seqs, {});
+    backend_->replay(graph.id);
+    ++num_graph_steps_;
+    return;
+  }
+  if (step.tokens == 0) {
+    forward(HostBatch{});  // nothing anywhere in the group: zero tokens, the same collectives
+    return;
+  }
+  run_eager({}, step.tokens);
+}
+
+StepLogits ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
+                                  int64_t total_tokens) {
   HostBatch host;
   StepLogits result;
   const int64_t block_size = kv_cache_->block_size();
@@ -93,6 +150,21 @@ StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch) {
       result.requests.push_back(entry.request);
     }
   }
+  const auto own_tokens = static_cast<int64_t>(host.token_ids.size());
+  TIDAL_CHECK(total_tokens == 0 || total_tokens >= own_tokens, "a group step of ", total_tokens,
+              " tokens for a batch of ", own_tokens);
+  if (total_tokens > own_tokens) {
+    // One padding sequence: token -1 (a zero embedding), no cache slot, an empty context (its
+    // attention rows are zero), nothing sampled.
+    const int64_t padding = total_tokens - own_tokens;
+    host.token_ids.insert(host.token_ids.end(), static_cast<size_t>(padding), -1);
+    host.positions.insert(host.positions.end(), static_cast<size_t>(padding), 0);
+    host.slot_mapping.insert(host.slot_mapping.end(), static_cast<size_t>(padding), -1);
+    host.query_start.push_back(static_cast<int32_t>(total_tokens));
+    host.context_lens.push_back(0);
+    host.block_tables.resize(host.block_tables.size() + static_cast<size_t>(host.max_blocks), 0);
+    host.max_query_len = std::max(host.max_query_len, padding);
+  }
   if (host.token_ids.empty()) return result;
   if (result.requests.empty()) {
     // Every request is mid-prefill: still compute one row so the step's shapes stay regular.
@@ -100,16 +172,8 @@ StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch) {
   }
   const Tensor logits = forward(host);
   result.vocab_size = logits.dim(1);
-  if (!result.requests.empty()) {
-    result.logits.resize(static_cast<size_t>(logits.num_elements()));
-    backend_->copy_to_host(result.logits.data(), logits.data, logits.num_bytes());
-  }
+  if (!result.requests.empty()) result.logits = download_logits(logits, logits.dim(0));
   return result;
-}
-
-void ModelRunner::run_dummy() {
-  workspace_.begin_step();
-  forward(HostBatch{});
 }
 
 void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
@@ -120,11 +184,13 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
   workspace_.begin_step();
   HostBatch host;
   const int64_t num_seqs = std::min(max_num_seqs, max_num_batched_tokens);
+  // In a group, a step may carry one padding sequence more (run_eager), which samples nothing.
+  const int64_t with_padding = std::min(max_num_seqs + 1, max_num_batched_tokens);
   const int64_t block_size = kv_cache_->block_size();
   // The longest sequence decides the block table width.
-  const int64_t longest = max_num_batched_tokens - (num_seqs - 1);
+  const int64_t longest = max_num_batched_tokens - (with_padding - 1);
   host.max_blocks = (longest + block_size - 1) / block_size;
-  for (int64_t s = 0; s < num_seqs; ++s) {
+  for (int64_t s = 0; s < with_padding; ++s) {
     const int64_t length = s == 0 ? longest : 1;
     for (int64_t i = 0; i < length; ++i) {
       host.token_ids.push_back(0);
@@ -134,7 +200,7 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
     host.query_start.push_back(static_cast<int32_t>(host.token_ids.size()));
     host.context_lens.push_back(static_cast<int32_t>(length));
     host.block_tables.resize(host.block_tables.size() + static_cast<size_t>(host.max_blocks), 0);
-    host.sample_rows.push_back(static_cast<int32_t>(host.token_ids.size()) - 1);
+    if (s < num_seqs) host.sample_rows.push_back(static_cast<int32_t>(host.token_ids.size()) - 1);
   }
   host.max_query_len = longest;
   host.max_context_len = longest;
@@ -253,9 +319,7 @@ StepLogits ModelRunner::replay(const DecodeGraph& graph,
   result.vocab_size = graph.logits.dim(1);
   for (const ScheduledRequest& entry : batch) result.requests.push_back(entry.request);
   // Only the real sequences' rows: the padding rows come after them.
-  result.logits.resize(batch.size() * static_cast<size_t>(result.vocab_size));
-  backend_->copy_to_host(result.logits.data(), graph.logits.data,
-                         result.logits.size() * sizeof(float));
+  result.logits = download_logits(graph.logits, static_cast<int64_t>(batch.size()));
   return result;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "backend/workspace.h"
@@ -14,7 +15,7 @@ namespace tidal {
 
 struct StepLogits {
   std::vector<Request*> requests;  // the requests that sample, in row order
-  std::vector<float> logits;       // [requests.size(), vocab] on the host
+  std::span<const float> logits;   // [requests.size(), vocab] on the host, until the next step
   int64_t vocab_size = 0;
   std::span<const float> row(size_t index) const {
     return {logits.data() + index * static_cast<size_t>(vocab_size),
@@ -42,8 +43,21 @@ class ModelRunner {
   ModelRunner& operator=(const ModelRunner&) = delete;
 
   StepLogits run(const std::vector<ScheduledRequest>& batch);
-  // A step of zero tokens: a rank without work still takes part in every collective.
-  void run_dummy();
+
+  // A step of a data-parallel group. Expert parallelism's exchanges are sized by the token count,
+  // so every rank runs the same number: its own tokens, then one padding sequence (tokens -1, no
+  // cache slots, an empty context) for the rest. `replay`: every rank's step is a decode a graph
+  // holds, so each replays the bucket of `tokens` instead.
+  struct GroupStep {
+    int64_t tokens = 0;
+    bool replay = false;
+  };
+  // This rank's proposal; the group agrees on the largest token count, and on replay when all
+  // propose it (an idle rank can always replay, when it has graphs).
+  GroupStep propose(const std::vector<ScheduledRequest>& batch) const;
+  StepLogits run(const std::vector<ScheduledRequest>& batch, const GroupStep& step);
+  // A rank without work still takes part in every collective, with padding only.
+  void run_dummy(const GroupStep& step);
   // Grows the workspace with the worst case (max_num_seqs sequences sharing
   // max_num_batched_tokens tokens, all sampling), then locks it, then captures the decode graphs
   // afresh (the workspace may have moved).
@@ -80,6 +94,8 @@ class ModelRunner {
   void upload_graph_inputs(int64_t num_seqs, const std::vector<ScheduledRequest>& batch);
   const DecodeGraph* graph_for(const std::vector<ScheduledRequest>& batch) const;
   StepLogits replay(const DecodeGraph& graph, const std::vector<ScheduledRequest>& batch);
+  // The first `rows` rows of `logits` (F32 on the device) into the pinned host buffer.
+  std::span<const float> download_logits(const Tensor& logits, int64_t rows);
   void capture_decode_graphs(int64_t max_num_seqs);
   void release_graphs();
 
@@ -92,6 +108,9 @@ class ModelRunner {
   };
   Tensor upload(const std::vector<int32_t>& values, std::initializer_list<int64_t> shape);
   Tensor forward(const HostBatch& host);
+  // The eager path: the batch's inputs plus a padding sequence up to `total_tokens`.
+  StepLogits run_eager(const std::vector<ScheduledRequest>& batch, int64_t total_tokens);
+  const DecodeGraph& bucket_for(int64_t num_seqs) const;
 
   Backend* backend_;
   Qwen3MoeModel* model_;
@@ -104,6 +123,9 @@ class ModelRunner {
   int64_t graph_blocks_ = 0;  // block table width of every graph
   double last_capture_seconds_ = 0;
   int64_t num_graph_steps_ = 0;
+  // Host logits, page-locked (a step's logits are tens of MB at large batches).
+  std::vector<float> host_logits_;
+  bool host_logits_pinned_ = false;
 };
 
 }  // namespace tidal

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "eplb/placement.h"
+#include "eplb/replica_hash.h"
 
 namespace tidal::eplb {
 
@@ -33,19 +34,6 @@ struct PlacementTables {
 // Throws tidal::Error when the placement does not fit the shape (other E or S, more ranks than
 // max_num_ranks, or an expert with more replicas than replica_width).
 PlacementTables build_tables(const Placement& placement, const TableShape& shape);
-
-// The hash behind replica choice. The device kernel must compute exactly this (32-bit unsigned
-// arithmetic, wrapping): a hash rather than token_idx mod k so that tokens that pick the same
-// expert spread evenly even when their indices share structure (every other token, say).
-constexpr uint32_t replica_hash(uint32_t token_idx, uint32_t logical_id) {
-  uint32_t hash = token_idx * 0x9E3779B1u + logical_id * 0x85EBCA77u;
-  hash ^= hash >> 16;
-  hash *= 0x7FEB352Du;
-  hash ^= hash >> 15;
-  hash *= 0x846CA68Bu;
-  hash ^= hash >> 16;
-  return hash;
-}
 
 // The physical slot that token token_idx (its index within the step's token batch, the same on
 // every rank) uses for logical_id: replica (replica_hash mod replica_count) of that expert. A pure

@@ -557,12 +557,97 @@ void run_moe_combine(Harness& h, const OpCase& c, Rng& rng) {
   expect_close(c, "out", h.read(gpu_out), Harness::read_host(cpu_out), c.bound);
 }
 
+// Expert parallelism's dispatch plan: tokens x k choices of `experts` logical experts, each with
+// 1 to 3 replicas in distinct slots of rows (ranks) x inter (slots per rank). The GPU orders rows
+// within a block as it likes, so the check follows each choice: the same block, its token and
+// local slot at its row, and the same number of used rows per block. Outputs start as a sentinel
+// (every entry must be written, -1 included).
+void run_route_experts(Harness& h, const OpCase& c, Rng& rng) {
+  const Dims& d = c.dims;
+  const int64_t ranks = d.rows;
+  const int64_t slots_per_rank = d.inter;
+  const int64_t width = 3;
+  const int64_t capacity = d.tokens * d.k;
+  std::vector<int32_t> count(static_cast<size_t>(d.experts));
+  std::vector<int32_t> slots(static_cast<size_t>(d.experts * width), -1);
+  std::vector<int32_t> free_slots(static_cast<size_t>(ranks * slots_per_rank));
+  for (size_t s = 0; s < free_slots.size(); ++s) free_slots[s] = static_cast<int32_t>(s);
+  for (int64_t e = 0; e < d.experts; ++e) {
+    count[e] = 1 + rng.below(width);
+    for (int32_t r = 0; r < count[e]; ++r) {
+      slots[e * width + r] = free_slots[rng.below(static_cast<int64_t>(free_slots.size()))];
+    }
+  }
+  std::vector<int32_t> ids(static_cast<size_t>(d.tokens * d.k));
+  // flag: some choices are not routed (-1).
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = d.flag && i % 5 == 2 ? -1 : rng.below(d.experts);
+  const auto route = [&](bool gpu) {
+    const auto i32 = [&](const std::vector<int32_t>& v, std::vector<int64_t> shape) {
+      return gpu ? h.device_i32(v, std::move(shape)) : h.host_i32(v, std::move(shape));
+    };
+    return ExpertRoute{.replica_count = i32(count, {d.experts}),
+                       .replica_slots = i32(slots, {d.experts, width}),
+                       .slots_per_rank = slots_per_rank,
+                       .num_ranks = ranks,
+                       .capacity = capacity};
+  };
+  const std::vector<int32_t> sentinel_rows(static_cast<size_t>(ranks * capacity), 1234567);
+  const std::vector<int32_t> sentinel_choices(ids.size(), 1234567);
+  const Tensor cpu_tokens = h.host_i32(sentinel_rows, {ranks * capacity});
+  const Tensor cpu_slots = h.host_i32(sentinel_rows, {ranks * capacity});
+  const Tensor cpu_positions = h.host_i32(sentinel_choices, {d.tokens * d.k});
+  h.cpu().route_experts(h.host_i32(ids, {d.tokens, d.k}), route(false), cpu_tokens, cpu_slots,
+                        cpu_positions);
+  const Tensor gpu_tokens = h.device_i32(sentinel_rows, {ranks * capacity});
+  const Tensor gpu_slots = h.device_i32(sentinel_rows, {ranks * capacity});
+  const Tensor gpu_positions = h.device_i32(sentinel_choices, {d.tokens * d.k});
+  h.gpu().route_experts(h.device_i32(ids, {d.tokens, d.k}), route(true), gpu_tokens, gpu_slots,
+                        gpu_positions);
+  const std::vector<float> want_tokens = Harness::read_host(cpu_tokens);
+  const std::vector<float> want_slots = Harness::read_host(cpu_slots);
+  const std::vector<float> want_positions = Harness::read_host(cpu_positions);
+  const std::vector<float> got_tokens = h.read(gpu_tokens);
+  const std::vector<float> got_slots = h.read(gpu_slots);
+  const std::vector<float> got_positions = h.read(gpu_positions);
+  int64_t mismatches = 0;
+  for (size_t a = 0; a < ids.size(); ++a) {
+    const auto want = static_cast<int64_t>(want_positions[a]);
+    const auto got = static_cast<int64_t>(got_positions[a]);
+    if ((want < 0) != (got < 0)) {
+      ++mismatches;
+      continue;
+    }
+    if (want < 0) continue;
+    mismatches += want / capacity != got / capacity ||
+                  got_tokens[static_cast<size_t>(got)] != static_cast<float>(a / d.k) ||
+                  got_slots[static_cast<size_t>(got)] != want_slots[static_cast<size_t>(want)];
+  }
+  for (int64_t b = 0; b < ranks; ++b) {
+    int64_t want_used = 0;
+    int64_t got_used = 0;
+    for (int64_t r = b * capacity; r < (b + 1) * capacity; ++r) {
+      want_used += want_tokens[static_cast<size_t>(r)] >= 0;
+      got_used += got_tokens[static_cast<size_t>(r)] >= 0;
+      // Unused rows are -1 in both outputs, never the sentinel.
+      mismatches +=
+          got_tokens[static_cast<size_t>(r)] > 1e6f ||
+          (got_tokens[static_cast<size_t>(r)] < 0) != (got_slots[static_cast<size_t>(r)] < 0);
+    }
+    mismatches += want_used != got_used;
+  }
+  std::printf("[op] %-16s %-44s plan     mismatches %lld (%lld choices over %lld ranks)\n",
+              c.op.c_str(), c.label.c_str(), static_cast<long long>(mismatches),
+              static_cast<long long>(ids.size()), static_cast<long long>(ranks));
+  EXPECT_EQ(mismatches, 0) << c.label;
+}
+
 void run_gather_rows(Harness& h, const OpCase& c, Rng& rng) {
   const Dims& d = c.dims;
   // The CPU gathers f32 rows; the GPU gathers rows of the case's dtype (a byte copy either way).
   const std::vector<float> x = random_values(rng, d.rows * d.hidden, 2.0f, d.weight);
   std::vector<int32_t> ids(static_cast<size_t>(d.tokens));
-  for (int32_t& id : ids) id = rng.below(d.rows);
+  // flag: every third id is -1 (an unused dispatch row), which gathers a zero row.
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = d.flag && i % 3 == 1 ? -1 : rng.below(d.rows);
   const Tensor cpu_out = h.host_poisoned({d.tokens, d.hidden});
   h.cpu().gather_rows(h.host(x, {d.rows, d.hidden}), h.host_i32(ids, {d.tokens}), cpu_out);
   const Tensor gpu_out = h.device_poisoned({d.tokens, d.hidden}, d.weight);
@@ -608,6 +693,7 @@ const std::map<std::string, Runner>& runners() {
       {"moe_experts", run_moe_experts},
       {"moe_combine", run_moe_combine},
       {"gather_rows", run_gather_rows},
+      {"route_experts", run_route_experts},
       {"fill_random", run_fill_random},
   };
   return table;
@@ -908,6 +994,23 @@ std::vector<OpCase> op_cases() {
       {"gather_rows", "qwen3_30b_bf16", {.tokens = 37, .hidden = kHidden, .rows = 100}, 0.0},
       {"gather_rows", "odd_f32", {.tokens = 5, .hidden = 7, .rows = 9, .weight = DType::kF32}, 0.0},
       {"gather_rows", "odd_bf16", {.tokens = 6, .hidden = 3, .rows = 4}, 0.0},
+      {"gather_rows",
+       "unused_rows_zero",
+       {.tokens = 40, .hidden = kHidden, .rows = 9, .flag = true},
+       0.0},
+      // route_experts: Qwen3-30B-A3B over 4 ranks at decode and prefill sizes, uneven ranks
+      {"route_experts",
+       "qwen3_30b_4_ranks_decode",
+       {.tokens = 64, .inter = 40, .experts = 128, .k = 8, .rows = 4},
+       0.0},
+      {"route_experts",
+       "qwen3_30b_3_ranks_prefill",
+       {.tokens = 2048, .inter = 50, .experts = 128, .k = 8, .rows = 3, .flag = true},
+       0.0},
+      {"route_experts",
+       "one_rank_one_token",
+       {.tokens = 1, .inter = 8, .experts = 8, .k = 2, .rows = 1},
+       0.0},
       // fill_random: exact on every dtype, from offset 0 and from the middle of a stream
       {"fill_random", "bf16_weights", {.tokens = 100003, .hidden = -5, .rows = 0}, 0.0},
       {"fill_random",
@@ -942,7 +1045,7 @@ TEST(OpTable, CoversEveryOp) {
   std::map<std::string, int> seen;
   for (const OpCase& c : op_cases()) ++seen[c.op];
   for (const auto& [op, runner] : runners()) EXPECT_GT(seen[op], 0) << op;
-  EXPECT_EQ(runners().size(), 13u);
+  EXPECT_EQ(runners().size(), 14u);
 }
 
 // A kernel fault surfaces as a tidal::Error naming the device, not an abort.

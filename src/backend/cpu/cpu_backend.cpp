@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dense.h"
+#include "kernels/cpu/expert_route.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/cpu/random_fill.h"
 
@@ -179,8 +180,38 @@ void CpuBackend::moe_combine(const Tensor& expert_out, const Tensor& topk_weight
 
 void CpuBackend::gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) {
   expect_i32(row_ids, "row ids");
-  cpu::gather_rows(x.as<float>(), last_dim(x), row_ids.as<int32_t>(), row_ids.num_elements(),
-                   out.as<float>());
+  cpu::gather_rows(x.as<float>(), last_dim(x), x.shape.empty() ? 0 : x.dim(0),
+                   row_ids.as<int32_t>(), row_ids.num_elements(), out.as<float>());
+}
+
+void CpuBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route,
+                               const Tensor& send_tokens, const Tensor& send_slots,
+                               const Tensor& positions) {
+  expect_i32(topk_ids, "top-k ids");
+  for (const Tensor* tensor :
+       {&route.replica_count, &route.replica_slots, &send_tokens, &send_slots, &positions}) {
+    expect_i32(*tensor, "expert routing tables and outputs");
+  }
+  const int64_t blocks = route.num_ranks * route.capacity;
+  TIDAL_CHECK(topk_ids.shape.size() == 2 && route.replica_slots.shape.size() == 2 &&
+                  route.replica_slots.dim(0) == route.replica_count.num_elements() &&
+                  send_tokens.num_elements() == blocks && send_slots.num_elements() == blocks &&
+                  positions.num_elements() == topk_ids.num_elements() && route.slots_per_rank > 0,
+              "route_experts: ids [tokens, k], replica tables [E] and [E, width], blocks of ",
+              route.num_ranks, " x ", route.capacity, " rows, a position per choice");
+  cpu::route_experts({.topk_ids = topk_ids.as<int32_t>(),
+                      .num_tokens = topk_ids.dim(0),
+                      .k = topk_ids.dim(1),
+                      .replica_count = route.replica_count.as<int32_t>(),
+                      .replica_slots = route.replica_slots.as<int32_t>(),
+                      .num_experts = route.replica_count.num_elements(),
+                      .replica_width = route.replica_slots.dim(1),
+                      .slots_per_rank = route.slots_per_rank,
+                      .num_ranks = route.num_ranks,
+                      .capacity = route.capacity,
+                      .send_tokens = send_tokens.as<int32_t>(),
+                      .send_slots = send_slots.as<int32_t>(),
+                      .positions = positions.as<int32_t>()});
 }
 
 }  // namespace tidal

@@ -14,6 +14,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/decode_attention.cuh"
 #include "kernels/cuda/dense.cuh"
+#include "kernels/cuda/expert_route.cuh"
 #include "kernels/cuda/flash_attention.cuh"
 #include "kernels/cuda/moe.cuh"
 #include "kernels/cuda/norm.cuh"
@@ -182,6 +183,17 @@ void CudaBackend::copy_to_host(void* host_dst, const void* device_src, size_t by
   activate();
   TIDAL_CUDA_CHECK(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, stream_));
   TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::pin_host(void* data, size_t bytes) {
+  if (bytes == 0) return;
+  activate();
+  TIDAL_CUDA_CHECK(cudaHostRegister(data, bytes, cudaHostRegisterDefault));
+}
+
+void CudaBackend::unpin_host(void* data) noexcept {
+  cudaSetDevice(device_index_);
+  cudaHostUnregister(data);
 }
 
 void CudaBackend::copy_on_device(void* dst, const void* src, size_t bytes) {
@@ -517,6 +529,40 @@ void CudaBackend::gather_rows(const Tensor& x, const Tensor& row_ids, const Tens
   activate();
   TIDAL_CUDA_CHECK(cuda::gather_rows(x.data, row_bytes, src_rows, row_ids.as<int32_t>(),
                                      row_ids.num_elements(), out.data, stream_));
+}
+
+void CudaBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route,
+                                const Tensor& send_tokens, const Tensor& send_slots,
+                                const Tensor& positions) {
+  expect_i32(topk_ids, "top-k ids");
+  for (const Tensor* tensor : {&route.replica_count, &route.replica_slots, &send_tokens,
+                               &send_slots, &positions}) {
+    expect_i32(*tensor, "expert routing tables and outputs");
+  }
+  const int64_t blocks = route.num_ranks * route.capacity;
+  TIDAL_CHECK(topk_ids.shape.size() == 2 && route.replica_slots.shape.size() == 2 &&
+                  route.replica_slots.dim(0) == route.replica_count.num_elements() &&
+                  send_tokens.num_elements() == blocks && send_slots.num_elements() == blocks &&
+                  positions.num_elements() == topk_ids.num_elements() && route.slots_per_rank > 0,
+              "route_experts: ids [tokens, k], replica tables [E] and [E, width], blocks of ",
+              route.num_ranks, " x ", route.capacity, " rows, a position per choice");
+  TIDAL_CHECK(route.num_ranks <= cuda::kMaxRouteRanks, "route_experts over ", route.num_ranks,
+              " ranks; the kernel takes at most ", cuda::kMaxRouteRanks);
+  activate();
+  TIDAL_CUDA_CHECK(cuda::route_experts({.topk_ids = topk_ids.as<int32_t>(),
+                                        .num_tokens = topk_ids.dim(0),
+                                        .k = topk_ids.dim(1),
+                                        .replica_count = route.replica_count.as<int32_t>(),
+                                        .replica_slots = route.replica_slots.as<int32_t>(),
+                                        .num_experts = route.replica_count.num_elements(),
+                                        .replica_width = route.replica_slots.dim(1),
+                                        .slots_per_rank = route.slots_per_rank,
+                                        .num_ranks = route.num_ranks,
+                                        .capacity = route.capacity,
+                                        .send_tokens = send_tokens.as<int32_t>(),
+                                        .send_slots = send_slots.as<int32_t>(),
+                                        .positions = positions.as<int32_t>()},
+                                       stream_));
 }
 
 }  // namespace tidal

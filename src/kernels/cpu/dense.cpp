@@ -1,6 +1,7 @@
 // CPU reference kernels for the dense ops.
 #include "kernels/cpu/dense.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -33,6 +34,10 @@ void embedding(const void* table, DType table_dtype, int64_t vocab_size, int64_t
                const int32_t* ids, int64_t num_tokens, float* out) {
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(table_dtype);
   for (int64_t t = 0; t < num_tokens; ++t) {
+    if (ids[t] == -1) {
+      std::fill_n(out + t * hidden, hidden, 0.0f);  // a padding token
+      continue;
+    }
     TIDAL_CHECK(ids[t] >= 0 && ids[t] < vocab_size, "token id ", ids[t], " outside vocab of ",
                 vocab_size);
     row_to_f32(static_cast<const char*>(table) + static_cast<size_t>(ids[t]) * row_bytes,
@@ -67,11 +72,16 @@ void silu_and_mul(const float* gate_up, int64_t num_tokens, int64_t width, float
   }
 }
 
-void gather_rows(const float* x, int64_t width, const int32_t* row_ids, int64_t num_rows,
-                 float* out) {
+void gather_rows(const float* x, int64_t width, int64_t num_src_rows, const int32_t* row_ids,
+                 int64_t num_rows, float* out) {
   for (int64_t r = 0; r < num_rows; ++r) {
-    const float* in = x + static_cast<int64_t>(row_ids[r]) * width;
-    for (int64_t i = 0; i < width; ++i) out[r * width + i] = in[i];
+    const int64_t src = row_ids[r];
+    float* row = out + r * width;
+    if (src < 0 || src >= num_src_rows) {
+      std::fill_n(row, width, 0.0f);
+      continue;
+    }
+    std::copy_n(x + src * width, width, row);
   }
 }
 

@@ -20,7 +20,7 @@ void rms_norm(const float* x, int64_t num_rows, int64_t width, const void* weigh
 void add(const float* a, const float* b, int64_t count, float* out);
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, width + i].
 void silu_and_mul(const float* gate_up, int64_t num_tokens, int64_t width, float* out);
-void gather_rows(const float* x, int64_t width, const int32_t* row_ids, int64_t num_rows,
-                 float* out);
+void gather_rows(const float* x, int64_t width, int64_t num_src_rows, const int32_t* row_ids,
+                 int64_t num_rows, float* out);
 
 }  // namespace tidal::cpu
