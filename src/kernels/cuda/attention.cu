@@ -135,10 +135,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     // A warp that saw no key has max -inf and contributes exp(-inf) = 0.
     block_total += warp_total[w] * expf(warp_max[w] - block_max);
   }
+  // No visible key at all (a padding sequence of empty context): a zero row, not 0/0.
+  const bool empty = block_max == -INFINITY;
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float sum = 0.0f;
-    for (int w = 0; w < kWarps; ++w) sum += warp_acc[w][d] * expf(warp_max[w] - block_max);
-    out[d] = __float2bfloat16(sum / block_total);
+    for (int w = 0; w < kWarps && !empty; ++w)
+      sum += warp_acc[w][d] * expf(warp_max[w] - block_max);
+    out[d] = __float2bfloat16(empty ? 0.0f : sum / block_total);
   }
 }
 
