@@ -197,6 +197,10 @@ bool Worker::commit() {
               " without its standby");
   const RankTransition transition = *transition_;
   CommitReport report;
+  // The graphs hold collectives of the old epoch's communicator, which closes below (staying) or
+  // with this process (leaving); NCCL does not finalise a communicator whose captured work is
+  // still held, and the new epoch captures afresh anyway.
+  rank_->engine->release_graphs();
   move_for_transition(*rank_, transition, report);
   if (transition.new_rank < 0) {
     // Leaving: every request goes back to the front, which continues it on a staying rank.

@@ -63,6 +63,8 @@ class Engine {
   int64_t max_model_len() const { return max_model_len_; }
   const Scheduler& scheduler() const { return scheduler_; }
   const BlockManager& block_manager() const { return blocks_; }
+  // Destroys the decode graphs until the next warm_up (see ModelRunner::release_graphs).
+  void release_graphs() { runner_.release_graphs(); }
   const ModelRunner& runner() const { return runner_; }
 
  private:

@@ -74,6 +74,9 @@ class ModelRunner {
   double last_capture_seconds() const { return last_capture_seconds_; }
   // Steps run by replaying a graph, since construction.
   int64_t num_graph_steps() const { return num_graph_steps_; }
+  // Destroys the decode graphs (warm_up captures new ones). Before the communicator their
+  // collectives were captured with is destroyed: NCCL waits for the graphs that hold its work.
+  void release_graphs();
 
  private:
   struct DecodeGraph {
@@ -97,7 +100,6 @@ class ModelRunner {
   // The first `rows` rows of `logits` (F32 on the device) into the pinned host buffer.
   std::span<const float> download_logits(const Tensor& logits, int64_t rows);
   void capture_decode_graphs(int64_t max_num_seqs);
-  void release_graphs();
 
   struct HostBatch {
     std::vector<int32_t> token_ids, positions, slot_mapping;
