@@ -43,7 +43,7 @@ Tensor random_tensor(Backend& backend, std::vector<DeviceBuffer>& owned, DType d
 
 Tensor CountingExecutor::run(Backend& backend, Workspace& workspace, int64_t moe_layer,
                              const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
-                             const ExpertSlots& slots) {
+                             const ExpertSlots& slots, const Tensor& token_ids) {
   if (counting_) {
     std::vector<int32_t> ids(static_cast<size_t>(topk_ids.num_elements()));
     backend.copy_to_host(ids.data(), topk_ids.data, ids.size() * sizeof(int32_t));
@@ -58,7 +58,7 @@ Tensor CountingExecutor::run(Backend& backend, Workspace& workspace, int64_t moe
     }
   }
   ExpertExecutor& executor = inner_ != nullptr ? *inner_ : local_;
-  return executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, slots);
+  return executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, slots, token_ids);
 }
 
 std::vector<int64_t> distinct_experts(const std::vector<std::vector<int64_t>>& counts) {

@@ -58,7 +58,8 @@ class CountingExecutor final : public ExpertExecutor {
   explicit CountingExecutor(ExpertExecutor* inner = nullptr) : inner_(inner) {}
 
   Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
-             const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots) override;
+             const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots,
+             const Tensor& token_ids) override;
 
   // Graph-capturable while not counting (counting reads the routing back to the host).
   bool capturable() const override {

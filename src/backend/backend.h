@@ -64,7 +64,9 @@ struct ExpertRoute {
   Tensor replica_slots;  // [E, replica_width] I32: their physical slots
   int64_t slots_per_rank = 0;
   int64_t num_ranks = 0;
-  int64_t capacity = 0;  // rows of each rank's block
+  int64_t capacity = 0;     // rows of each rank's block
+  Tensor token_ids = {};    // [T] I32 or empty: the step's tokens; id -1 (padding) is not routed
+  Tensor load_counts = {};  // [E] I32 or empty: every routed choice adds one to its expert's count
 };
 
 // A layer's experts in slot order: gate and up stacked on the output dimension.
@@ -155,11 +157,12 @@ class Backend {
   // a = t * k + j of topk_ids [T, k] takes replica eplb::replica_hash(t, e) % replica_count[e] of
   // its expert e, physical slot s, and becomes a row of rank b = s / slots_per_rank's block:
   // send_tokens[b * capacity + i] = t, send_slots[b * capacity + i] = s % slots_per_rank and
-  // positions[a] = b * capacity + i. Unused rows hold -1 in both; an id < 0 is not routed
-  // (position -1). send_tokens and send_slots are [num_ranks * capacity] I32, positions [T * k].
-  // Within a block the CPU keeps choice order; the GPU's order is unspecified (each row is
-  // computed on its own, so no result depends on it). A full block is an error on the CPU and
-  // drops the choice (position -1) on the GPU; capacity T * k never fills.
+  // positions[a] = b * capacity + i. Unused rows hold -1 in both; an id < 0, or a token whose
+  // route.token_ids entry is -1 (padding), is not routed (position -1) and not counted. send_tokens
+  // and send_slots are [num_ranks * capacity] I32, positions [T * k]. Within a block the CPU keeps
+  // choice order; the GPU's order is unspecified (each row is computed on its own, so no result
+  // depends on it). A full block is an error on the CPU and drops the choice (position -1) on the
+  // GPU; capacity T * k never fills.
   virtual void route_experts(const Tensor& topk_ids, const ExpertRoute& route,
                              const Tensor& send_tokens, const Tensor& send_slots,
                              const Tensor& positions) = 0;

@@ -76,9 +76,8 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
   if (config.enable_eplb) {
     TIDAL_CHECK(config.eplb_interval > 0 && config.eplb_window > 0,
                 "--eplb-interval and --eplb-window must be positive");
-    // Load is counted from the routed ids, which the expert-parallel executor reads back to the
-    // host while a window is set (device counters would spare that synchronisation); weights move
-    // through the backend and the communicator (NCCL between GPUs).
+    // Load is counted on the device by the expert-parallel routing kernel and collected after
+    // each step; weights move through the backend and the communicator (NCCL between GPUs).
     rank->load_window = std::make_unique<eplb::LoadWindow>(
         static_cast<int>(rank->placements.size()), rank->num_experts, config.eplb_window);
   }
@@ -88,9 +87,11 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
 
 double warm_and_capture(RankState& rank) {
   const auto start = std::chrono::steady_clock::now();
-  rank.executor->set_load_window(nullptr);  // the warm-up's tokens are not load
-  rank.engine->warm_up();
+  // Counting is on while the graphs are captured, so that their replays count; the warm-up's own
+  // tokens are no load and are dropped.
   rank.executor->set_load_window(rank.load_window.get());
+  rank.engine->warm_up();
+  rank.executor->discard_load(*rank.backend);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 

@@ -314,6 +314,7 @@ int Worker::run() {
     ++steps_;
     if (!outputs.empty() || steps_ % 64 == 0) send_outputs(outputs);
     if (rank_->load_window) {
+      rank_->executor->collect_load(*rank_->backend);
       rank_->load_window->commit_step();
       // Every rank of the epoch counts the same steps and holds the same pending layers, so all
       // plan and move together; never while a transition holds the placement the coordinator

@@ -66,9 +66,22 @@ const Tensor& ExpertParallelExecutor::ones(Backend& backend, int64_t rows) {
   return ones_;
 }
 
+void ExpertParallelExecutor::collect_load(Backend& backend) {
+  if (load_window_ == nullptr || load_counts_.data == nullptr) return;
+  std::vector<int32_t> counts(static_cast<size_t>(load_counts_.num_elements()));
+  backend.copy_to_host(counts.data(), load_counts_.data, counts.size() * sizeof(int32_t));
+  backend.fill_zero(load_counts_);
+  load_window_->record_counts(counts);
+}
+
+void ExpertParallelExecutor::discard_load(Backend& backend) {
+  if (load_counts_.data != nullptr) backend.fill_zero(load_counts_);
+}
+
 Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64_t moe_layer,
                                    const Tensor& x, const Tensor& topk_ids,
-                                   const Tensor& topk_weights, const ExpertSlots& slots) {
+                                   const Tensor& topk_weights, const ExpertSlots& slots,
+                                   const Tensor& token_ids) {
   Communicator& group = *group_;
   const int64_t num_ranks = group.size();
   const int64_t tokens = x.dim(0);
@@ -81,10 +94,15 @@ Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64
   const DType act = backend.activation_dtype();
   if (device_tables_.data() == nullptr) upload_tables(backend);
 
-  if (load_window_ != nullptr && choices > 0) {
-    std::vector<int32_t> ids(static_cast<size_t>(choices));
-    backend.copy_to_host(ids.data(), topk_ids.data, ids.size() * sizeof(int32_t));
-    load_window_->record(static_cast<int>(moe_layer), ids);
+  if (load_window_ != nullptr && load_counts_.data == nullptr) {
+    // The first step with a window is a warm-up's, never inside a capture.
+    load_counts_ = {.data = nullptr,
+                    .dtype = DType::kI32,
+                    .shape = {load_window_->num_layers(), load_window_->num_logical()},
+                    .device = backend.device()};
+    load_counts_buffer_ = backend.allocate(load_counts_.num_bytes());
+    load_counts_.data = load_counts_buffer_.data();
+    backend.fill_zero(load_counts_);
   }
 
   // Fixed shapes for a given token count, whatever the routing: the warm-up sizes the workspace
@@ -104,8 +122,14 @@ Tensor ExpertParallelExecutor::run(Backend& backend, Workspace& workspace, int64
   const Tensor& weights = ones(backend, some_rows);
 
   if (choices > 0) {
-    backend.route_experts(topk_ids, route_of(backend, moe_layer, capacity),
-                          send_tokens.rows(0, rows), send_slots.rows(0, rows),
+    ExpertRoute route = route_of(backend, moe_layer, capacity);
+    route.token_ids = token_ids;
+    if (load_window_ != nullptr) {
+      TIDAL_CHECK(moe_layer < load_counts_.dim(0), "MoE layer ", moe_layer, " of a load window of ",
+                  load_counts_.dim(0));
+      route.load_counts = load_counts_.rows(moe_layer, 1);
+    }
+    backend.route_experts(topk_ids, route, send_tokens.rows(0, rows), send_slots.rows(0, rows),
                           positions.rows(0, choices));
     // Unused rows gather token -1: zeros, sent but never computed (their slot is -1).
     backend.gather_rows(x, send_tokens.rows(0, rows), send_x.rows(0, rows));

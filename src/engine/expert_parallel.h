@@ -26,14 +26,21 @@ class ExpertParallelExecutor final : public ExpertExecutor {
                          eplb::TableShape shape);
 
   Tensor run(Backend& backend, Workspace& workspace, int64_t moe_layer, const Tensor& x,
-             const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots) override;
-  // Not while load is counted: counting reads the routed ids back to the host.
-  bool capturable() const override { return load_window_ == nullptr; }
+             const Tensor& topk_ids, const Tensor& topk_weights, const ExpertSlots& slots,
+             const Tensor& token_ids) override;
+  bool capturable() const override { return true; }
 
   void set_group(Communicator& group) { group_ = &group; }
-  // Counts each routed (token, choice) of this rank's tokens into `window` (nullptr: off). The
-  // ids are read back to the host for it: a synchronisation per MoE layer, and no graphs.
+  // Counts each routed (token, choice) of this rank's real tokens (padding is no load) per MoE
+  // layer and logical expert, in device counters that the routing kernel itself increments, so
+  // steps stay capturable; collect_load() moves them into `window`. nullptr: off. Set it before
+  // the warm-up that captures the graphs (they count only if it was set then).
   void set_load_window(eplb::LoadWindow* window) { load_window_ = window; }
+  // After a step: adds the counters to the window's pending step and zeroes them. One small copy
+  // behind the step's own logits download, no synchronisation point of its own.
+  void collect_load(Backend& backend);
+  // Zeroes the counters (a warm-up's tokens are no load).
+  void discard_load(Backend& backend);
   // Copies every layer's tables to the device (their addresses never change, so captured graphs
   // read the new ones). Between steps.
   void upload_tables(Backend& backend);
@@ -50,6 +57,8 @@ class ExpertParallelExecutor final : public ExpertExecutor {
   DeviceBuffer device_tables_;  // per table: replica_count [E], then replica_slots [E, width]
   DeviceBuffer ones_buffer_;
   Tensor ones_;
+  Tensor load_counts_;  // [window layers, E] I32 on the device, while a window is set
+  DeviceBuffer load_counts_buffer_;
 };
 
 }  // namespace tidal

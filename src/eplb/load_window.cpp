@@ -27,6 +27,15 @@ void LoadWindow::record(int layer, std::span<const int32_t> logical_ids) {
   }
 }
 
+void LoadWindow::record_counts(std::span<const int32_t> counts) {
+  TIDAL_CHECK(counts.size() == pending_.size(), counts.size(), " expert counts for ", num_layers_,
+              " layers of ", num_logical_, " experts");
+  for (size_t i = 0; i < counts.size(); ++i) {
+    TIDAL_CHECK(counts[i] >= 0, "a negative expert count");
+    pending_[i] += counts[i];
+  }
+}
+
 void LoadWindow::commit_step() {
   const size_t row = pending_.size();
   int64_t* slot = rows_.data() + static_cast<size_t>(next_row_) * row;

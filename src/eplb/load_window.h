@@ -24,6 +24,9 @@ class LoadWindow {
 
   // Counts one routed choice per id (logical expert ids in [0, E)) of `layer` for this step.
   void record(int layer, std::span<const int32_t> logical_ids);
+  // Adds a step's counts of every layer, [num_layers * num_logical] layer-major (what the device
+  // counters of the expert-parallel executor hold).
+  void record_counts(std::span<const int32_t> counts);
   // Ends the step: its counts join the window and the oldest step leaves when it is full.
   void commit_step();
   // Drops the pending counts (a step that did not complete).

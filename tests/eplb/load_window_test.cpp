@@ -46,6 +46,17 @@ TEST(LoadWindow, DiscardedStepNeverCounts) {
   EXPECT_THAT(window.totals(), ElementsAre(0, 0));
 }
 
+TEST(LoadWindow, DeviceCountsAddToThePendingStep) {
+  LoadWindow window(2, 2, 3);
+  window.record(1, std::vector<int32_t>{0});
+  window.record_counts(std::vector<int32_t>{4, 0, 1, 2});  // layer-major, as the device holds them
+  window.commit_step();
+  EXPECT_THAT(window.layer_totals(0), ElementsAre(4, 0));
+  EXPECT_THAT(window.layer_totals(1), ElementsAre(2, 2));
+  EXPECT_THROW(window.record_counts(std::vector<int32_t>{1, 2, 3}), Error);
+  EXPECT_THROW(window.record_counts(std::vector<int32_t>{1, -2, 3, 4}), Error);
+}
+
 TEST(LoadWindow, RejectsBadSizesAndIds) {
   EXPECT_THROW(LoadWindow(0, 2, 3), Error);
   EXPECT_THROW(LoadWindow(1, 2, 0), Error);

@@ -579,17 +579,26 @@ void run_route_experts(Harness& h, const OpCase& c, Rng& rng) {
     }
   }
   std::vector<int32_t> ids(static_cast<size_t>(d.tokens * d.k));
-  // flag: some choices are not routed (-1).
+  // flag: some choices are not routed (-1), and every seventh token is padding (token id -1).
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = d.flag && i % 5 == 2 ? -1 : rng.below(d.experts);
+  std::vector<int32_t> token_ids(static_cast<size_t>(d.tokens));
+  for (size_t t = 0; t < token_ids.size(); ++t) token_ids[t] = d.flag && t % 7 == 3 ? -1 : 5;
+  // The counters start from 3 each: the kernel adds, never overwrites.
+  const std::vector<int32_t> start_counts(static_cast<size_t>(d.experts), 3);
+  Tensor cpu_counts;
+  Tensor gpu_counts;
   const auto route = [&](bool gpu) {
     const auto i32 = [&](const std::vector<int32_t>& v, std::vector<int64_t> shape) {
       return gpu ? h.device_i32(v, std::move(shape)) : h.host_i32(v, std::move(shape));
     };
+    (gpu ? gpu_counts : cpu_counts) = i32(start_counts, {d.experts});
     return ExpertRoute{.replica_count = i32(count, {d.experts}),
                        .replica_slots = i32(slots, {d.experts, width}),
                        .slots_per_rank = slots_per_rank,
                        .num_ranks = ranks,
-                       .capacity = capacity};
+                       .capacity = capacity,
+                       .token_ids = i32(token_ids, {d.tokens}),
+                       .load_counts = gpu ? gpu_counts : cpu_counts};
   };
   const std::vector<int32_t> sentinel_rows(static_cast<size_t>(ranks * capacity), 1234567);
   const std::vector<int32_t> sentinel_choices(ids.size(), 1234567);
@@ -635,6 +644,9 @@ void run_route_experts(Harness& h, const OpCase& c, Rng& rng) {
     }
     mismatches += want_used != got_used;
   }
+  const std::vector<float> want_counts = Harness::read_host(cpu_counts);
+  const std::vector<float> got_counts = h.read(gpu_counts);
+  for (size_t e = 0; e < want_counts.size(); ++e) mismatches += want_counts[e] != got_counts[e];
   std::printf("[op] %-16s %-44s plan     mismatches %lld (%lld choices over %lld ranks)\n",
               c.op.c_str(), c.label.c_str(), static_cast<long long>(mismatches),
               static_cast<long long>(ids.size()), static_cast<long long>(ranks));

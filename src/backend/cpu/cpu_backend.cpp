@@ -199,6 +199,15 @@ void CpuBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route,
                   positions.num_elements() == topk_ids.num_elements() && route.slots_per_rank > 0,
               "route_experts: ids [tokens, k], replica tables [E] and [E, width], blocks of ",
               route.num_ranks, " x ", route.capacity, " rows, a position per choice");
+  const bool has_token_ids = route.token_ids.data != nullptr;
+  const bool has_load_counts = route.load_counts.data != nullptr;
+  if (has_token_ids) expect_i32(route.token_ids, "route token ids");
+  if (has_load_counts) expect_i32(route.load_counts, "expert load counts");
+  TIDAL_CHECK(!has_token_ids || route.token_ids.num_elements() == topk_ids.dim(0),
+              "route_experts: one token id per token");
+  TIDAL_CHECK(
+      !has_load_counts || route.load_counts.num_elements() == route.replica_count.num_elements(),
+      "route_experts: one load count per expert");
   cpu::route_experts({.topk_ids = topk_ids.as<int32_t>(),
                       .num_tokens = topk_ids.dim(0),
                       .k = topk_ids.dim(1),
@@ -211,7 +220,9 @@ void CpuBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route,
                       .capacity = route.capacity,
                       .send_tokens = send_tokens.as<int32_t>(),
                       .send_slots = send_slots.as<int32_t>(),
-                      .positions = positions.as<int32_t>()});
+                      .positions = positions.as<int32_t>(),
+                      .token_ids = has_token_ids ? route.token_ids.as<int32_t>() : nullptr,
+                      .load_counts = has_load_counts ? route.load_counts.as<int32_t>() : nullptr});
 }
 
 }  // namespace tidal

@@ -535,8 +535,8 @@ void CudaBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route
                                 const Tensor& send_tokens, const Tensor& send_slots,
                                 const Tensor& positions) {
   expect_i32(topk_ids, "top-k ids");
-  for (const Tensor* tensor : {&route.replica_count, &route.replica_slots, &send_tokens,
-                               &send_slots, &positions}) {
+  for (const Tensor* tensor :
+       {&route.replica_count, &route.replica_slots, &send_tokens, &send_slots, &positions}) {
     expect_i32(*tensor, "expert routing tables and outputs");
   }
   const int64_t blocks = route.num_ranks * route.capacity;
@@ -546,23 +546,35 @@ void CudaBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route
                   positions.num_elements() == topk_ids.num_elements() && route.slots_per_rank > 0,
               "route_experts: ids [tokens, k], replica tables [E] and [E, width], blocks of ",
               route.num_ranks, " x ", route.capacity, " rows, a position per choice");
+  const bool has_token_ids = route.token_ids.data != nullptr;
+  const bool has_load_counts = route.load_counts.data != nullptr;
+  if (has_token_ids) expect_i32(route.token_ids, "route token ids");
+  if (has_load_counts) expect_i32(route.load_counts, "expert load counts");
+  TIDAL_CHECK(!has_token_ids || route.token_ids.num_elements() == topk_ids.dim(0),
+              "route_experts: one token id per token");
+  TIDAL_CHECK(
+      !has_load_counts || route.load_counts.num_elements() == route.replica_count.num_elements(),
+      "route_experts: one load count per expert");
   TIDAL_CHECK(route.num_ranks <= cuda::kMaxRouteRanks, "route_experts over ", route.num_ranks,
               " ranks; the kernel takes at most ", cuda::kMaxRouteRanks);
   activate();
-  TIDAL_CUDA_CHECK(cuda::route_experts({.topk_ids = topk_ids.as<int32_t>(),
-                                        .num_tokens = topk_ids.dim(0),
-                                        .k = topk_ids.dim(1),
-                                        .replica_count = route.replica_count.as<int32_t>(),
-                                        .replica_slots = route.replica_slots.as<int32_t>(),
-                                        .num_experts = route.replica_count.num_elements(),
-                                        .replica_width = route.replica_slots.dim(1),
-                                        .slots_per_rank = route.slots_per_rank,
-                                        .num_ranks = route.num_ranks,
-                                        .capacity = route.capacity,
-                                        .send_tokens = send_tokens.as<int32_t>(),
-                                        .send_slots = send_slots.as<int32_t>(),
-                                        .positions = positions.as<int32_t>()},
-                                       stream_));
+  TIDAL_CUDA_CHECK(cuda::route_experts(
+      {.topk_ids = topk_ids.as<int32_t>(),
+       .num_tokens = topk_ids.dim(0),
+       .k = topk_ids.dim(1),
+       .replica_count = route.replica_count.as<int32_t>(),
+       .replica_slots = route.replica_slots.as<int32_t>(),
+       .num_experts = route.replica_count.num_elements(),
+       .replica_width = route.replica_slots.dim(1),
+       .slots_per_rank = route.slots_per_rank,
+       .num_ranks = route.num_ranks,
+       .capacity = route.capacity,
+       .send_tokens = send_tokens.as<int32_t>(),
+       .send_slots = send_slots.as<int32_t>(),
+       .positions = positions.as<int32_t>(),
+       .token_ids = has_token_ids ? route.token_ids.as<int32_t>() : nullptr,
+       .load_counts = has_load_counts ? route.load_counts.as<int32_t>() : nullptr},
+      stream_));
 }
 
 }  // namespace tidal

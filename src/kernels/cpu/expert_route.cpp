@@ -16,10 +16,10 @@ void route_experts(const ExpertRouteArgs& a) {
   std::vector<int64_t> used(static_cast<size_t>(a.num_ranks), 0);
   for (int64_t choice = 0; choice < a.num_tokens * a.k; ++choice) {
     const int32_t expert = a.topk_ids[choice];
-    a.positions[choice] = -1;
-    if (expert < 0) continue;
-    TIDAL_CHECK(expert < a.num_experts, "routed expert ", expert, " of ", a.num_experts);
     const int64_t token = choice / a.k;
+    a.positions[choice] = -1;
+    if (expert < 0 || (a.token_ids != nullptr && a.token_ids[token] == -1)) continue;
+    TIDAL_CHECK(expert < a.num_experts, "routed expert ", expert, " of ", a.num_experts);
     const auto replicas = static_cast<uint32_t>(a.replica_count[expert]);
     TIDAL_CHECK(replicas > 0, "expert ", expert, " has no replica");
     const uint32_t replica =
@@ -35,6 +35,7 @@ void route_experts(const ExpertRouteArgs& a) {
     a.send_tokens[at] = static_cast<int32_t>(token);
     a.send_slots[at] = static_cast<int32_t>(slot % a.slots_per_rank);
     a.positions[choice] = static_cast<int32_t>(at);
+    if (a.load_counts != nullptr) ++a.load_counts[expert];
   }
 }
 

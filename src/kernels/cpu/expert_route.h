@@ -16,9 +16,11 @@ struct ExpertRouteArgs {
   int64_t slots_per_rank = 0;
   int64_t num_ranks = 0;
   int64_t capacity = 0;
-  int32_t* send_tokens = nullptr;  // [num_ranks * capacity]
-  int32_t* send_slots = nullptr;   // [num_ranks * capacity]
-  int32_t* positions = nullptr;    // [num_tokens * k]
+  int32_t* send_tokens = nullptr;      // [num_ranks * capacity]
+  int32_t* send_slots = nullptr;       // [num_ranks * capacity]
+  int32_t* positions = nullptr;        // [num_tokens * k]
+  const int32_t* token_ids = nullptr;  // [num_tokens] or null: -1 marks padding (not routed)
+  int32_t* load_counts = nullptr;      // [num_experts] or null: += 1 per routed choice
 };
 
 // Rows of each block in choice order. Throws tidal::Error for an id past num_experts, a table

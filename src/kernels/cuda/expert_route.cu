@@ -20,9 +20,10 @@ __global__ void __launch_bounds__(kThreads) route_experts_kernel(const ExpertRou
   const int64_t choices = p.num_tokens * p.k;
   for (int64_t choice = threadIdx.x; choice < choices; choice += blockDim.x) {
     const int32_t expert = p.topk_ids[choice];
+    const auto token = static_cast<uint32_t>(choice / p.k);
     int32_t position = -1;
-    if (expert >= 0 && expert < p.num_experts) {
-      const auto token = static_cast<uint32_t>(choice / p.k);
+    const bool padding = p.token_ids != nullptr && p.token_ids[token] == -1;
+    if (expert >= 0 && expert < p.num_experts && !padding) {
       const auto replicas = static_cast<uint32_t>(p.replica_count[expert]);
       const int64_t slot =
           replicas == 0 ? -1
@@ -37,6 +38,7 @@ __global__ void __launch_bounds__(kThreads) route_experts_kernel(const ExpertRou
           p.send_tokens[at] = static_cast<int32_t>(token);
           p.send_slots[at] = static_cast<int32_t>(slot % p.slots_per_rank);
           position = static_cast<int32_t>(at);
+          if (p.load_counts != nullptr) atomicAdd(&p.load_counts[expert], 1);
         }
       }
     }

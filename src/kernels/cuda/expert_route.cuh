@@ -19,9 +19,11 @@ struct ExpertRouteParams {
   int64_t slots_per_rank = 0;
   int64_t num_ranks = 0;
   int64_t capacity = 0;
-  int32_t* send_tokens = nullptr;  // [num_ranks * capacity]
-  int32_t* send_slots = nullptr;   // [num_ranks * capacity]
-  int32_t* positions = nullptr;    // [num_tokens * k]
+  int32_t* send_tokens = nullptr;      // [num_ranks * capacity]
+  int32_t* send_slots = nullptr;       // [num_ranks * capacity]
+  int32_t* positions = nullptr;        // [num_tokens * k]
+  const int32_t* token_ids = nullptr;  // [num_tokens] or null: -1 marks padding (not routed)
+  int32_t* load_counts = nullptr;      // [num_experts] or null: += 1 per routed choice
 };
 
 // Most ranks the plan's per-rank counters (shared memory) take.

@@ -93,9 +93,10 @@ Tensor Qwen3MoeModel::forward(const ForwardBatch& batch, std::span<const KvCache
         attention_forward(backend, workspace, config_, layer.attention, normed, batch, kv_cache[i]);
     backend.add(residual, attention, residual);
     backend.rms_norm(residual, layer.post_attention_norm, config_.rms_norm_eps, normed);
-    const Tensor mixed = layer.is_moe ? moe_forward(backend, workspace, config_, layer.moe,
-                                                    *executor_, moe_layer++, normed)
-                                      : dense_mlp_forward(backend, workspace, layer.mlp, normed);
+    const Tensor mixed = layer.is_moe
+                             ? moe_forward(backend, workspace, config_, layer.moe, *executor_,
+                                           moe_layer++, normed, batch.token_ids)
+                             : dense_mlp_forward(backend, workspace, layer.mlp, normed);
     backend.add(residual, mixed, residual);
   }
   // Only the rows that sample need the final norm and the vocabulary projection.

@@ -111,7 +111,7 @@ Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpW
 
 Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& config,
                    const MoeWeights& weights, ExpertExecutor& executor, int64_t moe_layer,
-                   const Tensor& x) {
+                   const Tensor& x, const Tensor& token_ids) {
   const int64_t tokens = x.dim(0);
   const int64_t k = config.num_experts_per_tok;
   const Tensor logits = workspace.take(DType::kF32, {tokens, config.num_experts});
@@ -129,7 +129,8 @@ Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& co
   const Tensor topk_weights = workspace.take(DType::kF32, {tokens, k});
   const Tensor topk_ids = workspace.take(DType::kI32, {tokens, k});
   backend.router_topk(logits, config.norm_topk_prob, topk_weights, topk_ids);
-  return executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, weights.experts);
+  return executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, weights.experts,
+                      token_ids);
 }
 
 }  // namespace tidal

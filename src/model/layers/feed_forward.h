@@ -34,6 +34,6 @@ Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpW
                          const Tensor& x);
 Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& config,
                    const MoeWeights& weights, ExpertExecutor& executor, int64_t moe_layer,
-                   const Tensor& x);
+                   const Tensor& x, const Tensor& token_ids);
 
 }  // namespace tidal
