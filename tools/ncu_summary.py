@@ -19,7 +19,12 @@ def main():
     for row in csv.DictReader(lines):
         if row.get("Metric Name") != "gpu__time_duration.sum":
             continue
-        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(row["Metric Unit"], 1.0)
+        # ncu writes "ns"/"us"/"ms" (older versions: "nsecond"/"usecond"/"msecond").
+        units = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
+        unit = row["Metric Unit"]
+        if unit not in units:
+            raise SystemExit(f"unknown time unit {unit!r} in {path}")
+        scale = units[unit]
         name = row["Kernel Name"].split("(")[0][:70]
         total[name] += float(row["Metric Value"].replace(",", "")) * scale
         count[name] += 1
