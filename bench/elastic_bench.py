@@ -16,115 +16,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
 import json
-import lzma
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_json(port: int, method: str, path: str, body: dict | None = None, timeout: float = 30):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    connection.request(method, path, json.dumps(body) if body is not None else None,
-                       {"content-type": "application/json"})
-    response = connection.getresponse()
-    data = json.loads(response.read() or b"{}")
-    connection.close()
-    return response.status, data
-
-
-class Clients:
-    """Streaming completion clients; every received token's arrival time is recorded."""
-
-    def __init__(self, port: int, count: int, max_tokens: int, prompt_ids: list[int]):
-        self.port, self.max_tokens, self.prompt_ids = port, max_tokens, prompt_ids
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.token_times: list[float] = []
-        self.finished = 0
-        self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self.loop, daemon=True) for _ in range(count)]
-
-    def loop(self) -> None:
-        body = json.dumps({"model": "bench", "prompt": self.prompt_ids, "max_tokens": self.max_tokens,
-                           "temperature": 0, "stream": True, "ignore_eos": True})
-        while not self.stop.is_set():
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-                connection.request("POST", "/v1/completions", body,
-                                   {"content-type": "application/json"})
-                response = connection.getresponse()
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}: {response.read()[:200]!r}")
-                finish = None
-                for line in response:
-                    if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    now = time.monotonic()
-                    for choice in chunk.get("choices", []):
-                        finish = choice.get("finish_reason") or finish
-                        if choice.get("text") is not None:
-                            with self.lock:
-                                self.token_times.append(now)
-                connection.close()
-                if finish != "length":
-                    raise RuntimeError(f"finish_reason {finish!r}")
-                with self.lock:
-                    self.finished += 1
-            except Exception as error:  # noqa: BLE001: every failure is reported
-                with self.lock:
-                    self.failures.append(f"{type(error).__name__}: {error}")
-                time.sleep(0.1)
-
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
-
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=600)
-
-    def longest_gap(self, start: float, end: float) -> float:
-        """The longest interval within [start, end] in which no client received a token."""
-        with self.lock:
-            times = sorted(t for t in self.token_times if start <= t <= end)
-        edges = [start, *times, end]
-        return max(b - a for a, b in zip(edges, edges[1:]))
-
-    def tokens_between(self, start: float, end: float) -> int:
-        with self.lock:
-            return sum(1 for t in self.token_times if start <= t <= end)
-
-
-def card() -> str:
-    try:
-        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=30).stdout.split("\n")
-    except (OSError, subprocess.TimeoutExpired):
-        names = []
-    names = [name.strip() for name in names if name.strip()]
-    if not names:
-        return "no GPU (" + os.uname().machine + " CPU)"
-    return f"{len(names)}x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_bench import REPO, Clients, Server, card, http_json  # noqa: E402
 
 
 def main() -> int:
@@ -156,45 +54,17 @@ def main() -> int:
     config = json.loads(Path(args.config).read_text())
     experts = config.get("num_experts", config.get("num_local_experts"))
     slots = args.expert_slots or -(-experts // min([args.start, *sizes]))
-    workdir = Path(tempfile.mkdtemp(prefix="tidal-elastic-bench-"))
-    # The served model's tokenizer: Qwen3's (committed compressed) for the real shapes' vocab.
-    tokenizer_dir = workdir / "tokenizer"
-    tokenizer_dir.mkdir()
-    if config.get("vocab_size", 0) > 100000:
-        (tokenizer_dir / "tokenizer.json").write_bytes(lzma.decompress(
-            (REPO / "tests/fixtures/tokenizers/qwen3/tokenizer.json.xz").read_bytes()))
-    else:
-        shutil.copy(Path(args.config).parent / "tokenizer.json", tokenizer_dir)
-    shutil.copy(args.config, tokenizer_dir / "config.json")
-
-    port = free_port()
-    command = [args.binary, "serve", "--port", str(port), "--device", args.device,
-               "--ranks", str(args.start), "--enable-elastic-ep", "--expert-slots", str(slots),
-               "--load-format", "dummy", "--config", args.config, "--model", str(tokenizer_dir),
-               "--served-model-name", "bench", "--max-num-seqs", str(max(args.clients, 16)),
-               "--generation-config", "none"]
+    serve_args = ["--device", args.device, "--ranks", str(args.start), "--enable-elastic-ep",
+                  "--expert-slots", str(slots), "--max-num-seqs", str(max(args.clients, 16))]
     if args.num_layers:
-        command += ["--num-layers", str(args.num_layers)]
+        serve_args += ["--num-layers", str(args.num_layers)]
     if args.max_ranks:
-        command += ["--max-ranks", str(args.max_ranks)]
-    env = dict(os.environ, NCCL_NVLS_ENABLE="0")
-    log_path = workdir / "serve.log"
-    print("$", " ".join(command), flush=True)
-    server = subprocess.Popen(command, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-                              env=env, start_new_session=True)
+        serve_args += ["--max-ranks", str(args.max_ranks)]
+    server = Server(args.binary, args.config, serve_args, "tidal-elastic-bench-")
+    port = server.port
     rows, result = [], {}
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"serve exited:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        server.wait_healthy()
         clients = Clients(port, args.clients, args.max_tokens, list(range(100, 228)))
         clients.start()
         time.sleep(args.settle)
@@ -241,7 +111,7 @@ def main() -> int:
             "card": card(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(sys.argv),
-            "serve": " ".join(command),
+            "serve": " ".join(server.command),
             "clients": args.clients,
             "requests_finished": clients.finished,
             "request_failures": clients.failures[:20],
@@ -249,13 +119,7 @@ def main() -> int:
             "transitions": rows,
         }
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        shutil.copy(log_path, Path(args.out).with_suffix(".serve.log") if args.out else
-                    workdir / "kept.log")
+        server.stop(str(Path(args.out).with_suffix(".serve.log")) if args.out else "")
 
     header = (f"{'transition':>14} {'no-token gap s':>14} {'prepare s':>9} {'pause s':>8} "
               f"{'capture s':>9} {'total s':>8} {'moved MB':>9} {'GB/s':>6} {'migrated':>8}")

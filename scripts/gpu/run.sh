@@ -7,7 +7,8 @@
 #        GTEST_FILTER narrows the op test as usual;
 #        BENCH=0 skips the benchmarks, BENCH_LAYERS=N runs them on N layers (default 48),
 #        BENCH_BASELINE=0 skips the transformers baseline; ELASTIC=0 skips the elastic
-#        transitions under load (2 or more GPUs);
+#        transitions under load (2 or more GPUs); EPLB=0 skips expert load balancing under
+#        skewed routing (bench/eplb_bench.py, every GPU a rank);
 #        PROFILE=1 first times every kernel of a 2-layer bench under ncu (decode at batch 1 and
 #        256), summed by kernel;
 #        TIDAL_SOURCE=DIR builds a source snapshot carried in DIR instead of the working tree
@@ -234,6 +235,18 @@ if [ "${BENCH:-1}" = 1 ]; then
     fi
     tail -16 "$out/elastic.log"
     keep elastic.json  # its log goes back in logs.tgz (8 files come back at most)
+  fi
+  # Expert load balancing under skewed routing over every GPU here: throughput and step time
+  # before and after the first rebalance, balancedness, bytes moved, the longest pause. Its JSON
+  # comes back inside logs.tgz.
+  if [ "${EPLB:-1}" = 1 ] && [ "$num_gpus" -ge 2 ]; then
+    if ! LD_LIBRARY_PATH="$multi_path" timeout "${BENCH_TIMEOUT:-300}" python3 bench/eplb_bench.py \
+        --binary "$build/tidal" --device cuda --config "$config" --num-layers "$layers" \
+        --ranks "$num_gpus" --out "$out/eplb.json" >"$out/eplb.log" 2>&1; then
+      echo "[bench] expert load balancing failed"
+      status=1
+    fi
+    tail -10 "$out/eplb.log"
   fi
 fi
 

@@ -9,9 +9,10 @@ namespace tidal {
 namespace {
 
 // TEST-ONLY knob: TIDAL_TEST_ROUTER_BIAS="<expert>:<bias>,..." adds each bias to that expert's
-// router logit before top-k, in every MoE layer, so tests can skew routing toward a few experts
-// and exercise expert load balancing. It changes the model's outputs: never set it in serving.
-// Read once per process (each rank reads its own environment, inherited from the front).
+// router logit before top-k, in every MoE layer, so tests and benchmarks can skew routing toward
+// a few experts and exercise expert load balancing. It changes the model's outputs: never set it
+// in serving. Read once per process (each rank reads its own environment, inherited from the
+// front); applied as the router's bias on the device, so it works on every backend and in graphs.
 const std::vector<std::pair<int64_t, float>>& test_router_bias() {
   static const std::vector<std::pair<int64_t, float>> bias = [] {
     std::vector<std::pair<int64_t, float>> parsed;
@@ -57,6 +58,17 @@ MoeWeights MoeWeights::load(WeightStore& store, const ModelConfig& config,
   MoeWeights weights{.router = store.get(prefix + "gate.weight", {experts, hidden}), .experts = {}};
   for (const int32_t expert : slot_experts) {
     TIDAL_CHECK(expert >= 0 && expert < experts, "slot holds expert ", expert, " of ", experts);
+  }
+  if (const auto& bias = test_router_bias(); !bias.empty()) {
+    std::vector<float> values(static_cast<size_t>(experts), 0.0f);
+    for (const auto& [expert, add] : bias) {
+      TIDAL_CHECK(expert >= 0 && expert < experts, "TIDAL_TEST_ROUTER_BIAS expert ", expert, " of ",
+                  experts);
+      values[static_cast<size_t>(expert)] += add;
+    }
+    weights.router_test_bias = store.allocate(DType::kF32, {experts});
+    store.backend().copy_from_host(weights.router_test_bias.data, values.data(),
+                                   values.size() * sizeof(float));
   }
 
   const bool fused = checkpoint.has(prefix + "experts.gate_up_proj");
@@ -115,17 +127,8 @@ Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& co
   const int64_t tokens = x.dim(0);
   const int64_t k = config.num_experts_per_tok;
   const Tensor logits = workspace.take(DType::kF32, {tokens, config.num_experts});
-  backend.linear(x, weights.router, nullptr, logits);
-  if (const auto& bias = test_router_bias(); !bias.empty() && tokens > 0) {
-    TIDAL_CHECK(backend.shares_host_memory(),
-                "TIDAL_TEST_ROUTER_BIAS needs a backend with host-addressable tensors");
-    auto* values = logits.as<float>();
-    for (const auto& [expert, add] : bias) {
-      TIDAL_CHECK(expert >= 0 && expert < config.num_experts, "TIDAL_TEST_ROUTER_BIAS expert ",
-                  expert, " of ", config.num_experts);
-      for (int64_t t = 0; t < tokens; ++t) values[t * config.num_experts + expert] += add;
-    }
-  }
+  const bool biased = weights.router_test_bias.data != nullptr;
+  backend.linear(x, weights.router, biased ? &weights.router_test_bias : nullptr, logits);
   const Tensor topk_weights = workspace.take(DType::kF32, {tokens, k});
   const Tensor topk_ids = workspace.take(DType::kI32, {tokens, k});
   backend.router_topk(logits, config.norm_topk_prob, topk_weights, topk_ids);

@@ -22,6 +22,9 @@ struct DenseMlpWeights {
 struct MoeWeights {
   Tensor router;  // [num_experts, hidden]
   ExpertSlots experts;
+  // TEST-ONLY: added to the router logits (TIDAL_TEST_ROUTER_BIAS, see feed_forward.cpp); empty
+  // in serving.
+  Tensor router_test_bias = {};
 
   // Loads this rank's slots (slot s holds logical expert slot_experts[s]) from either the
   // per-expert layout (experts.J.gate_proj/up_proj/down_proj) or the fused one
