@@ -113,9 +113,10 @@ class Backend {
   virtual void copy_from_host(void* device_dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
   virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
-  // Page-locks host memory so copies to and from the device run at full speed (nothing where the
-  // device shares host memory). unpin_host before the memory is freed.
-  virtual void pin_host(void* /*data*/, size_t /*bytes*/) {}
+  // Page-locks host memory so copies to and from the device run at full speed; false where it
+  // cannot (or need not: the device shares host memory), and the memory stays usable either way.
+  // unpin_host before the memory is freed.
+  virtual bool pin_host(void* /*data*/, size_t /*bytes*/) { return false; }
   virtual void unpin_host(void* /*data*/) noexcept {}
   virtual void fill_zero(const Tensor& tensor) = 0;
   // F32, F16 or BF16 tensors; values rounded to nearest even in the tensor's dtype.

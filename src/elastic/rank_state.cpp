@@ -95,7 +95,8 @@ double warm_and_capture(RankState& rank) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-void set_layer_placement(RankState& rank, size_t moe_layer, const eplb::Placement& next) {
+void set_layer_placement(RankState& rank, size_t moe_layer, const eplb::Placement& next,
+                         bool upload) {
   const eplb::PlacementTables fresh = eplb::build_tables(next, rank.shape);
   eplb::PlacementTables& tables = rank.tables.at(moe_layer);
   TIDAL_CHECK(fresh.physical_to_logical.size() == tables.physical_to_logical.size() &&
@@ -109,7 +110,7 @@ void set_layer_placement(RankState& rank, size_t moe_layer, const eplb::Placemen
   std::copy(fresh.replica_count.begin(), fresh.replica_count.end(), tables.replica_count.begin());
   std::copy(fresh.replica_slots.begin(), fresh.replica_slots.end(), tables.replica_slots.begin());
   // The steps (and their graphs) route from the device copies.
-  rank.executor->upload_tables(*rank.backend);
+  if (upload) rank.executor->upload_tables(*rank.backend);
   rank.placements[moe_layer] = next;
 }
 

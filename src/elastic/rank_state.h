@@ -61,12 +61,14 @@ std::unique_ptr<Communicator> make_epoch_group(Backend& backend, KvStoreClient& 
                                                std::chrono::milliseconds timeout);
 
 // warm_and_capture: grows the workspace with the worst-case batch under the current placement and
-// group, then locks it (on a GPU this is also where graphs would be captured). Collective. Load
+// group, locks it, then (on a GPU) captures the decode graphs of every bucket. Collective. Load
 // balancing does not count the warm-up's tokens as load. Returns the seconds it took.
 double warm_and_capture(RankState& rank);
 
-// Rewrites one MoE layer's tables in place for `next` (same sizes, same addresses).
-void set_layer_placement(RankState& rank, size_t moe_layer, const eplb::Placement& next);
+// Rewrites one MoE layer's tables in place for `next` (same sizes, same addresses), and copies the
+// tables to the device unless `upload` is false (a caller rewriting many layers uploads once).
+void set_layer_placement(RankState& rank, size_t moe_layer, const eplb::Placement& next,
+                         bool upload = true);
 
 // This rank's weight buffers of one MoE layer, as the expert mover wants them.
 std::vector<SlotBuffer> layer_slot_buffers(const RankState& rank, size_t moe_layer);

@@ -97,8 +97,9 @@ void switch_epoch(RankState& rank, const RankTransition& transition,
   rank.engine->set_dp_group(group.get());
   rank.group = std::move(group);  // the old epoch's communicator is closed here
   for (size_t layer = 0; layer < rank.placements.size(); ++layer) {
-    set_layer_placement(rank, layer, transition.next[layer]);
+    set_layer_placement(rank, layer, transition.next[layer], /*upload=*/false);
   }
+  rank.executor->upload_tables(*rank.backend);
   rank.config.rank = transition.new_rank;
   rank.config.num_ranks = transition.num_ranks;
   rank.config.epoch = transition.epoch;

@@ -31,7 +31,7 @@ struct EngineOptions {
   // other ranks (one small all-reduce) on whether to step; a rank without work then runs a dummy
   // step so every expert-parallel collective is matched. nullptr: a single rank.
   Communicator* dp_group = nullptr;
-  DecodeGraphOptions decode_graphs;  // CUDA graphs for decode steps (GPU, one rank)
+  DecodeGraphOptions decode_graphs;  // CUDA graphs for decode steps (GPU)
 };
 
 class Engine {

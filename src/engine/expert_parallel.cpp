@@ -22,6 +22,20 @@ void ExpertParallelExecutor::upload_tables(Backend& backend) {
                     tables.replica_slots.size() == static_cast<size_t>(shape_.num_logical) *
                                                        static_cast<size_t>(shape_.replica_width),
                 "placement tables of another shape than the executor's");
+    // The routing kernel drops a choice whose table entry is bad rather than stopping the step:
+    // catch that here, where it can be named.
+    const int64_t num_slots = static_cast<int64_t>(tables.num_ranks) * shape_.slots_per_rank;
+    for (int expert = 0; expert < shape_.num_logical; ++expert) {
+      const int32_t replicas = tables.replica_count[static_cast<size_t>(expert)];
+      TIDAL_CHECK(replicas >= 1 && replicas <= shape_.replica_width, "expert ", expert, " has ",
+                  replicas, " replicas in the placement tables (1 to ", shape_.replica_width, ")");
+      for (int r = 0; r < replicas; ++r) {
+        const int32_t slot =
+            tables.replica_slots[static_cast<size_t>(expert * shape_.replica_width + r)];
+        TIDAL_CHECK(slot >= 0 && slot < num_slots, "expert ", expert, " replica ", r, " in slot ",
+                    slot, ", outside the ", num_slots, " slots of ", tables.num_ranks, " ranks");
+      }
+    }
     flat.insert(flat.end(), tables.replica_count.begin(), tables.replica_count.end());
     flat.insert(flat.end(), tables.replica_slots.begin(), tables.replica_slots.end());
   }

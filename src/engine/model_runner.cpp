@@ -36,15 +36,17 @@ ModelRunner::~ModelRunner() {
   if (host_logits_pinned_) backend_->unpin_host(host_logits_.data());
 }
 
+void ModelRunner::reserve_host_logits(size_t count) {
+  if (host_logits_.size() >= count) return;
+  if (host_logits_pinned_) backend_->unpin_host(host_logits_.data());
+  host_logits_ = std::vector<float>(count);
+  // Page-locked when the backend can: an optimisation, so a refusal only costs speed.
+  host_logits_pinned_ = backend_->pin_host(host_logits_.data(), count * sizeof(float));
+}
+
 std::span<const float> ModelRunner::download_logits(const Tensor& logits, int64_t rows) {
   const auto count = static_cast<size_t>(rows * logits.dim(1));
-  if (host_logits_.size() < count) {
-    if (host_logits_pinned_) backend_->unpin_host(host_logits_.data());
-    host_logits_pinned_ = false;
-    host_logits_ = std::vector<float>(count);
-    backend_->pin_host(host_logits_.data(), count * sizeof(float));
-    host_logits_pinned_ = true;
-  }
+  reserve_host_logits(count);  // sized by the warm-up: a no-op in serving
   backend_->copy_to_host(host_logits_.data(), logits.data, count * sizeof(float));
   return {host_logits_.data(), count};
 }
@@ -103,15 +105,15 @@ StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch, const Gr
 
 void ModelRunner::run_dummy(const GroupStep& step) {
   workspace_.begin_step();
+  // The agreed token count is the same on every rank, so all take the same branch.
+  if (step.tokens == 0) {
+    forward(HostBatch{});  // nothing anywhere in the group: zero tokens, the same collectives
+    return;
+  }
   if (step.replay) {
     const DecodeGraph& graph = bucket_for(step.tokens);
     upload_graph_inputs(graph.num_seqs, {});
     backend_->replay(graph.id);
-    ++num_graph_steps_;
-    return;
-  }
-  if (step.tokens == 0) {
-    forward(HostBatch{});  // nothing anywhere in the group: zero tokens, the same collectives
     return;
   }
   run_eager({}, step.tokens);
@@ -209,6 +211,7 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
   workspace_.consolidate();
   workspace_.lock();
   capture_decode_graphs(num_seqs);
+  reserve_host_logits(static_cast<size_t>(num_seqs * model_->config().vocab_size));
   ++num_warm_ups_;
 }
 
@@ -347,6 +350,18 @@ void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
   upload_graph_inputs(largest, {});
   workspace_.begin_step();
   model_->forward(graph_batch(largest), kv_cache_->layers(), workspace_);
+  // Captured into a local set that replaces graphs_ only when every bucket succeeded: a failure
+  // leaves no graph held (in a group, a partial set could make ranks disagree on buckets).
+  std::vector<DecodeGraph> captured;
+  const auto release_captured = [&] {
+    for (const DecodeGraph& graph : captured) {
+      try {
+        backend_->release_graph(graph.id);
+      } catch (const std::exception& error) {
+        log_warning("releasing a decode graph after a failed capture: ", error.what());
+      }
+    }
+  };
   for (auto bucket = buckets.rbegin(); bucket != buckets.rend(); ++bucket) {
     workspace_.begin_step();
     backend_->begin_capture();
@@ -354,16 +369,23 @@ void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
     try {
       logits = model_->forward(graph_batch(*bucket), kv_cache_->layers(), workspace_);
     } catch (...) {
-      // Ends the broken capture so the backend can run again; the original error is the news.
+      // Ends the broken capture so the backend can run again (and drops what it made); the
+      // original error is the news.
       try {
-        backend_->end_capture();
+        backend_->release_graph(backend_->end_capture());
       } catch (...) {
       }
+      release_captured();
       throw;
     }
-    graphs_.push_back({.num_seqs = *bucket, .id = backend_->end_capture(), .logits = logits});
+    try {
+      captured.push_back({.num_seqs = *bucket, .id = backend_->end_capture(), .logits = logits});
+    } catch (...) {
+      release_captured();
+      throw;
+    }
   }
-  std::reverse(graphs_.begin(), graphs_.end());
+  graphs_.assign(captured.rbegin(), captured.rend());
   backend_->synchronize();
   last_capture_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -25,8 +25,9 @@ struct StepLogits {
 
 // Decode steps (every sequence adds one token and samples it) replay CUDA graphs captured at
 // warm-up, one per padded batch-size bucket, where the backend has graphs and the model's step is
-// capturable (one rank; expert parallelism still routes on the host). Every other step (prefill,
-// a mixed batch, a context past max_context) runs eagerly.
+// capturable (one rank, or a group whose expert parallelism routes on the device). Every other
+// step (prefill, a mixed batch, a context past max_context) runs eagerly; in a group all ranks
+// replay or none does (GroupStep).
 struct DecodeGraphOptions {
   bool enabled = true;  // false: every step eager (--enforce-eager)
   // The longest sequence, in tokens, a graph covers: its block tables are this wide, and every
@@ -99,6 +100,7 @@ class ModelRunner {
   StepLogits replay(const DecodeGraph& graph, const std::vector<ScheduledRequest>& batch);
   // The first `rows` rows of `logits` (F32 on the device) into the pinned host buffer.
   std::span<const float> download_logits(const Tensor& logits, int64_t rows);
+  void reserve_host_logits(size_t count);
   void capture_decode_graphs(int64_t max_num_seqs);
 
   struct HostBatch {

@@ -10,6 +10,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_device.h"
+#include "common/logging.h"
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/decode_attention.cuh"
@@ -185,10 +186,17 @@ void CudaBackend::copy_to_host(void* host_dst, const void* device_src, size_t by
   TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void CudaBackend::pin_host(void* data, size_t bytes) {
-  if (bytes == 0) return;
+bool CudaBackend::pin_host(void* data, size_t bytes) {
+  if (bytes == 0) return false;
   activate();
-  TIDAL_CUDA_CHECK(cudaHostRegister(data, bytes, cudaHostRegisterDefault));
+  const cudaError_t status = cudaHostRegister(data, bytes, cudaHostRegisterDefault);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it so the next call does not report it
+    log_warning(name(), ": could not page-lock ", bytes, " bytes of host memory (",
+                cudaGetErrorString(status), "); copies through it run at pageable speed");
+    return false;
+  }
+  return true;
 }
 
 void CudaBackend::unpin_host(void* data) noexcept {

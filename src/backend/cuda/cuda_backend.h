@@ -55,7 +55,7 @@ class CudaBackend final : public Backend {
   void moe_combine(const Tensor& expert_out, const Tensor& topk_weights,
                    const Tensor& out) override;
   void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) override;
-  void pin_host(void* data, size_t bytes) override;
+  bool pin_host(void* data, size_t bytes) override;
   void unpin_host(void* data) noexcept override;
   void route_experts(const Tensor& topk_ids, const ExpertRoute& route, const Tensor& send_tokens,
                      const Tensor& send_slots, const Tensor& positions) override;
