@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import REPO, Clients, Server, card, http_json  # noqa: E402
+from serve_bench import REPO, Clients, Server, card, finish_report, http_json  # noqa: E402
 
 
 def main() -> int:
@@ -131,12 +131,8 @@ def main() -> int:
               f"{row['commit_pause_s']:>8.3f} {row['warm_and_capture_s']:>9.3f} "
               f"{row['total_s']:>8.3f} {row['bytes_moved'] / 1e6:>9.1f} {row['move_gbps']:>6.1f} "
               f"{row['requests_migrated']:>8}")
-    print(f"\nrequests finished {result['requests_finished']}, "
-          f"failed {result['num_request_failures']}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    return 1 if result["num_request_failures"] else 0
+    print()
+    return finish_report(result, args.out)
 
 
 if __name__ == "__main__":

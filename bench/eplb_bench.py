@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import REPO, Clients, Server, card  # noqa: E402
+from serve_bench import REPO, Clients, Server, card, finish_report  # noqa: E402
 
 SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})? (\S+)$')
 
@@ -178,12 +178,7 @@ def main() -> int:
           f"{first['bytes_moved'] / 1e6:.1f} MB; {result['rebalances']:.0f} rebalances moved "
           f"{result['bytes_moved'] / 1e6:.1f} MB in all; longest pause "
           f"{result['longest_pause_s'] * 1e3:.1f} ms")
-    print(f"requests finished {result['requests_finished']}, "
-          f"failed {result['num_request_failures']}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    return 1 if result["num_request_failures"] else 0
+    return finish_report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,17 @@ def card() -> str:
 
 
 
+def finish_report(result: dict, out: str) -> int:
+    """Prints the requests' outcome, writes the JSON report to `out` (if given) and returns the
+    exit status: non-zero when any request failed."""
+    print(f"requests finished {result['requests_finished']}, "
+          f"failed {result['num_request_failures']}")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    return 1 if result["num_request_failures"] else 0
+
+
 class Server:
     """`tidal serve` of dummy weights of `config`, its tokenizer made beside it (Qwen3's, committed
     compressed, for the real shapes' vocabulary; the fixture's otherwise)."""

@@ -63,8 +63,9 @@ void move_pending_layers(RankState& rank, EplbReport& report, size_t max_layers)
     const MoveStats moved =
         move_expert_weights(*rank.group, *rank.backend, plan, layer_slot_buffers(rank, layer));
     report.bytes_moved += moved.bytes_received + moved.bytes_copied;
-    set_layer_placement(rank, layer, next);
+    set_layer_placement(rank, layer, next, /*upload=*/false);
   }
+  rank.executor->upload_tables(*rank.backend);  // once for the whole batch of layers
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   report.seconds += seconds;

@@ -17,6 +17,12 @@ int64_t align_elements(int64_t count) {
   return (count + kGraphInputAlignment - 1) / kGraphInputAlignment * kGraphInputAlignment;
 }
 
+// The KV cache slot of a request's token at `position`.
+int32_t kv_slot(const Request& request, int64_t position, int64_t block_size) {
+  const int32_t block = request.block_ids[static_cast<size_t>(position / block_size)];
+  return static_cast<int32_t>(block * block_size + position % block_size);
+}
+
 }  // namespace
 
 ModelRunner::ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache,
@@ -135,8 +141,7 @@ StepLogits ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
     for (int64_t position = start; position < end; ++position) {
       host.token_ids.push_back(request.token_at(position));
       host.positions.push_back(static_cast<int32_t>(position));
-      const int32_t block = request.block_ids[static_cast<size_t>(position / block_size)];
-      host.slot_mapping.push_back(static_cast<int32_t>(block * block_size + position % block_size));
+      host.slot_mapping.push_back(kv_slot(request, position, block_size));
     }
     host.query_start.push_back(static_cast<int32_t>(host.token_ids.size()));
     host.context_lens.push_back(static_cast<int32_t>(end));
@@ -284,10 +289,9 @@ void ModelRunner::upload_graph_inputs(int64_t num_seqs,
     const Request& request = *batch[s].request;
     const int64_t position = request.num_computed_tokens;
     const auto row = static_cast<int64_t>(s);
-    const int32_t block = request.block_ids[static_cast<size_t>(position / block_size)];
     at(layout.token_ids, row) = request.token_at(position);
     at(layout.positions, row) = static_cast<int32_t>(position);
-    at(layout.slot_mapping, row) = static_cast<int32_t>(block * block_size + position % block_size);
+    at(layout.slot_mapping, row) = kv_slot(request, position, block_size);
     at(layout.context_lens, row) = static_cast<int32_t>(position + 1);
     std::copy(request.block_ids.begin(), request.block_ids.end(),
               host.begin() + layout.block_tables + row * graph_blocks_);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "backend/expert_route_check.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dense.h"
 #include "kernels/cpu/expert_route.h"
@@ -187,27 +188,9 @@ void CpuBackend::gather_rows(const Tensor& x, const Tensor& row_ids, const Tenso
 void CpuBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route,
                                const Tensor& send_tokens, const Tensor& send_slots,
                                const Tensor& positions) {
-  expect_i32(topk_ids, "top-k ids");
-  for (const Tensor* tensor :
-       {&route.replica_count, &route.replica_slots, &send_tokens, &send_slots, &positions}) {
-    expect_i32(*tensor, "expert routing tables and outputs");
-  }
-  const int64_t blocks = route.num_ranks * route.capacity;
-  TIDAL_CHECK(topk_ids.shape.size() == 2 && route.replica_slots.shape.size() == 2 &&
-                  route.replica_slots.dim(0) == route.replica_count.num_elements() &&
-                  send_tokens.num_elements() == blocks && send_slots.num_elements() == blocks &&
-                  positions.num_elements() == topk_ids.num_elements() && route.slots_per_rank > 0,
-              "route_experts: ids [tokens, k], replica tables [E] and [E, width], blocks of ",
-              route.num_ranks, " x ", route.capacity, " rows, a position per choice");
+  check_route_experts_args(topk_ids, route, send_tokens, send_slots, positions);
   const bool has_token_ids = route.token_ids.data != nullptr;
   const bool has_load_counts = route.load_counts.data != nullptr;
-  if (has_token_ids) expect_i32(route.token_ids, "route token ids");
-  if (has_load_counts) expect_i32(route.load_counts, "expert load counts");
-  TIDAL_CHECK(!has_token_ids || route.token_ids.num_elements() == topk_ids.dim(0),
-              "route_experts: one token id per token");
-  TIDAL_CHECK(
-      !has_load_counts || route.load_counts.num_elements() == route.replica_count.num_elements(),
-      "route_experts: one load count per expert");
   cpu::route_experts({.topk_ids = topk_ids.as<int32_t>(),
                       .num_tokens = topk_ids.dim(0),
                       .k = topk_ids.dim(1),

@@ -10,6 +10,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_device.h"
+#include "backend/expert_route_check.h"
 #include "common/logging.h"
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/attention.cuh"
@@ -542,27 +543,9 @@ void CudaBackend::gather_rows(const Tensor& x, const Tensor& row_ids, const Tens
 void CudaBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route,
                                 const Tensor& send_tokens, const Tensor& send_slots,
                                 const Tensor& positions) {
-  expect_i32(topk_ids, "top-k ids");
-  for (const Tensor* tensor :
-       {&route.replica_count, &route.replica_slots, &send_tokens, &send_slots, &positions}) {
-    expect_i32(*tensor, "expert routing tables and outputs");
-  }
-  const int64_t blocks = route.num_ranks * route.capacity;
-  TIDAL_CHECK(topk_ids.shape.size() == 2 && route.replica_slots.shape.size() == 2 &&
-                  route.replica_slots.dim(0) == route.replica_count.num_elements() &&
-                  send_tokens.num_elements() == blocks && send_slots.num_elements() == blocks &&
-                  positions.num_elements() == topk_ids.num_elements() && route.slots_per_rank > 0,
-              "route_experts: ids [tokens, k], replica tables [E] and [E, width], blocks of ",
-              route.num_ranks, " x ", route.capacity, " rows, a position per choice");
+  check_route_experts_args(topk_ids, route, send_tokens, send_slots, positions);
   const bool has_token_ids = route.token_ids.data != nullptr;
   const bool has_load_counts = route.load_counts.data != nullptr;
-  if (has_token_ids) expect_i32(route.token_ids, "route token ids");
-  if (has_load_counts) expect_i32(route.load_counts, "expert load counts");
-  TIDAL_CHECK(!has_token_ids || route.token_ids.num_elements() == topk_ids.dim(0),
-              "route_experts: one token id per token");
-  TIDAL_CHECK(
-      !has_load_counts || route.load_counts.num_elements() == route.replica_count.num_elements(),
-      "route_experts: one load count per expert");
   TIDAL_CHECK(route.num_ranks <= cuda::kMaxRouteRanks, "route_experts over ", route.num_ranks,
               " ranks; the kernel takes at most ", cuda::kMaxRouteRanks);
   activate();
