@@ -104,8 +104,7 @@ MoeScratch carve(char* base, int64_t num_assignments, int64_t num_slots, int64_t
 }
 
 // One block: small enough work (assignments and slots of one step) that grid-wide sync is not
-// worth it. Counts and cursors live in shared memory (num_slots of each): the scan over slots is
-// serial, and over global memory each of its steps waited for the previous one's store. Rows
+// worth it. Counts and cursors live in shared memory (num_slots of each); warp 0 scans them. Rows
 // within a slot land in atomic order; the GEMM computes each row independently of its
 // neighbours, so results do not depend on that order.
 __global__ void __launch_bounds__(kAlignThreads)
@@ -123,14 +122,28 @@ __global__ void __launch_bounds__(kAlignThreads)
     if (slot >= 0 && slot < num_slots) atomicAdd(&counts[slot], 1);
   }
   __syncthreads();
-  if (tid == 0) {
-    // Exclusive scan of padded counts into the cursors (start row of each slot's segment).
-    int32_t row = 0;
-    for (int64_t s = 0; s < num_slots; ++s) {
-      cursors[s] = row;
-      row += (counts[s] + tile - 1) / tile * tile;
+  if (tid < 32) {
+    // Exclusive scan of padded counts into the cursors (start row of each slot's segment), by
+    // warp 0: each lane sums a run of consecutive slots, the warp scans the lane sums with
+    // shuffles, and each lane writes its run's cursors. (One thread walking all slots cost
+    // microseconds at batch 1, where the whole MoE layer takes tens.)
+    const auto padded = [tile](int32_t count) { return (count + tile - 1) / tile * tile; };
+    const int64_t per_lane = (num_slots + 31) / 32;
+    const int64_t begin = tid * per_lane < num_slots ? tid * per_lane : num_slots;
+    const int64_t end = begin + per_lane < num_slots ? begin + per_lane : num_slots;
+    int32_t lane_rows = 0;
+    for (int64_t s = begin; s < end; ++s) lane_rows += padded(counts[s]);
+    int32_t inclusive = lane_rows;
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const int32_t below = __shfl_up_sync(0xffffffffu, inclusive, offset);
+      if (tid >= offset) inclusive += below;
     }
-    *scratch.num_tiles = row / tile;
+    int32_t row = inclusive - lane_rows;
+    for (int64_t s = begin; s < end; ++s) {
+      cursors[s] = row;
+      row += padded(counts[s]);
+    }
+    if (tid == 31) *scratch.num_tiles = inclusive / tile;
   }
   __syncthreads();
   for (int64_t s = tid; s < num_slots; s += blockDim.x) {
