@@ -167,6 +167,12 @@ class Backend {
   virtual void route_experts(const Tensor& topk_ids, const ExpertRoute& route,
                              const Tensor& send_tokens, const Tensor& send_slots,
                              const Tensor& positions) = 0;
+  // One token per row of logits [rows, vocab] F32, drawn as each SamplingRow says (kernels/
+  // sampling_layout.h). rows: [rows, kSamplingRowWords] I32 holding SamplingRow; banned: I32 ids
+  // (may be empty: data null); out: [rows, kSampledTokenWords] I32 holding SampledToken. Neither
+  // allocates nor synchronises (a CUDA graph may record it).
+  virtual void sample(const Tensor& logits, const Tensor& rows, const Tensor& banned,
+                      const Tensor& out) = 0;
 
   // Graphs (CUDA). Between begin_capture() and end_capture() the backend records its work
   // instead of running it; replay(graph) runs the recording again on the same addresses, so a

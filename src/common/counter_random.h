@@ -22,6 +22,26 @@ constexpr int32_t ticks(uint64_t seed, uint64_t index) {
   return static_cast<int32_t>(bits) - (int32_t{1} << 23);
 }
 
+// The uniform behind the Gumbel variate of one id in a sampling draw (kernels/sampling_layout.h):
+// a function of (seed, counter, id) only, so the CPU and CUDA draws of a row agree without any
+// state carried between steps. The row's part is mixed once (sampling_row_key), then once per id.
+constexpr uint64_t sampling_row_key(uint64_t seed, uint64_t counter) {
+  return mix64(seed ^ mix64(counter + 0x9e3779b97f4a7c15ull));
+}
+
+// (2b + 1) / 2^24 for the 23 high bits b of the id's mix: exact in float (2b + 1 < 2^24, scaled by
+// a power of two) and strictly inside (0, 1), from 2^-24 to 1 - 2^-24, so -log(-log(u)) is finite.
+// (24 bits would not do: (2^24 - 0.5) / 2^24 rounds to 1 in float.)
+constexpr float sampling_uniform_at(uint64_t row_key, int64_t id) {
+  const uint64_t bits =
+      mix64(row_key + (static_cast<uint64_t>(id) + 1) * 0x9e3779b97f4a7c15ull) >> 41;
+  return static_cast<float>(2 * bits + 1) * 0x1p-24f;
+}
+
+constexpr float sampling_uniform(uint64_t seed, uint64_t counter, int64_t id) {
+  return sampling_uniform_at(sampling_row_key(seed, counter), id);
+}
+
 // FNV-1a over a name: a stable per-tensor seed (std::hash may differ between builds).
 constexpr uint64_t hash_name(const char* name, uint64_t seed) {
   uint64_t hash = 0xcbf29ce484222325ull ^ mix64(seed);

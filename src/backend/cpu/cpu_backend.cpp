@@ -6,11 +6,13 @@
 #include <new>
 
 #include "backend/expert_route_check.h"
+#include "backend/sampling_check.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dense.h"
 #include "kernels/cpu/expert_route.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/cpu/random_fill.h"
+#include "kernels/cpu/sampling.h"
 
 namespace tidal {
 namespace {
@@ -206,6 +208,18 @@ void CpuBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route,
                       .positions = positions.as<int32_t>(),
                       .token_ids = has_token_ids ? route.token_ids.as<int32_t>() : nullptr,
                       .load_counts = has_load_counts ? route.load_counts.as<int32_t>() : nullptr});
+}
+
+void CpuBackend::sample(const Tensor& logits, const Tensor& rows, const Tensor& banned,
+                        const Tensor& out) {
+  check_sample_args(logits, rows, banned, out);
+  cpu::sample({.logits = logits.as<float>(),
+               .num_rows = logits.dim(0),
+               .vocab = logits.dim(1),
+               .rows = static_cast<const SamplingRow*>(rows.data),
+               .banned = banned.as<int32_t>(),
+               .num_banned = num_banned_ids(banned),
+               .out = static_cast<SampledToken*>(out.data)});
 }
 
 }  // namespace tidal

@@ -40,6 +40,8 @@ class CpuBackend final : public Backend {
   void gather_rows(const Tensor& x, const Tensor& row_ids, const Tensor& out) override;
   void route_experts(const Tensor& topk_ids, const ExpertRoute& route, const Tensor& send_tokens,
                      const Tensor& send_slots, const Tensor& positions) override;
+  void sample(const Tensor& logits, const Tensor& rows, const Tensor& banned,
+              const Tensor& out) override;
 
  protected:
   void* raw_allocate(size_t bytes) override;

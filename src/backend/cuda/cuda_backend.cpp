@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_device.h"
 #include "backend/expert_route_check.h"
+#include "backend/sampling_check.h"
 #include "common/logging.h"
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/attention.cuh"
@@ -566,6 +567,12 @@ void CudaBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route
        .token_ids = has_token_ids ? route.token_ids.as<int32_t>() : nullptr,
        .load_counts = has_load_counts ? route.load_counts.as<int32_t>() : nullptr},
       stream_));
+}
+
+void CudaBackend::sample(const Tensor& logits, const Tensor& rows, const Tensor& banned,
+                         const Tensor& out) {
+  check_sample_args(logits, rows, banned, out);
+  TIDAL_FAIL(name(), ": sample has no CUDA kernel yet");
 }
 
 }  // namespace tidal

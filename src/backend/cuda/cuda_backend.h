@@ -59,6 +59,8 @@ class CudaBackend final : public Backend {
   void unpin_host(void* data) noexcept override;
   void route_experts(const Tensor& topk_ids, const ExpertRoute& route, const Tensor& send_tokens,
                      const Tensor& send_slots, const Tensor& positions) override;
+  void sample(const Tensor& logits, const Tensor& rows, const Tensor& banned,
+              const Tensor& out) override;
 
   bool supports_graphs() const override { return true; }
   void begin_capture() override;
