@@ -20,6 +20,7 @@ import argparse
 import datetime
 import json
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,41 @@ def rank_steps(samples) -> float:
     return largest(samples, "tidal_engine_steps_total")
 
 
+PHASES = ("schedule", "agree", "forward", "outputs", "balance")
+
+
+def phase_seconds(samples) -> dict[str, float]:
+    """Step seconds by phase, summed over ranks."""
+    totals = dict.fromkeys(PHASES, 0.0)
+    for labels, value in samples.get("tidal_step_seconds_total", []):
+        if labels.get("phase") in totals:
+            totals[labels["phase"]] += value
+    return totals
+
+
+class Window:
+    """Server-side counters between two scrapes: steps, tokens, and the step's phases."""
+
+    def __init__(self, samples, ranks: int):
+        self.start = time.monotonic()
+        self.samples, self.ranks = samples, ranks
+
+    def close(self, samples, client_tokens: int) -> dict:
+        seconds = time.monotonic() - self.start
+        steps = max(rank_steps(samples) - rank_steps(self.samples), 1)
+        before, after = phase_seconds(self.samples), phase_seconds(samples)
+        per_step_ms = {phase: 1e3 * (after[phase] - before[phase]) / self.ranks / steps
+                       for phase in PHASES}
+        return {
+            "seconds": seconds,
+            "tokens_per_s": client_tokens / seconds,
+            "prompt_tokens_per_s": (total(samples, "tidal_prompt_tokens_total")
+                                    - total(self.samples, "tidal_prompt_tokens_total")) / seconds,
+            "step_ms": 1e3 * seconds / steps,
+            "step_phases_ms": per_step_ms,
+        }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--binary", default=str(REPO / "build" / "tidal"))
@@ -79,7 +115,12 @@ def main() -> int:
     parser.add_argument("--eplb-window", type=int, default=200)
     parser.add_argument("--eplb-layers-per-step", type=int, default=0)
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--serve-args", default="",
+                        help="more `tidal serve` options, e.g. \"--max-num-batched-tokens 4096\"")
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--prompt-tokens", type=int, default=64,
+                        help="prompt length (long prompts make the steps prefill-heavy, where the "
+                        "experts' compute, not their weight reads, sets the pace)")
     parser.add_argument("--settle", type=float, default=1.0,
                         help="seconds of load before measuring (the first rebalance must come "
                         "after it: raise --eplb-interval otherwise)")
@@ -99,18 +140,20 @@ def main() -> int:
                   str(args.eplb_layers_per_step), "--max-num-seqs", str(args.clients)]
     if args.num_layers:
         serve_args += ["--num-layers", str(args.num_layers)]
+    serve_args += shlex.split(args.serve_args)
     server = Server(args.binary, args.config, serve_args, "tidal-eplb-bench-",
                     env={"TIDAL_TEST_ROUTER_BIAS": args.bias})
     result = {}
     try:
         server.wait_healthy()
-        clients = Clients(server.port, args.clients, args.max_tokens, list(range(100, 164)))
+        prompt = [100 + i % 1000 for i in range(args.prompt_tokens)]
+        clients = Clients(server.port, args.clients, args.max_tokens, prompt)
         clients.start()
         time.sleep(args.settle)
         # Before: from here to the first rebalance.
         start = time.monotonic()
         samples = parse_metrics(server.metrics())
-        start_steps = rank_steps(samples)
+        before = Window(samples, args.ranks)
         if total(samples, "tidal_eplb_rebalances_total") > 0:
             raise RuntimeError("the first rebalance came during --settle: raise --eplb-interval")
         while True:
@@ -121,27 +164,17 @@ def main() -> int:
                 raise RuntimeError(f"no rebalance within {args.timeout} s")
             time.sleep(0.05)
         rebalanced = time.monotonic()
-        before_steps = rank_steps(samples) - start_steps
+        phases = {"before": before.close(samples, clients.tokens_between(start, rebalanced))}
         first = samples
         # After: a fresh window once the first rebalance's moves are done.
         time.sleep(0.5)
         after_start = time.monotonic()
-        after_start_steps = rank_steps(parse_metrics(server.metrics()))
+        after = Window(parse_metrics(server.metrics()), args.ranks)
         time.sleep(args.measure)
-        after_end = time.monotonic()
         samples = parse_metrics(server.metrics())
-        after_steps = rank_steps(samples) - after_start_steps
+        phases["after"] = after.close(samples,
+                                      clients.tokens_between(after_start, time.monotonic()))
         clients.finish()
-        phases = {
-            "before": {"seconds": rebalanced - start,
-                       "tokens_per_s": clients.tokens_between(start, rebalanced)
-                       / (rebalanced - start),
-                       "step_ms": 1e3 * (rebalanced - start) / max(before_steps, 1)},
-            "after": {"seconds": after_end - after_start,
-                      "tokens_per_s": clients.tokens_between(after_start, after_end)
-                      / (after_end - after_start),
-                      "step_ms": 1e3 * (after_end - after_start) / max(after_steps, 1)},
-        }
         result = {
             "card": card(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -149,6 +182,8 @@ def main() -> int:
             "serve": " ".join(server.command),
             "bias": args.bias,
             "clients": args.clients,
+            "prompt_tokens": args.prompt_tokens,
+            "max_tokens": args.max_tokens,
             "phases": phases,
             "first_rebalance": {
                 "balancedness_before": balancedness(first, "before"),
@@ -167,12 +202,15 @@ def main() -> int:
 
     first = result["first_rebalance"]
     print(f"\nexpert load balancing on {result['card']}, {result['date']}, {args.ranks} ranks, "
-          f"{args.clients} clients, bias {args.bias}, dummy {Path(args.config).name} "
+          f"{args.clients} clients, prompts of {args.prompt_tokens} tokens, {args.max_tokens} "
+          f"generated, bias {args.bias}, dummy {Path(args.config).name} "
           f"({args.num_layers or 'all'} layers)\n")
-    print(f"{'phase':>8} {'seconds':>8} {'tokens/s':>10} {'step ms':>8}")
+    print(f"{'phase':>8} {'seconds':>8} {'tokens/s':>10} {'prompt/s':>10} {'step ms':>8}   "
+          + " ".join(f"{name:>8}" for name in PHASES) + "  (ms per step, mean over ranks)")
     for name, phase in result["phases"].items():
         print(f"{name:>8} {phase['seconds']:>8.2f} {phase['tokens_per_s']:>10.1f} "
-              f"{phase['step_ms']:>8.2f}")
+              f"{phase['prompt_tokens_per_s']:>10.1f} {phase['step_ms']:>8.2f}   "
+              + " ".join(f"{phase['step_phases_ms'][p]:>8.2f}" for p in PHASES))
     print(f"\nbalancedness (mean over layers) {first['balancedness_before']:.3f} -> "
           f"{first['balancedness_after']:.3f}; first rebalance moved "
           f"{first['bytes_moved'] / 1e6:.1f} MB; {result['rebalances']:.0f} rebalances moved "

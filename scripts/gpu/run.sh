@@ -239,14 +239,24 @@ if [ "${BENCH:-1}" = 1 ]; then
   # Expert load balancing under skewed routing over every GPU here: throughput and step time
   # before and after the first rebalance, balancedness, bytes moved, the longest pause. Its JSON
   # comes back inside logs.tgz.
+  # Twice: decode-heavy (short prompts, long outputs: the experts' weight reads set the pace), then
+  # prefill-heavy (long prompts: their compute does, so the hot rank's extra rows show).
   if [ "${EPLB:-1}" = 1 ] && [ "$num_gpus" -ge 2 ]; then
-    if ! LD_LIBRARY_PATH="$multi_path" timeout "${BENCH_TIMEOUT:-300}" python3 bench/eplb_bench.py \
-        --binary "$build/tidal" --device cuda --config "$config" --num-layers "$layers" \
-        --ranks "$num_gpus" --out "$out/eplb.json" >"$out/eplb.log" 2>&1; then
-      echo "[bench] expert load balancing failed"
-      status=1
-    fi
-    tail -10 "$out/eplb.log"
+    for variant in decode prefill; do
+      extra=()
+      if [ "$variant" = prefill ]; then
+        extra=(--prompt-tokens 1024 --max-tokens 8 --clients 32 --eplb-interval 100
+          --eplb-window 50 --serve-args "--max-num-batched-tokens 4096 --kv-cache-memory 1073741824")
+      fi
+      if ! LD_LIBRARY_PATH="$multi_path" timeout "${BENCH_TIMEOUT:-300}" python3 \
+          bench/eplb_bench.py --binary "$build/tidal" --device cuda --config "$config" \
+          --num-layers "$layers" --ranks "$num_gpus" "${extra[@]}" \
+          --out "$out/eplb_$variant.json" >"$out/eplb_$variant.log" 2>&1; then
+        echo "[bench] expert load balancing ($variant-heavy) failed"
+        status=1
+      fi
+      tail -9 "$out/eplb_$variant.log"
+    done
   fi
 fi
 

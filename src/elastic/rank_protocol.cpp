@@ -168,7 +168,9 @@ nlohmann::json to_json(const EngineLoad& load) {
           load.eplb_balancedness_after,
           load.eplb_longest_pause_seconds,
           load.num_decode_graphs,
-          load.num_graph_steps};
+          load.num_graph_steps,
+          {load.step_seconds.schedule, load.step_seconds.agree, load.step_seconds.forward,
+           load.step_seconds.outputs, load.step_seconds.balance}};
 }
 
 EngineLoad load_from_json(const nlohmann::json& value) {
@@ -189,6 +191,12 @@ EngineLoad load_from_json(const nlohmann::json& value) {
   load.eplb_longest_pause_seconds = value.at(13).get<double>();
   load.num_decode_graphs = value.at(14).get<int64_t>();
   load.num_graph_steps = value.at(15).get<int64_t>();
+  const auto& seconds = value.at(16);
+  load.step_seconds = {.schedule = seconds.at(0).get<double>(),
+                       .agree = seconds.at(1).get<double>(),
+                       .forward = seconds.at(2).get<double>(),
+                       .outputs = seconds.at(3).get<double>(),
+                       .balance = seconds.at(4).get<double>()};
   return load;
 }
 
@@ -198,7 +206,7 @@ nlohmann::json to_json(const RequestHandoff& handoff) {
           {"params", to_json(handoff.params)},
           {"output_ids", handoff.output_ids},
           {"text_sent", handoff.text_sent},
-          {"rng_state", handoff.rng_state},
+          {"seed", handoff.seed},
           {"num_preemptions", handoff.num_preemptions}};
 }
 
@@ -208,7 +216,7 @@ RequestHandoff handoff_from_json(const nlohmann::json& value) {
           .params = params_from_json(value.at("params")),
           .output_ids = value.at("output_ids").get<std::vector<int32_t>>(),
           .text_sent = value.at("text_sent").get<size_t>(),
-          .rng_state = value.at("rng_state").get<std::string>(),
+          .seed = value.at("seed").get<uint64_t>(),
           .num_preemptions = value.at("num_preemptions").get<int64_t>()};
 }
 

@@ -13,6 +13,7 @@
 #include <zmq.hpp>
 
 #include "common/logging.h"
+#include "common/phase_clock.h"
 #include "elastic/rank_protocol.h"
 #include "elastic/rank_rebalance.h"
 #include "elastic/rank_state.h"
@@ -99,6 +100,9 @@ class Worker {
   std::unique_ptr<RankState> rank_;
   bool stop_requested_ = false;
   int64_t steps_ = 0;
+  // The loop's own share of the step time (the engine keeps the rest): the agreement to step,
+  // sending outputs, and expert load balancing.
+  StepSeconds step_seconds_;
   EplbReport eplb_;
   // Transitions: the operation holding load balancing, the standby of the one being prepared,
   // and the commit received for it. Rolled-back standbys finish their rendezvous (or time out)
@@ -122,6 +126,8 @@ void Worker::send_outputs(const std::vector<RequestOutput>& outputs) {
   load.eplb_longest_pause_seconds = eplb_.longest_pause_seconds;
   load.eplb_balancedness_before = eplb_.balancedness_before;
   load.eplb_balancedness_after = eplb_.balancedness_after;
+  load.step_seconds = rank_->engine->step_seconds();
+  load.step_seconds += step_seconds_;
   control_.send(
       {{"type", protocol::kOutputs}, {"outputs", list}, {"load", protocol::to_json(load)}});
 }
@@ -297,7 +303,9 @@ int Worker::run() {
     // taken as the maximum of negated values).
     int64_t flags[4] = {engine.has_work() ? 1 : 0, stop_requested_ ? 1 : 0,
                         holding_op_ != 0 ? 1 : 0, -static_cast<int64_t>(commit_op_)};
+    PhaseClock clock;
     rank_->group->all_reduce_max(flags);
+    const double agree_seconds = clock.lap();
     if (flags[1] != 0) break;
     if (-flags[3] > 0) {
       if (!commit()) return 0;
@@ -310,9 +318,12 @@ int Worker::run() {
       }
       continue;
     }
+    step_seconds_.agree += agree_seconds;  // idle rounds are not step time
     std::vector<RequestOutput> outputs = engine.step();
     ++steps_;
+    clock.lap();  // the engine timed its own phases
     if (!outputs.empty() || steps_ % 64 == 0) send_outputs(outputs);
+    step_seconds_.outputs += clock.lap();
     if (rank_->load_window) {
       rank_->executor->collect_load(*rank_->backend);
       rank_->load_window->commit_step();
@@ -329,6 +340,7 @@ int Worker::run() {
         move_pending_layers(*rank_, eplb_, per_step);
         if (rank_->eplb_pending.empty()) send_outputs({});
       }
+      step_seconds_.balance += clock.lap();
     }
   }
   log_info("rank ", rank_->config.rank, " shut down after ", steps_, " steps");

@@ -2,10 +2,9 @@
 #include "engine/engine.h"
 
 #include <algorithm>
-#include <sstream>
 
 #include "common/logging.h"
-#include "engine/sampler.h"
+#include "common/phase_clock.h"
 
 namespace tidal {
 namespace {
@@ -94,7 +93,7 @@ Status Engine::add_request(const std::string& id, std::vector<int32_t> prompt_id
   auto request = std::make_unique<Request>();
   request->id = id;
   request->prompt_ids = std::move(prompt_ids);
-  request->rng.seed(params.seed ? *params.seed : (uint64_t{entropy_()} << 32) ^ entropy_());
+  request->seed = params.seed ? *params.seed : (uint64_t{entropy_()} << 32) ^ entropy_();
   request->detokenizer =
       std::make_unique<IncrementalDetokenizer>(*tokenizer_, params.skip_special_tokens);
   request->params = std::move(params);
@@ -103,11 +102,17 @@ Status Engine::add_request(const std::string& id, std::vector<int32_t> prompt_id
   return Status::ok();
 }
 
-void Engine::append_token(Request& request, int32_t token, std::span<const float> logits) {
+void Engine::append_token(Request& request, const SampledToken& sampled) {
   const SamplingParams& params = request.params;
+  const int32_t token = sampled.token;
   request.output_ids.push_back(token);
-  if (params.logprobs)
-    request.logprobs.push_back(compute_logprobs(logits, token, *params.logprobs));
+  if (params.logprobs) {
+    TokenLogprob logprob{.token_id = token, .logprob = sampled.logprob, .top = {}};
+    for (int32_t i = 0; i < sampled.num_top; ++i) {
+      logprob.top.emplace_back(sampled.top_ids[i], sampled.top_logprobs[i]);
+    }
+    request.logprobs.push_back(std::move(logprob));
+  }
   const size_t text_before = request.text.size();
   request.text += request.detokenizer->push(token);
 
@@ -169,7 +174,9 @@ RequestOutput Engine::drain_output(Request& request, std::vector<int32_t> new_id
 std::vector<RequestOutput> Engine::step() {
   std::vector<RequestOutput> outputs;
   ModelRunner::GroupStep group_step;
+  PhaseClock clock;
   const std::vector<ScheduledRequest> batch = scheduler_.schedule();
+  step_seconds_.schedule += clock.lap();
   if (options_.dp_group == nullptr) {
     if (batch.empty()) return outputs;
   } else {
@@ -181,33 +188,31 @@ std::vector<RequestOutput> Engine::step() {
     int64_t shape[2] = {proposal.tokens, proposal.replay ? 0 : 1};
     options_.dp_group->all_reduce_max(shape);
     group_step = {.tokens = shape[0], .replay = shape[1] == 0};
+    step_seconds_.agree += clock.lap();
     if (batch.empty()) {
       runner_.run_dummy(group_step);
+      step_seconds_.forward += clock.lap();
       return outputs;
     }
   }
-  const StepLogits logits =
+  const StepSamples samples =
       options_.dp_group == nullptr ? runner_.run(batch) : runner_.run(batch, group_step);
-  const std::vector<int32_t>& eos = model_->config().eos_token_ids;
-  for (size_t row = 0; row < logits.requests.size(); ++row) {
-    Request& request = *logits.requests[row];
-    const SamplingParams& params = request.params;
-    // EOS may not end the output before min_tokens.
-    const bool ban_eos = static_cast<int64_t>(request.output_ids.size()) < params.min_tokens;
-    std::vector<int32_t> banned;
-    if (ban_eos) {
-      banned = eos;
-      banned.insert(banned.end(), params.stop_token_ids.begin(), params.stop_token_ids.end());
-    }
-    const int32_t token = sample_token(logits.row(row), params, request.rng, banned);
-    append_token(request, token, logits.row(row));
+  step_seconds_.forward += clock.lap();
+  for (size_t row = 0; row < samples.requests.size(); ++row) {
+    Request& request = *samples.requests[row];
+    const SampledToken& sampled = samples.tokens[row];
+    // Only a vocabulary banned whole (EOS before min_tokens) leaves nothing to draw; validation
+    // keeps stop ids inside the vocabulary, so this is a bug, not a request's fault.
+    TIDAL_CHECK(sampled.token >= 0, "request '", request.id, "': every token id is banned");
+    append_token(request, sampled);
     std::vector<TokenLogprob> new_logprobs;
-    if (params.logprobs) new_logprobs.push_back(request.logprobs.back());
-    outputs.push_back(drain_output(request, {token}, std::move(new_logprobs)));
+    if (request.params.logprobs) new_logprobs.push_back(request.logprobs.back());
+    outputs.push_back(drain_output(request, {sampled.token}, std::move(new_logprobs)));
   }
   for (std::unique_ptr<Request>& finished : scheduler_.complete_step(batch)) {
     live_ids_.erase(finished->id);
   }
+  step_seconds_.outputs += clock.lap();
   return outputs;
 }
 
@@ -222,15 +227,13 @@ std::vector<RequestOutput> Engine::abort(const std::string& id) {
 std::vector<RequestHandoff> Engine::release_all() {
   std::vector<RequestHandoff> released;
   for (std::unique_ptr<Request>& request : scheduler_.remove_all()) {
-    std::ostringstream rng;
-    rng << request->rng;
     live_ids_.erase(request->id);
     released.push_back({.id = request->id,
                         .prompt_ids = std::move(request->prompt_ids),
                         .params = std::move(request->params),
                         .output_ids = std::move(request->output_ids),
                         .text_sent = request->text_sent,
-                        .rng_state = rng.str(),
+                        .seed = request->seed,
                         .num_preemptions = request->num_preemptions});
   }
   return released;
@@ -254,9 +257,7 @@ Status Engine::adopt(RequestHandoff handoff) {
   request->prompt_ids = std::move(handoff.prompt_ids);
   request->params = std::move(handoff.params);
   request->num_preemptions = handoff.num_preemptions;
-  std::istringstream rng(handoff.rng_state);
-  rng >> request->rng;
-  if (rng.fail()) return Status::invalid_argument(cat("request '", handoff.id, "': bad rng state"));
+  request->seed = handoff.seed;
   // Replaying the detokenizer rebuilds the text exactly as the old rank had it; what the client
   // already has is marked sent.
   request->detokenizer =

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "comm/communicator.h"
 #include "common/status.h"
 #include "engine/block_manager.h"
+#include "engine/engine_client.h"
 #include "engine/kv_cache.h"
 #include "engine/model_runner.h"
 #include "engine/request.h"
@@ -66,9 +68,11 @@ class Engine {
   // Destroys the decode graphs until the next warm_up (see ModelRunner::release_graphs).
   void release_graphs() { runner_.release_graphs(); }
   const ModelRunner& runner() const { return runner_; }
+  // Where this engine's steps spent their time (schedule, agree on the shape, forward, outputs).
+  const StepSeconds& step_seconds() const { return step_seconds_; }
 
  private:
-  void append_token(Request& request, int32_t token, std::span<const float> logits);
+  void append_token(Request& request, const SampledToken& sampled);
   RequestOutput drain_output(Request& request, std::vector<int32_t> new_ids,
                              std::vector<TokenLogprob> new_logprobs);
 
@@ -83,6 +87,7 @@ class Engine {
   ModelRunner runner_;
   std::unordered_set<std::string> live_ids_;
   std::random_device entropy_;
+  StepSeconds step_seconds_;
 };
 
 }  // namespace tidal

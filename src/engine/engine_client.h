@@ -13,6 +13,25 @@
 
 namespace tidal {
 
+// Where a rank's steps spent their wall time since start-up, in seconds: the served step's cost
+// beyond the model itself shows up here.
+struct StepSeconds {
+  double schedule = 0;  // choosing the batch
+  double agree = 0;     // agreeing with the group: whether to step, then the step's shape
+  double forward = 0;   // the model's step and the draw, until the tokens are on the host
+  double outputs = 0;   // stop checks, detokenizing, handing the outputs over
+  double balance = 0;   // expert load: reading the counters, planning, moving weights
+
+  StepSeconds& operator+=(const StepSeconds& other) {
+    schedule += other.schedule;
+    agree += other.agree;
+    forward += other.forward;
+    outputs += other.outputs;
+    balance += other.balance;
+    return *this;
+  }
+};
+
 // A snapshot of one rank's engine, refreshed after every step.
 struct EngineLoad {
   int64_t num_running = 0;
@@ -34,6 +53,7 @@ struct EngineLoad {
   // with the placement before it and after it (1 is perfect balance). The same on every rank.
   std::vector<double> eplb_balancedness_before = {};
   std::vector<double> eplb_balancedness_after = {};
+  StepSeconds step_seconds = {};
 };
 
 class EngineClient {

@@ -119,6 +119,7 @@ void EngineLoop::run() {
     load_.num_warm_ups = engine_->runner().num_warm_ups();
     load_.num_decode_graphs = engine_->runner().num_decode_graphs();
     load_.num_graph_steps = engine_->runner().num_graph_steps();
+    load_.step_seconds = engine_->step_seconds();
     ++load_.num_steps;
   }
   // Shutting down: whoever still waits gets a final abort.

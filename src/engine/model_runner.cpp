@@ -1,8 +1,9 @@
-// ModelRunner: host-side batch layout, upload, forward, logits download.
+// ModelRunner: host-side batch layout, upload, forward, sampling on the device, token download.
 #include "engine/model_runner.h"
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <exception>
 
 #include "common/logging.h"
@@ -12,6 +13,10 @@ namespace {
 
 // Keeps each input of a graph bucket 64-byte aligned, as the workspace's tensors are.
 constexpr int64_t kGraphInputAlignment = 16;  // int32 elements
+
+// Banned ids a decode graph holds per sequence (EOS ids and stop ids of requests short of
+// min_tokens); a step that needs more runs eagerly.
+constexpr int64_t kGraphBannedPerRow = 8;
 
 int64_t align_elements(int64_t count) {
   return (count + kGraphInputAlignment - 1) / kGraphInputAlignment * kGraphInputAlignment;
@@ -39,22 +44,75 @@ ModelRunner::~ModelRunner() {
   } catch (const std::exception& error) {
     log_warning("releasing the decode graphs failed: ", error.what());
   }
-  if (host_logits_pinned_) backend_->unpin_host(host_logits_.data());
+  if (host_samples_pinned_) backend_->unpin_host(host_samples_.data());
 }
 
-void ModelRunner::reserve_host_logits(size_t count) {
-  if (host_logits_.size() >= count) return;
-  if (host_logits_pinned_) backend_->unpin_host(host_logits_.data());
-  host_logits_ = std::vector<float>(count);
+void ModelRunner::reserve_host_samples(size_t count) {
+  if (host_samples_.size() >= count) return;
+  if (host_samples_pinned_) backend_->unpin_host(host_samples_.data());
+  host_samples_ = std::vector<SampledToken>(count);
   // Page-locked when the backend can: an optimisation, so a refusal only costs speed.
-  host_logits_pinned_ = backend_->pin_host(host_logits_.data(), count * sizeof(float));
+  host_samples_pinned_ = backend_->pin_host(host_samples_.data(), count * sizeof(SampledToken));
 }
 
-std::span<const float> ModelRunner::download_logits(const Tensor& logits, int64_t rows) {
-  const auto count = static_cast<size_t>(rows * logits.dim(1));
-  reserve_host_logits(count);  // sized by the warm-up: a no-op in serving
-  backend_->copy_to_host(host_logits_.data(), logits.data, count * sizeof(float));
-  return {host_logits_.data(), count};
+std::span<const SampledToken> ModelRunner::download_samples(const Tensor& samples, int64_t rows) {
+  const auto count = static_cast<size_t>(rows);
+  reserve_host_samples(count);  // sized by the warm-up: a no-op in serving
+  backend_->copy_to_host(host_samples_.data(), samples.data, count * sizeof(SampledToken));
+  return {host_samples_.data(), count};
+}
+
+ModelRunner::HostSampling ModelRunner::sampling_rows(const std::vector<Request*>& requests) const {
+  HostSampling host;
+  host.rows.resize(requests.size() * static_cast<size_t>(kSamplingRowWords));
+  const std::vector<int32_t>& eos = model_->config().eos_token_ids;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Request& request = *requests[i];
+    const SamplingParams& params = request.params;
+    SamplingRow row{.seed = request.seed,
+                    .counter = request.output_ids.size(),
+                    .temperature = params.temperature,
+                    .top_p = params.top_p,
+                    .top_k = params.top_k,
+                    .num_top_logprobs = params.logprobs ? *params.logprobs : -1,
+                    .banned_begin = static_cast<int32_t>(host.banned.size()),
+                    .banned_count = 0};
+    // EOS (and the request's stop ids) may not end the output before min_tokens.
+    if (static_cast<int64_t>(request.output_ids.size()) < params.min_tokens) {
+      host.banned.insert(host.banned.end(), eos.begin(), eos.end());
+      host.banned.insert(host.banned.end(), params.stop_token_ids.begin(),
+                         params.stop_token_ids.end());
+      row.banned_count = static_cast<int32_t>(host.banned.size()) - row.banned_begin;
+    }
+    std::memcpy(host.rows.data() + i * static_cast<size_t>(kSamplingRowWords), &row, sizeof(row));
+  }
+  return host;
+}
+
+StepSamples ModelRunner::sample_eager(std::vector<Request*> requests, const Tensor& logits) {
+  const auto rows = static_cast<int64_t>(requests.size());
+  const HostSampling host = sampling_rows(requests);
+  // One buffer, one upload: the rows, the banned ids, then room for the drawn tokens.
+  const auto banned = static_cast<int64_t>(host.banned.size());
+  const int64_t banned_at = align_elements(rows * kSamplingRowWords);
+  const int64_t out_at = banned_at + align_elements(banned);
+  const auto bytes = static_cast<size_t>(out_at + rows * kSampledTokenWords) * sizeof(int32_t);
+  // Sized by the warm-up for max_num_seqs rows; only an unusual number of banned ids grows it
+  // (outside any graph: graphs keep their sampling inputs in graph_inputs_).
+  if (eager_sampling_.bytes() < bytes) eager_sampling_ = backend_->allocate(bytes);
+  std::vector<int32_t> staged(static_cast<size_t>(out_at), 0);
+  std::copy(host.rows.begin(), host.rows.end(), staged.begin());
+  std::copy(host.banned.begin(), host.banned.end(), staged.begin() + banned_at);
+  backend_->copy_from_host(eager_sampling_.data(), staged.data(), staged.size() * sizeof(int32_t));
+  auto* base = static_cast<int32_t*>(eager_sampling_.data());
+  const auto view = [&](int64_t offset, std::initializer_list<int64_t> shape) {
+    return Tensor{
+        .data = base + offset, .dtype = DType::kI32, .shape = shape, .device = backend_->device()};
+  };
+  const Tensor out = view(out_at, {rows, kSampledTokenWords});
+  backend_->sample(logits.rows(0, rows), view(0, {rows, kSamplingRowWords}),
+                   banned > 0 ? view(banned_at, {banned}) : Tensor{}, out);
+  return {.requests = std::move(requests), .tokens = download_samples(out, rows)};
 }
 
 Tensor ModelRunner::upload(const std::vector<int32_t>& values,
@@ -81,7 +139,7 @@ Tensor ModelRunner::forward(const HostBatch& host) {
   return model_->forward(batch, kv_cache_->layers(), workspace_);
 }
 
-StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch) {
+StepSamples ModelRunner::run(const std::vector<ScheduledRequest>& batch) {
   workspace_.begin_step();
   if (const DecodeGraph* graph = graph_for(batch)) return replay(*graph, batch);
   return run_eager(batch, 0);
@@ -103,7 +161,7 @@ const ModelRunner::DecodeGraph& ModelRunner::bucket_for(int64_t num_seqs) const 
              graphs_.empty() ? 0 : graphs_.back().num_seqs);
 }
 
-StepLogits ModelRunner::run(const std::vector<ScheduledRequest>& batch, const GroupStep& step) {
+StepSamples ModelRunner::run(const std::vector<ScheduledRequest>& batch, const GroupStep& step) {
   workspace_.begin_step();
   if (step.replay) return replay(bucket_for(step.tokens), batch);
   return run_eager(batch, step.tokens);
@@ -125,10 +183,10 @@ void ModelRunner::run_dummy(const GroupStep& step) {
   run_eager({}, step.tokens);
 }
 
-StepLogits ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
-                                  int64_t total_tokens) {
+StepSamples ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
+                                   int64_t total_tokens) {
   HostBatch host;
-  StepLogits result;
+  std::vector<Request*> sampling;
   const int64_t block_size = kv_cache_->block_size();
   for (const ScheduledRequest& entry : batch) {
     host.max_blocks =
@@ -154,7 +212,7 @@ StepLogits ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
     // decode).
     if (end == request.num_tokens()) {
       host.sample_rows.push_back(static_cast<int32_t>(host.token_ids.size()) - 1);
-      result.requests.push_back(entry.request);
+      sampling.push_back(entry.request);
     }
   }
   const auto own_tokens = static_cast<int64_t>(host.token_ids.size());
@@ -172,15 +230,14 @@ StepLogits ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
     host.block_tables.resize(host.block_tables.size() + static_cast<size_t>(host.max_blocks), 0);
     host.max_query_len = std::max(host.max_query_len, padding);
   }
-  if (host.token_ids.empty()) return result;
-  if (result.requests.empty()) {
+  if (host.token_ids.empty()) return {};
+  if (sampling.empty()) {
     // Every request is mid-prefill: still compute one row so the step's shapes stay regular.
     host.sample_rows.push_back(0);
   }
   const Tensor logits = forward(host);
-  result.vocab_size = logits.dim(1);
-  if (!result.requests.empty()) result.logits = download_logits(logits, logits.dim(0));
-  return result;
+  if (sampling.empty()) return {};
+  return sample_eager(std::move(sampling), logits);
 }
 
 void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
@@ -211,12 +268,23 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
   }
   host.max_query_len = longest;
   host.max_context_len = longest;
-  forward(host);
+  const Tensor logits = forward(host);
+  // The sampler on the worst case's rows: its buffers get their serving size (every row with
+  // kGraphBannedPerRow banned ids) and its kernels load now, not in the first served step.
+  const auto sampling_words = align_elements(num_seqs * kSamplingRowWords) +
+                              align_elements(num_seqs * kGraphBannedPerRow) +
+                              num_seqs * kSampledTokenWords;
+  const auto sampling_bytes = static_cast<size_t>(sampling_words) * sizeof(int32_t);
+  if (eager_sampling_.bytes() < sampling_bytes)
+    eager_sampling_ = backend_->allocate(sampling_bytes);
+  std::vector<Request> rows(static_cast<size_t>(num_seqs));
+  std::vector<Request*> sampling;
+  for (Request& row : rows) sampling.push_back(&row);
+  if (!sampling.empty()) sample_eager(std::move(sampling), logits);
   backend_->synchronize();
   workspace_.consolidate();
   workspace_.lock();
   capture_decode_graphs(num_seqs);
-  reserve_host_logits(static_cast<size_t>(num_seqs * model_->config().vocab_size));
   ++num_warm_ups_;
 }
 
@@ -244,17 +312,26 @@ ModelRunner::GraphLayout ModelRunner::graph_layout(int64_t num_seqs) const {
   layout.query_start = place(num_seqs + 1);
   layout.context_lens = place(num_seqs);
   layout.sample_rows = place(num_seqs);
+  layout.sampling = place(num_seqs * kSamplingRowWords);
+  layout.banned = place(num_seqs * kGraphBannedPerRow);
   layout.block_tables = place(num_seqs * graph_blocks_);
+  layout.uploaded = offset;
+  layout.samples = place(num_seqs * kSampledTokenWords);
   layout.total = offset;
   return layout;
 }
 
+Tensor ModelRunner::graph_tensor(int64_t offset, std::initializer_list<int64_t> shape) const {
+  return Tensor{.data = static_cast<int32_t*>(graph_inputs_.data()) + offset,
+                .dtype = DType::kI32,
+                .shape = shape,
+                .device = backend_->device()};
+}
+
 ForwardBatch ModelRunner::graph_batch(int64_t num_seqs) const {
   const GraphLayout layout = graph_layout(num_seqs);
-  auto* base = static_cast<int32_t*>(graph_inputs_.data());
   const auto view = [&](int64_t offset, std::initializer_list<int64_t> shape) {
-    return Tensor{
-        .data = base + offset, .dtype = DType::kI32, .shape = shape, .device = backend_->device()};
+    return graph_tensor(offset, shape);
   };
   ForwardBatch batch;
   batch.token_ids = view(layout.token_ids, {num_seqs});
@@ -273,7 +350,8 @@ ForwardBatch ModelRunner::graph_batch(int64_t num_seqs) const {
 void ModelRunner::upload_graph_inputs(int64_t num_seqs,
                                       const std::vector<ScheduledRequest>& batch) {
   const GraphLayout layout = graph_layout(num_seqs);
-  std::vector<int32_t> host(static_cast<size_t>(layout.total), 0);
+  // Everything before the drawn tokens' region, in one copy.
+  std::vector<int32_t> host(static_cast<size_t>(layout.uploaded), 0);
   const auto at = [&](int64_t region, int64_t index) -> int32_t& {
     return host[static_cast<size_t>(region + index)];
   };
@@ -282,6 +360,9 @@ void ModelRunner::upload_graph_inputs(int64_t num_seqs,
     at(layout.slot_mapping, s) = -1;
     at(layout.query_start, s) = static_cast<int32_t>(s);
     at(layout.sample_rows, s) = static_cast<int32_t>(s);
+    // Padding rows draw greedily from zero logits; nobody reads their tokens.
+    const SamplingRow greedy{};
+    std::memcpy(&at(layout.sampling, s * kSamplingRowWords), &greedy, sizeof(greedy));
   }
   at(layout.query_start, num_seqs) = static_cast<int32_t>(num_seqs);
   const int64_t block_size = kv_cache_->block_size();
@@ -296,12 +377,22 @@ void ModelRunner::upload_graph_inputs(int64_t num_seqs,
     std::copy(request.block_ids.begin(), request.block_ids.end(),
               host.begin() + layout.block_tables + row * graph_blocks_);
   }
+  std::vector<Request*> requests;
+  for (const ScheduledRequest& entry : batch) requests.push_back(entry.request);
+  const HostSampling sampling = sampling_rows(requests);
+  TIDAL_CHECK(static_cast<int64_t>(sampling.banned.size()) <= num_seqs * kGraphBannedPerRow,
+              "a decode graph of ", num_seqs, " sequences holds ", num_seqs * kGraphBannedPerRow,
+              " banned ids, the batch has ", sampling.banned.size());
+  std::copy(sampling.rows.begin(), sampling.rows.end(), host.begin() + layout.sampling);
+  std::copy(sampling.banned.begin(), sampling.banned.end(), host.begin() + layout.banned);
   backend_->copy_from_host(graph_inputs_.data(), host.data(), host.size() * sizeof(int32_t));
 }
 
 const ModelRunner::DecodeGraph* ModelRunner::graph_for(
     const std::vector<ScheduledRequest>& batch) const {
   if (graphs_.empty() || batch.empty()) return nullptr;
+  const auto num_eos = static_cast<int64_t>(model_->config().eos_token_ids.size());
+  int64_t banned = 0;
   for (const ScheduledRequest& entry : batch) {
     const Request& request = *entry.request;
     // One new token that completes the sequence (so it samples), in a table the graph covers.
@@ -309,24 +400,28 @@ const ModelRunner::DecodeGraph* ModelRunner::graph_for(
         static_cast<int64_t>(request.block_ids.size()) > graph_blocks_) {
       return nullptr;
     }
+    if (static_cast<int64_t>(request.output_ids.size()) < request.params.min_tokens) {
+      banned += num_eos + static_cast<int64_t>(request.params.stop_token_ids.size());
+    }
   }
   const auto num_seqs = static_cast<int64_t>(batch.size());
+  // Measured against the batch, not the bucket, so any bucket the group agrees on holds them.
+  if (banned > num_seqs * kGraphBannedPerRow) return nullptr;
   for (const DecodeGraph& graph : graphs_) {
     if (graph.num_seqs >= num_seqs) return &graph;
   }
   return nullptr;
 }
 
-StepLogits ModelRunner::replay(const DecodeGraph& graph,
-                               const std::vector<ScheduledRequest>& batch) {
+StepSamples ModelRunner::replay(const DecodeGraph& graph,
+                                const std::vector<ScheduledRequest>& batch) {
   upload_graph_inputs(graph.num_seqs, batch);
   backend_->replay(graph.id);
   ++num_graph_steps_;
-  StepLogits result;
-  result.vocab_size = graph.logits.dim(1);
+  StepSamples result;
   for (const ScheduledRequest& entry : batch) result.requests.push_back(entry.request);
   // Only the real sequences' rows: the padding rows come after them.
-  result.logits = download_logits(graph.logits, static_cast<int64_t>(batch.size()));
+  result.tokens = download_samples(graph.samples, static_cast<int64_t>(batch.size()));
   return result;
 }
 
@@ -351,9 +446,18 @@ void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
   // One eager step of the largest bucket (all padding) first: the worst case above was a prefill,
   // and a decode kernel may need scratch of its own; no smaller bucket needs more. Capturing
   // records work without running it.
+  // A bucket's step: the forward pass, then the draw into its samples region.
+  const auto decode_step = [&](int64_t num_seqs) {
+    const GraphLayout layout = graph_layout(num_seqs);
+    const Tensor logits = model_->forward(graph_batch(num_seqs), kv_cache_->layers(), workspace_);
+    const Tensor samples = graph_tensor(layout.samples, {num_seqs, kSampledTokenWords});
+    backend_->sample(logits, graph_tensor(layout.sampling, {num_seqs, kSamplingRowWords}),
+                     graph_tensor(layout.banned, {num_seqs * kGraphBannedPerRow}), samples);
+    return samples;
+  };
   upload_graph_inputs(largest, {});
   workspace_.begin_step();
-  model_->forward(graph_batch(largest), kv_cache_->layers(), workspace_);
+  decode_step(largest);
   // Captured into a local set that replaces graphs_ only when every bucket succeeded: a failure
   // leaves no graph held (in a group, a partial set could make ranks disagree on buckets).
   std::vector<DecodeGraph> captured;
@@ -369,9 +473,9 @@ void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
   for (auto bucket = buckets.rbegin(); bucket != buckets.rend(); ++bucket) {
     workspace_.begin_step();
     backend_->begin_capture();
-    Tensor logits;
+    Tensor samples;
     try {
-      logits = model_->forward(graph_batch(*bucket), kv_cache_->layers(), workspace_);
+      samples = decode_step(*bucket);
     } catch (...) {
       // Ends the broken capture so the backend can run again (and drops what it made); the
       // original error is the news.
@@ -383,7 +487,7 @@ void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
       throw;
     }
     try {
-      captured.push_back({.num_seqs = *bucket, .id = backend_->end_capture(), .logits = logits});
+      captured.push_back({.num_seqs = *bucket, .id = backend_->end_capture(), .samples = samples});
     } catch (...) {
       release_captured();
       throw;

@@ -1,5 +1,5 @@
-// ModelRunner: turns a scheduled batch into a ForwardBatch on the device, runs the model, and
-// returns the logits of the requests that sample this step.
+// ModelRunner: turns a scheduled batch into a ForwardBatch on the device, runs the model, samples
+// on the device, and returns the tokens of the requests that sample this step.
 #pragma once
 
 #include <cstdint>
@@ -9,24 +9,23 @@
 #include "backend/workspace.h"
 #include "engine/kv_cache.h"
 #include "engine/scheduler.h"
+#include "kernels/sampling_layout.h"
 #include "model/arch/qwen3_moe.h"
 
 namespace tidal {
 
-struct StepLogits {
-  std::vector<Request*> requests;  // the requests that sample, in row order
-  std::span<const float> logits;   // [requests.size(), vocab] on the host, until the next step
-  int64_t vocab_size = 0;
-  std::span<const float> row(size_t index) const {
-    return {logits.data() + index * static_cast<size_t>(vocab_size),
-            static_cast<size_t>(vocab_size)};
-  }
+// What a step drew: one SampledToken per sampling request (its token, and its logprobs when it
+// asked), on the host until the next step. Only these small rows leave the device, not logits.
+struct StepSamples {
+  std::vector<Request*> requests;        // the requests that sample, in row order
+  std::span<const SampledToken> tokens;  // tokens[i] belongs to requests[i]
 };
 
 // Decode steps (every sequence adds one token and samples it) replay CUDA graphs captured at
 // warm-up, one per padded batch-size bucket, where the backend has graphs and the model's step is
 // capturable (one rank, or a group whose expert parallelism routes on the device). Every other
-// step (prefill, a mixed batch, a context past max_context) runs eagerly; in a group all ranks
+// step (prefill, a mixed batch, a context past max_context, more banned ids than a graph holds:
+// see kGraphBannedPerRow) runs eagerly; in a group all ranks
 // replay or none does (GroupStep).
 struct DecodeGraphOptions {
   bool enabled = true;  // false: every step eager (--enforce-eager)
@@ -43,7 +42,7 @@ class ModelRunner {
   ModelRunner(const ModelRunner&) = delete;
   ModelRunner& operator=(const ModelRunner&) = delete;
 
-  StepLogits run(const std::vector<ScheduledRequest>& batch);
+  StepSamples run(const std::vector<ScheduledRequest>& batch);
 
   // A step of a data-parallel group. Expert parallelism's exchanges are sized by the token count,
   // so every rank runs the same number: its own tokens, then one padding sequence (tokens -1, no
@@ -56,7 +55,7 @@ class ModelRunner {
   // This rank's proposal; the group agrees on the largest token count, and on replay when all
   // propose it (an idle rank can always replay, when it has graphs).
   GroupStep propose(const std::vector<ScheduledRequest>& batch) const;
-  StepLogits run(const std::vector<ScheduledRequest>& batch, const GroupStep& step);
+  StepSamples run(const std::vector<ScheduledRequest>& batch, const GroupStep& step);
   // A rank without work still takes part in every collective, with padding only.
   void run_dummy(const GroupStep& step);
   // Grows the workspace with the worst case (max_num_seqs sequences sharing
@@ -83,25 +82,40 @@ class ModelRunner {
   struct DecodeGraph {
     int64_t num_seqs = 0;
     int64_t id = -1;
-    Tensor logits;  // [num_seqs, vocab] F32, written by every replay
+    Tensor samples;  // [num_seqs, kSampledTokenWords] I32, written by every replay
   };
   // Where a bucket's inputs sit in graph_inputs_, in int32 elements. Every bucket lays its own
   // inputs out from the start of the one buffer: replays run one at a time on the stream.
   struct GraphLayout {
     int64_t token_ids = 0, positions = 0, slot_mapping = 0, query_start = 0, context_lens = 0,
-            sample_rows = 0, block_tables = 0, total = 0;
+            sample_rows = 0, sampling = 0, banned = 0, block_tables = 0;
+    int64_t uploaded = 0;  // the inputs above, uploaded per replay; then the drawn tokens
+    int64_t samples = 0, total = 0;
   };
   GraphLayout graph_layout(int64_t num_seqs) const;
   ForwardBatch graph_batch(int64_t num_seqs) const;
+  Tensor graph_tensor(int64_t offset, std::initializer_list<int64_t> shape) const;
   // Writes `batch` (all decode, at most num_seqs of them) into the bucket's inputs, the rest as
-  // padding sequences: token -1 (a zero embedding), no cache slot, an empty context.
+  // padding sequences: token -1 (a zero embedding), no cache slot, an empty context; greedy rows.
   void upload_graph_inputs(int64_t num_seqs, const std::vector<ScheduledRequest>& batch);
   const DecodeGraph* graph_for(const std::vector<ScheduledRequest>& batch) const;
-  StepLogits replay(const DecodeGraph& graph, const std::vector<ScheduledRequest>& batch);
-  // The first `rows` rows of `logits` (F32 on the device) into the pinned host buffer.
-  std::span<const float> download_logits(const Tensor& logits, int64_t rows);
-  void reserve_host_logits(size_t count);
+  StepSamples replay(const DecodeGraph& graph, const std::vector<ScheduledRequest>& batch);
   void capture_decode_graphs(int64_t max_num_seqs);
+
+  // The sampling rows of `requests` (kSamplingRowWords words each, in order) and their banned
+  // ids (EOS and stop ids of the requests still short of min_tokens).
+  struct HostSampling {
+    std::vector<int32_t> rows;
+    std::vector<int32_t> banned;
+  };
+  HostSampling sampling_rows(const std::vector<Request*>& requests) const;
+  // Samples `logits` [requests, vocab] eagerly: uploads the rows and banned ids into
+  // eager_sampling_, draws, and downloads the tokens.
+  StepSamples sample_eager(std::vector<Request*> requests, const Tensor& logits);
+  // The first `rows` SampledTokens of `samples` (I32 words on the device) into the pinned host
+  // buffer.
+  std::span<const SampledToken> download_samples(const Tensor& samples, int64_t rows);
+  void reserve_host_samples(size_t count);
 
   struct HostBatch {
     std::vector<int32_t> token_ids, positions, slot_mapping;
@@ -113,7 +127,7 @@ class ModelRunner {
   Tensor upload(const std::vector<int32_t>& values, std::initializer_list<int64_t> shape);
   Tensor forward(const HostBatch& host);
   // The eager path: the batch's inputs plus a padding sequence up to `total_tokens`.
-  StepLogits run_eager(const std::vector<ScheduledRequest>& batch, int64_t total_tokens);
+  StepSamples run_eager(const std::vector<ScheduledRequest>& batch, int64_t total_tokens);
   const DecodeGraph& bucket_for(int64_t num_seqs) const;
 
   Backend* backend_;
@@ -127,9 +141,12 @@ class ModelRunner {
   int64_t graph_blocks_ = 0;  // block table width of every graph
   double last_capture_seconds_ = 0;
   int64_t num_graph_steps_ = 0;
-  // Host logits, page-locked (a step's logits are tens of MB at large batches).
-  std::vector<float> host_logits_;
-  bool host_logits_pinned_ = false;
+  // Eager steps' sampling rows, banned ids and drawn tokens (graphs keep theirs in
+  // graph_inputs_). Sized by the warm-up; only a step with more banned ids than that grows it.
+  DeviceBuffer eager_sampling_;
+  // Drawn tokens on the host, page-locked when the backend can.
+  std::vector<SampledToken> host_samples_;
+  bool host_samples_pinned_ = false;
 };
 
 }  // namespace tidal

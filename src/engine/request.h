@@ -1,9 +1,8 @@
-// A request inside the engine: its tokens, progress, KV blocks, sampler state and output text.
+// A request inside the engine: its tokens, progress, KV blocks, sampling seed and output text.
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -24,7 +23,8 @@ struct Request {
   std::vector<int32_t> block_ids;
   int64_t num_preemptions = 0;
   FinishReason finish_reason = FinishReason::kNone;
-  std::mt19937_64 rng;
+  // The sampler's draws depend on (seed, output index) only: no state moves with the request.
+  uint64_t seed = 0;
 
   // Detokenized output: text_ is everything decoded so far (stop strings cut), of which
   // text_sent_ bytes were already handed to the caller.

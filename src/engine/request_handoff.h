@@ -20,9 +20,9 @@ struct RequestHandoff {
   // Bytes of the decoded output already handed to the client: the receiver re-decodes
   // output_ids and streams only what follows, so text is neither lost nor repeated.
   size_t text_sent = 0;
-  // The sampler's random state (std::mt19937_64 in its textual form), so a seeded sampled
-  // request draws the same numbers it would have drawn on the old rank.
-  std::string rng_state = {};
+  // The sampling seed (the request's or the one the first rank drew for it): a draw depends on
+  // (seed, output index) only, so the receiver draws what the old rank would have drawn.
+  uint64_t seed = 0;
   int64_t num_preemptions = 0;
 };
 

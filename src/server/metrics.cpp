@@ -138,6 +138,20 @@ std::string ServerMetrics::render(const std::vector<EngineLoad>& loads,
              format_number(gauge.value(loads[rank])) + "\n";
     }
   }
+  header(out, "tidal_step_seconds_total", "counter",
+         "Wall seconds of each rank's steps by phase: schedule, agree (with the group), forward "
+         "(the model and the draw), outputs, balance (expert load balancing).");
+  for (size_t rank = 0; rank < loads.size(); ++rank) {
+    const StepSeconds& seconds = loads[rank].step_seconds;
+    for (const auto& [phase, value] : {std::pair<const char*, double>{"schedule", seconds.schedule},
+                                       {"agree", seconds.agree},
+                                       {"forward", seconds.forward},
+                                       {"outputs", seconds.outputs},
+                                       {"balance", seconds.balance}}) {
+      out += "tidal_step_seconds_total{rank=\"" + std::to_string(rank) + "\",phase=\"" + phase +
+             "\"} " + format_number(value) + "\n";
+    }
+  }
   // Balancedness is computed from the group's summed load, so every rank reports the same
   // values: the first rank that has them speaks for all.
   const auto reporting = std::find_if(loads.begin(), loads.end(), [](const EngineLoad& l) {

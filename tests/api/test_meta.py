@@ -55,6 +55,10 @@ def test_metrics_move(server, client):
     assert delta('tidal_request_finished_total{finish_reason="length"}') == 2
     assert delta('tidal_http_requests_total{status="200"}') >= 3  # two requests and /metrics
     assert delta("tidal_engine_steps_total{rank=\"0\"}") > 0
+    # The step's wall time by phase moves where that phase ran: a lone rank agrees with nobody.
+    for phase in ("schedule", "forward", "outputs"):
+        assert delta(f'tidal_step_seconds_total{{rank="0",phase="{phase}"}}') > 0, phase
+    assert delta('tidal_step_seconds_total{rank="0",phase="agree"}') == 0
     # Histogram buckets are cumulative.
     buckets = [v for k, v in after.items() if k.startswith("tidal_time_to_first_token_seconds_bucket")]
     assert buckets == sorted(buckets)

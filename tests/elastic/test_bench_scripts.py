@@ -46,4 +46,8 @@ def test_eplb_bench_balances_skewed_routing(tmp_path: Path):
     assert first["balancedness_after"] > first["balancedness_before"]
     assert first["bytes_moved"] > 0
     assert report["phases"]["before"]["seconds"] > 0 and report["phases"]["after"]["tokens_per_s"] > 0
+    # The step's phases come from the server: every step runs the model, and a group agrees.
+    for phase in report["phases"].values():
+        assert phase["step_phases_ms"]["forward"] > 0 and phase["step_phases_ms"]["agree"] > 0
+        assert sum(phase["step_phases_ms"].values()) <= phase["step_ms"] * 1.05
     assert report["num_request_failures"] == 0

@@ -55,6 +55,11 @@ def test_200_concurrent_requests_over_4_ranks():
         metrics = __import__("httpx").get(server.url + "/metrics", timeout=10).text
         steps = rank_metric(metrics, "tidal_engine_steps_total")
         assert sorted(steps) == [0, 1, 2, 3], metrics[:2000]
+        # Every rank of a group spends some of each step agreeing with the others.
+        for rank in range(4):
+            agree = re.search(rf'^tidal_step_seconds_total{{rank="{rank}",phase="agree"}} (\S+)$',
+                              metrics, re.M)
+            assert agree and float(agree.group(1)) > 0, rank
         server.assert_alive()
 
 

@@ -257,8 +257,8 @@ TEST_F(EngineBehaviour, AdoptRefusesWhatDoesNotFit) {
   handoff.output_ids.assign(static_cast<size_t>(engine_->max_model_len()), 1);
   EXPECT_THAT(engine_->adopt(handoff).message(), HasSubstr("maximum model length"));
   handoff.output_ids = {1, 2};
-  handoff.rng_state = "not a state";
-  EXPECT_THAT(engine_->adopt(handoff).message(), HasSubstr("bad rng state"));
+  handoff.params.top_k = -5;
+  EXPECT_THAT(engine_->adopt(handoff).message(), HasSubstr("top_k"));
 }
 
 }  // namespace
