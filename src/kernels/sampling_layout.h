@@ -23,11 +23,12 @@ constexpr int32_t kMaxTopLogprobs = 20;
 //    s >= v hold at least top_p of the kept probability, the probability of an id being
 //    w = exp(s - max s) (w = 1 where s == max s, so infinite logits work) over the kept sum; so
 //    top_p <= 0 keeps the ties of the largest s. The draw is the argmax over the kept ids of
-//    float(s + g), g = float(-log(-log(u))) computed in double, u =
-//    counter_random::sampling_uniform(seed, counter, id) (ties: the lower id): the Gumbel-max
-//    trick, a draw from softmax(s) over the kept ids. The draw depends on (seed, counter) and
-//    the logits only: no state to carry between steps or ranks, and the CPU and the GPU draw
-//    the same token unless a top-p sum lands within float rounding of top_p.
+//    s + g in float, g = -logf(-logf(u)), u = counter_random::sampling_uniform(seed, counter, id)
+//    (ties: the lower id): the Gumbel-max trick, a draw from softmax(s) over the kept ids. The
+//    draw depends on (seed, counter) and the logits only: no state to carry between steps or
+//    ranks, and the CPU and the GPU draw the same token unless a top-p sum lands within float
+//    rounding of top_p (or, about once in millions of rows, their logf differ by an ulp where
+//    two draws tie within it).
 //  - Logprobs (num_top_logprobs >= 0, at most kMaxTopLogprobs counted): log_softmax of the raw
 //    logits (no temperature, banned ids included) at the token, and the top n ids of the raw
 //    logits with theirs. NaN logits give an unspecified token (never an out-of-range one).

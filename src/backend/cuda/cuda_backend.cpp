@@ -24,6 +24,7 @@
 #include "kernels/cuda/random_fill.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/router.cuh"
+#include "kernels/cuda/sampling.cuh"
 
 namespace tidal {
 namespace {
@@ -572,7 +573,17 @@ void CudaBackend::route_experts(const Tensor& topk_ids, const ExpertRoute& route
 void CudaBackend::sample(const Tensor& logits, const Tensor& rows, const Tensor& banned,
                          const Tensor& out) {
   check_sample_args(logits, rows, banned, out);
-  TIDAL_FAIL(name(), ": sample has no CUDA kernel yet");
+  TIDAL_CHECK(logits.dim(1) <= cuda::kMaxSampleVocab, "sample: vocabulary of ", logits.dim(1),
+              "; the kernel takes at most ", cuda::kMaxSampleVocab);
+  activate();
+  TIDAL_CUDA_CHECK(cuda::sample({.logits = logits.as<float>(),
+                                 .num_rows = logits.dim(0),
+                                 .vocab = logits.dim(1),
+                                 .rows = static_cast<const SamplingRow*>(rows.data),
+                                 .banned = banned.as<int32_t>(),
+                                 .num_banned = num_banned_ids(banned),
+                                 .out = static_cast<SampledToken*>(out.data)},
+                                stream_));
 }
 
 }  // namespace tidal

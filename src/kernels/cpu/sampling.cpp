@@ -28,8 +28,7 @@ uint64_t rank_of(float value, int64_t id) {
 }
 
 float gumbel(uint64_t row_key, int64_t id) {
-  const double u = counter_random::sampling_uniform_at(row_key, id);
-  return static_cast<float>(-std::log(-std::log(u)));
+  return -std::log(-std::log(counter_random::sampling_uniform_at(row_key, id)));
 }
 
 // Ids of `ids` sorted most preferred first by `values`.
