@@ -111,8 +111,8 @@ def main() -> int:
                         help="router logit bias per expert, expert:bias,... (skews routing; the "
                         "default favours experts 8-15, which start together on rank 0 with no "
                         "replica: the start-up spares replicate experts 0, 1, ...)")
-    parser.add_argument("--eplb-interval", type=int, default=400)
-    parser.add_argument("--eplb-window", type=int, default=200)
+    parser.add_argument("--eplb-interval", type=int, default=2000)
+    parser.add_argument("--eplb-window", type=int, default=1000)
     parser.add_argument("--eplb-layers-per-step", type=int, default=0)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--serve-args", default="",
@@ -121,7 +121,7 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=64,
                         help="prompt length (long prompts make the steps prefill-heavy, where the "
                         "experts' compute, not their weight reads, sets the pace)")
-    parser.add_argument("--settle", type=float, default=1.0,
+    parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds of load before measuring (the first rebalance must come "
                         "after it: raise --eplb-interval otherwise)")
     parser.add_argument("--measure", type=float, default=5.0,

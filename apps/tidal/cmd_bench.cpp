@@ -177,7 +177,8 @@ int run_bench(const BenchOptions& options) {
     const ModelBench::ServingDecode s = bench.serving_decode(plan.batch_sizes);
     std::printf(
         "\ndecode as the engine runs it (ModelRunner: inputs uploaded, the bucket's graph "
-        "replayed, logits downloaded)\n%lld graphs captured in %.3f s\n%6s %10s %11s %7s\n",
+        "replayed with the draw, tokens downloaded)\n%lld graphs captured in %.3f s\n%6s %10s %11s "
+        "%7s\n",
         static_cast<long long>(s.num_graphs), s.capture_seconds, "batch", "step ms", "tokens/s",
         "/floor");
     nlohmann::json rows = nlohmann::json::array();

@@ -9,7 +9,8 @@
 #        BENCH_BASELINE=0 skips the transformers baseline; ELASTIC=0 skips the elastic
 #        transitions under load (2 or more GPUs); EPLB=0 skips expert load balancing under
 #        skewed routing (bench/eplb_bench.py, every GPU a rank);
-#        PROFILE=1 first times every kernel of a 2-layer bench under ncu (decode at batch 1 and
+#        TESTS=0 skips the op, model, CLI and rank tests; TIDAL_BENCH=0 skips tidal bench (one GPU
+#        and every GPU); PROFILE=1 first times every kernel of a 2-layer bench under ncu (decode at batch 1 and
 #        256), summed by kernel;
 #        TIDAL_SOURCE=DIR builds a source snapshot carried in DIR instead of the working tree
 #        (make it with scripts/gpu/snapshot.sh DIR, carry DIR), for a tree others are editing.
@@ -108,69 +109,72 @@ if ! cmake --build "$build" --target gpu_op_test gpu_model_test tidal -j "$(npro
 fi
 echo "build ok"
 
-with_deps_libs "$build/tests/gpu/gpu_op_test" --gtest_output="json:$out/op_test.json" \
-  >"$out/op_test.log" 2>&1 || status=1
-grep -E "^\[op\]|FAILED|Failure|PASSED|error" "$out/op_test.log" | head -150
-
-with_deps_libs "$build/tests/gpu/gpu_model_test" --gtest_output="json:$out/model_test.json" \
-  >"$out/model_test.log" 2>&1 || status=1
-grep -E "^\[model\]|^\[graphs\]|FAILED|Failure|PASSED|error" "$out/model_test.log" | head -80
-
-# The CLI on the GPU: the same greedy tokens as on the CPU for a fixture prompt.
-ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][1]["prompt_token_ids"])))' tests/fixtures/tiny-qwen3-moe.reference.json)
-for device in cpu cuda; do
-  with_deps_libs "$build/tidal" generate --json --ignore-eos --max-tokens 32 --device "$device" \
-    --prompt-token-ids "$ids" >"$out/generate_$device.json" 2>>"$out/generate.log" || status=1
-done
-if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sys.argv[1:]); sys.exit(a!=b)' \
-    "$out/generate_cpu.json" "$out/generate_cuda.json"; then
-  echo "[cli] tidal generate --device cuda: same 32 greedy tokens as --device cpu"
-else
-  echo "[cli] tidal generate --device cuda differs from --device cpu (see generate_*.json)"
-  status=1
-fi
-
-# Every rank count up to the GPUs present, one GPU per rank (NCCL): the same greedy tokens as one
-# rank (3 ranks of 8 experts means 9 slots, one redundant replica). tidal is built above.
+# The GPUs here, and the library path of multi-GPU runs: the wheel's NCCL only when the build
+# linked it (on LD_LIBRARY_PATH it would win over the toolkit's NCCL the binary was built against).
 num_gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
-if [ "$num_gpus" -ge 2 ]; then
-  export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on these machines (PEERS.md)
-  multi_path="$LD_LIBRARY_PATH_FOR_TESTS"
-  # The wheel's NCCL only when the build linked it: on LD_LIBRARY_PATH it would win over the
-  # toolkit's NCCL that the binary was built against.
-  if [ -n "$nccl_lib" ] && [ -d "$nccl_lib" ]; then multi_path="$nccl_lib${multi_path:+:$multi_path}"; fi
-  for ranks in $(seq 1 "$num_gpus"); do
+export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on these machines (PEERS.md)
+multi_path="$LD_LIBRARY_PATH_FOR_TESTS"
+if [ -n "$nccl_lib" ] && [ -d "$nccl_lib" ]; then multi_path="$nccl_lib${multi_path:+:$multi_path}"; fi
+
+if [ "${TESTS:-1}" = 1 ]; then
+  with_deps_libs "$build/tests/gpu/gpu_op_test" --gtest_output="json:$out/op_test.json" \
+    >"$out/op_test.log" 2>&1 || status=1
+  grep -E "^\[op\]|FAILED|Failure|PASSED|error" "$out/op_test.log" | head -150
+
+  with_deps_libs "$build/tests/gpu/gpu_model_test" --gtest_output="json:$out/model_test.json" \
+    >"$out/model_test.log" 2>&1 || status=1
+  grep -E "^\[model\]|^\[graphs\]|FAILED|Failure|PASSED|error" "$out/model_test.log" | head -80
+
+  # The CLI on the GPU: the same greedy tokens as on the CPU for a fixture prompt.
+  ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][1]["prompt_token_ids"])))' tests/fixtures/tiny-qwen3-moe.reference.json)
+  for device in cpu cuda; do
+    with_deps_libs "$build/tidal" generate --json --ignore-eos --max-tokens 32 --device "$device" \
+      --prompt-token-ids "$ids" >"$out/generate_$device.json" 2>>"$out/generate.log" || status=1
+  done
+  if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sys.argv[1:]); sys.exit(a!=b)' \
+      "$out/generate_cpu.json" "$out/generate_cuda.json"; then
+    echo "[cli] tidal generate --device cuda: same 32 greedy tokens as --device cpu"
+  else
+    echo "[cli] tidal generate --device cuda differs from --device cpu (see generate_*.json)"
+    status=1
+  fi
+
+  # Every rank count up to the GPUs present, one GPU per rank (NCCL): the same greedy tokens as one
+  # rank (3 ranks of 8 experts means 9 slots, one redundant replica). tidal is built above.
+  if [ "$num_gpus" -ge 2 ]; then
+    for ranks in $(seq 1 "$num_gpus"); do
+      LD_LIBRARY_PATH="$multi_path" timeout 300 "$build/tidal" generate --device cuda \
+        --ranks "$ranks" --json --ignore-eos --max-tokens 24 --prompt-token-ids "$ids" \
+        >"$out/generate_ranks$ranks.json" 2>>"$out/multi_gpu.log" || status=1
+      [ "$ranks" = 1 ] && continue
+      if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sys.argv[1:]); sys.exit(a!=b or len(a)!=24)' \
+          "$out/generate_ranks1.json" "$out/generate_ranks$ranks.json" 2>>"$out/multi_gpu.log"; then
+        echo "[multi-gpu] ranks $ranks == ranks 1: yes"
+      else
+        echo "[multi-gpu] ranks $ranks == ranks 1: no (see generate_ranks*.json, multi_gpu.log)"
+        tail -20 "$out/multi_gpu.log"
+        status=1
+      fi
+    done
+    # Expert load balancing across the GPUs: a rebalance every 4 steps moves experts over NVLink
+    # (the fixture's routing is uneven enough), and the tokens stay those of one rank.
     LD_LIBRARY_PATH="$multi_path" timeout 300 "$build/tidal" generate --device cuda \
-      --ranks "$ranks" --json --ignore-eos --max-tokens 24 --prompt-token-ids "$ids" \
-      >"$out/generate_ranks$ranks.json" 2>>"$out/multi_gpu.log" || status=1
-    [ "$ranks" = 1 ] && continue
+      --ranks "$num_gpus" --expert-slots 6 --enable-eplb --eplb-interval 4 --eplb-window 16 --json \
+      --ignore-eos --max-tokens 24 --prompt-token-ids "$ids" >"$out/generate_eplb.json" \
+      2>>"$out/multi_gpu.log" || status=1
     if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sys.argv[1:]); sys.exit(a!=b or len(a)!=24)' \
-        "$out/generate_ranks1.json" "$out/generate_ranks$ranks.json" 2>>"$out/multi_gpu.log"; then
-      echo "[multi-gpu] ranks $ranks == ranks 1: yes"
+        "$out/generate_ranks1.json" "$out/generate_eplb.json" 2>>"$out/multi_gpu.log"; then
+      echo "[multi-gpu] ranks $num_gpus with expert load balancing == ranks 1: yes"
     else
-      echo "[multi-gpu] ranks $ranks == ranks 1: no (see generate_ranks*.json, multi_gpu.log)"
+      echo "[multi-gpu] ranks $num_gpus with expert load balancing == ranks 1: no (multi_gpu.log)"
       tail -20 "$out/multi_gpu.log"
       status=1
     fi
-  done
-  # Expert load balancing across the GPUs: a rebalance every 4 steps moves experts over NVLink
-  # (the fixture's routing is uneven enough), and the tokens stay those of one rank.
-  LD_LIBRARY_PATH="$multi_path" timeout 300 "$build/tidal" generate --device cuda \
-    --ranks "$num_gpus" --expert-slots 6 --enable-eplb --eplb-interval 4 --eplb-window 16 --json \
-    --ignore-eos --max-tokens 24 --prompt-token-ids "$ids" >"$out/generate_eplb.json" \
-    2>>"$out/multi_gpu.log" || status=1
-  if python3 -c 'import json,sys; a,b=(json.load(open(f))["token_ids"] for f in sys.argv[1:]); sys.exit(a!=b or len(a)!=24)' \
-      "$out/generate_ranks1.json" "$out/generate_eplb.json" 2>>"$out/multi_gpu.log"; then
-    echo "[multi-gpu] ranks $num_gpus with expert load balancing == ranks 1: yes"
+    grep -E "eplb: rebalance" "$out/multi_gpu.log" | tail -3
   else
-    echo "[multi-gpu] ranks $num_gpus with expert load balancing == ranks 1: no (multi_gpu.log)"
-    tail -20 "$out/multi_gpu.log"
-    status=1
+    echo "[multi-gpu] skipped: $num_gpus GPU(s)"
   fi
-  grep -E "eplb: rebalance" "$out/multi_gpu.log" | tail -3
-else
-  echo "[multi-gpu] skipped: $num_gpus GPU(s)"
-fi
+fi  # TESTS
 
 if [ "${SANITIZE:-0}" = 1 ]; then
   with_deps_libs compute-sanitizer --tool memcheck --error-exitcode 3 \
@@ -195,25 +199,27 @@ if [ "${BENCH:-1}" = 1 ]; then
       python3 tools/ncu_summary.py "$out/ncu_b$batch.csv" 14 2>&1 | head -16
     done
   fi
-  if ! with_deps_libs timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench --device cuda \
-      --config "$config" --num-layers "$layers" --prefill-iterations 2 \
-      --json "$out/bench_tidal.json" >"$out/bench_tidal.log" 2>&1; then
-    echo "[bench] tidal bench failed"
-    status=1
-  fi
-  grep -v "^I " "$out/bench_tidal.log" | tail -30
-  keep bench_tidal.json bench_tidal.log
-  # Expert parallelism over every GPU here: NVLink, the all-to-all, decode per rank.
-  if [ "$num_gpus" -ge 2 ]; then
-    if ! LD_LIBRARY_PATH="$multi_path" timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench \
-        --device cuda --ranks "$num_gpus" --config "$config" --num-layers "$layers" \
-        --iterations 10 --json "$out/bench_ranks.json" >"$out/bench_ranks.log" 2>&1; then
-      echo "[bench] tidal bench --ranks $num_gpus failed"
+  if [ "${TIDAL_BENCH:-1}" = 1 ]; then
+    if ! with_deps_libs timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench --device cuda \
+        --config "$config" --num-layers "$layers" --prefill-iterations 2 \
+        --json "$out/bench_tidal.json" >"$out/bench_tidal.log" 2>&1; then
+      echo "[bench] tidal bench failed"
       status=1
     fi
-    grep -v "^I " "$out/bench_ranks.log" | tail -30
-    keep bench_ranks.json bench_ranks.log
-  fi
+    grep -v "^I " "$out/bench_tidal.log" | tail -30
+    keep bench_tidal.json bench_tidal.log
+    # Expert parallelism over every GPU here: NVLink, the all-to-all, decode per rank.
+    if [ "$num_gpus" -ge 2 ]; then
+      if ! LD_LIBRARY_PATH="$multi_path" timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench \
+          --device cuda --ranks "$num_gpus" --config "$config" --num-layers "$layers" \
+          --iterations 10 --json "$out/bench_ranks.json" >"$out/bench_ranks.log" 2>&1; then
+        echo "[bench] tidal bench --ranks $num_gpus failed"
+        status=1
+      fi
+      grep -v "^I " "$out/bench_ranks.log" | tail -30
+      keep bench_ranks.json bench_ranks.log
+    fi
+  fi  # TIDAL_BENCH
   if [ "${BENCH_BASELINE:-1}" = 1 ]; then
     if ! PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-300}" python3 tools/bench_transformers.py \
         --config "$config" --num-layers "$layers" --iterations 3 \
@@ -245,8 +251,8 @@ if [ "${BENCH:-1}" = 1 ]; then
     for variant in decode prefill; do
       extra=()
       if [ "$variant" = prefill ]; then
-        extra=(--prompt-tokens 1024 --max-tokens 8 --clients 32 --eplb-interval 100
-          --eplb-window 50 --serve-args "--max-num-batched-tokens 4096 --kv-cache-memory 1073741824")
+        extra=(--prompt-tokens 1024 --max-tokens 8 --clients 32 --eplb-interval 400
+          --eplb-window 200 --serve-args "--max-num-batched-tokens 4096 --kv-cache-memory 1073741824")
       fi
       if ! LD_LIBRARY_PATH="$multi_path" timeout "${BENCH_TIMEOUT:-300}" python3 \
           bench/eplb_bench.py --binary "$build/tidal" --device cuda --config "$config" \

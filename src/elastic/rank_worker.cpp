@@ -65,6 +65,9 @@ EngineLoad load_of(const Engine& engine) {
           .num_outstanding_tokens = 0};
 }
 
+// Steps between two reads of the device's expert load counters.
+constexpr int64_t kLoadReadSteps = 16;
+
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -325,11 +328,16 @@ int Worker::run() {
     if (!outputs.empty() || steps_ % 64 == 0) send_outputs(outputs);
     step_seconds_.outputs += clock.lap();
     if (rank_->load_window) {
-      rank_->executor->collect_load(*rank_->backend);
-      rank_->load_window->commit_step();
       // Every rank of the epoch counts the same steps and holds the same pending layers, so all
       // plan and move together; never while a transition holds the placement the coordinator
       // planned from.
+      const bool plan_due = flags[2] == 0 && rank_->eplb_pending.empty() &&
+                            rank_->eplb_steps + 1 >= rank_->config.eplb_interval;
+      // The device counters add up across steps; reading them is a copy to the host (about a
+      // tenth of a millisecond), so it happens every kLoadReadSteps steps and before each plan.
+      // The window then moves in chunks of up to that many steps.
+      if (plan_due || steps_ % kLoadReadSteps == 0) rank_->executor->collect_load(*rank_->backend);
+      rank_->load_window->commit_step();
       const auto per_step = static_cast<size_t>(rank_->config.eplb_layers_per_step);
       if (flags[2] == 0 && !rank_->eplb_pending.empty()) {
         move_pending_layers(*rank_, eplb_, per_step);

@@ -36,8 +36,9 @@ class ExpertParallelExecutor final : public ExpertExecutor {
   // steps stay capturable; collect_load() moves them into `window`. nullptr: off. Set it before
   // the warm-up that captures the graphs (they count only if it was set then).
   void set_load_window(eplb::LoadWindow* window) { load_window_ = window; }
-  // After a step: adds the counters to the window's pending step and zeroes them. One small copy
-  // behind the step's own logits download, no synchronisation point of its own.
+  // After a step: adds the counters (every step's since the last call) to the window's pending
+  // step and zeroes them. One small copy to the host: the rank worker calls it every few steps
+  // and before each plan, not every step.
   void collect_load(Backend& backend);
   // Zeroes the counters (a warm-up's tokens are no load).
   void discard_load(Backend& backend);
