@@ -12,11 +12,13 @@
 #include <cstdint>
 
 #include "kernels/cuda/flash_attention.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace tidal::cuda {
 namespace {
 
 using bf16 = __nv_bfloat16;
+using namespace ptx;  // NOLINT(google-build-using-namespace): the kernel is mostly these
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
@@ -35,45 +37,6 @@ struct Tiles {
   static constexpr size_t kSmemBytes = static_cast<size_t>(kRows + 2 * kKeys) * kLd * sizeof(bf16);
   static_assert(kDim % 16 == 0 && kKeys * kChunks % kThreads == 0);
 };
-
-__device__ __forceinline__ uint32_t shared_address(const void* pointer) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
-}
-
-// 16 bytes from global to shared; `bytes` 0 writes zeros (and reads nothing).
-__device__ __forceinline__ void copy_async_16(uint32_t dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-
-__device__ __forceinline__ void copy_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-
-__device__ __forceinline__ void copy_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void load_matrix_x4(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-
-__device__ __forceinline__ void load_matrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-
-// c += a b: a 16x16 (row-major fragment), b 16x8 (column-major fragment), c 16x8 in f32.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // 2^x on the special function unit; 2^-inf = 0.
 __device__ __forceinline__ float exp2_approx(float x) {
@@ -211,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int k0 = tile * kKeys;
-    copy_async_wait_all();
+    copy_async_wait<0>();
     __syncthreads();  // K of this tile (and Q) landed; every warp is done with the last V
     load_kv_tile(v_tile, p.cache.value, k0);
     if (tile + 1 < num_tiles) fill_offsets(k0 + kKeys);
@@ -238,8 +201,8 @@ __global__ void __launch_bounds__(kThreads, 2)
         load_matrix_x4(b, k_addr + np * 16 * kRowBytes + ks * 32);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
-          mma_bf16(s[mi][2 * np], a[mi], b[0], b[1]);
-          mma_bf16(s[mi][2 * np + 1], a[mi], b[2], b[3]);
+          mma_bf16_16816(s[mi][2 * np], a[mi], b[0], b[1]);
+          mma_bf16_16816(s[mi][2 * np + 1], a[mi], b[2], b[3]);
         }
       }
     }
@@ -307,7 +270,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
 
-    copy_async_wait_all();
+    copy_async_wait<0>();
     __syncthreads();  // V of this tile landed; every warp is done with K
     if (tile + 1 < num_tiles) load_kv_tile(k_tile, p.cache.key, k0 + kKeys);
     copy_async_commit();
@@ -320,8 +283,8 @@ __global__ void __launch_bounds__(kThreads, 2)
         load_matrix_x4_trans(b, v_addr + kk * 16 * kRowBytes + dp * 32);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
-          mma_bf16(o[mi][2 * dp], pa[mi][kk], b[0], b[1]);
-          mma_bf16(o[mi][2 * dp + 1], pa[mi][kk], b[2], b[3]);
+          mma_bf16_16816(o[mi][2 * dp], pa[mi][kk], b[0], b[1]);
+          mma_bf16_16816(o[mi][2 * dp + 1], pa[mi][kk], b[2], b[3]);
         }
       }
     }

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace tidal::cuda::gemm {
 
@@ -54,40 +55,6 @@ using BatchTile = TileConfig<32, 64, 64, 2, 4, 4>;
 using PrefillTile = TileConfig<128, 128, 64, 2, 4, 3>;
 
 namespace detail {
-
-__device__ __forceinline__ uint32_t shared_address(const void* pointer) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
-}
-
-// 16 bytes global -> shared, bypassing L1; `bytes` 0 writes zeros and reads nothing.
-__device__ __forceinline__ void copy_async_16(uint32_t dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-
-__device__ __forceinline__ void copy_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-
-template <int kPending>
-__device__ __forceinline__ void copy_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
-
-__device__ __forceinline__ void load_matrix_x4(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-
-// c += a (16 x 16, row-major) * b (16 x 8, column-major), bf16 in, f32 accumulate.
-__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4],
-                                               const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 __device__ __forceinline__ void store_pair(__nv_bfloat16* out, int64_t col, int64_t n, float v0,
                                            float v1) {
@@ -147,7 +114,7 @@ __global__ void __launch_bounds__(Config::kThreads) pipelined_gemm_kernel(const 
     b_src[v] = col < args.n ? b + weight_row * args.k + chunk_col : nullptr;
   }
 
-  const uint32_t shared_base = detail::shared_address(pipelined_gemm_shared);
+  const uint32_t shared_base = ptx::shared_address(pipelined_gemm_shared);
   const uint32_t chunk_offset = static_cast<uint32_t>((chunk_row * C::kStride + chunk_col) * 2);
   constexpr uint32_t kPassBytes = kRowsPerPass * C::kStride * 2;
   constexpr uint32_t kBOffset = C::kTileM * C::kStride * 2;
@@ -159,7 +126,7 @@ __global__ void __launch_bounds__(Config::kThreads) pipelined_gemm_kernel(const 
 #pragma unroll
     for (int v = 0; v < kChunksA; ++v) {
       const bool live = in_k && a_src[v] != nullptr;
-      detail::copy_async_16(base + v * kPassBytes, live ? a_src[v] + k0 : args.a, live ? 16 : 0);
+      ptx::copy_async_16(base + v * kPassBytes, live ? a_src[v] + k0 : args.a, live ? 16 : 0);
     }
   };
   const auto load_b = [&](int stage, int64_t k_tile) {
@@ -170,7 +137,7 @@ __global__ void __launch_bounds__(Config::kThreads) pipelined_gemm_kernel(const 
 #pragma unroll
     for (int v = 0; v < kChunksB; ++v) {
       const bool live = in_k && b_src[v] != nullptr;
-      detail::copy_async_16(base + v * kPassBytes, live ? b_src[v] + k0 : b, live ? 16 : 0);
+      ptx::copy_async_16(base + v * kPassBytes, live ? b_src[v] + k0 : b, live ? 16 : 0);
     }
   };
 
@@ -202,12 +169,12 @@ __global__ void __launch_bounds__(Config::kThreads) pipelined_gemm_kernel(const 
       uint32_t b_frag[C::kFragsN][2];
 #pragma unroll
       for (int i = 0; i < C::kFragsM; ++i) {
-        detail::load_matrix_x4(a_frag[i], base + a_frag_offset + (i * 16 * C::kStride + kk) * 2);
+        ptx::load_matrix_x4(a_frag[i], base + a_frag_offset + (i * 16 * C::kStride + kk) * 2);
       }
 #pragma unroll
       for (int j = 0; j < C::kFragsN; j += 2) {
         uint32_t r[4];
-        detail::load_matrix_x4(r, base + b_frag_offset + (j * 8 * C::kStride + kk) * 2);
+        ptx::load_matrix_x4(r, base + b_frag_offset + (j * 8 * C::kStride + kk) * 2);
         b_frag[j][0] = r[0];
         b_frag[j][1] = r[1];
         b_frag[j + 1][0] = r[2];
@@ -217,7 +184,7 @@ __global__ void __launch_bounds__(Config::kThreads) pipelined_gemm_kernel(const 
       for (int i = 0; i < C::kFragsM; ++i) {
 #pragma unroll
         for (int j = 0; j < C::kFragsN; ++j)
-          detail::mma_bf16_16816(acc[i][j], a_frag[i], b_frag[j]);
+          ptx::mma_bf16_16816(acc[i][j], a_frag[i], b_frag[j][0], b_frag[j][1]);
       }
     }
   };
@@ -246,10 +213,10 @@ __global__ void __launch_bounds__(Config::kThreads) pipelined_gemm_kernel(const 
   }
   for (int s = 0; s < C::kStages - 1; ++s) {
     if (s < num_k_tiles) load_a(s, s);
-    detail::copy_async_commit();
+    ptx::copy_async_commit();
   }
   for (int64_t kt = 0; kt < num_k_tiles; ++kt) {
-    detail::copy_async_wait<C::kStages - 2>();
+    ptx::copy_async_wait<C::kStages - 2>();
     // Step kt is in shared memory for every thread, and every warp is done with step kt - 1,
     // whose stage the next load overwrites.
     __syncthreads();
@@ -258,10 +225,10 @@ __global__ void __launch_bounds__(Config::kThreads) pipelined_gemm_kernel(const 
       load_a(static_cast<int>(next % C::kStages), next);
       load_b(static_cast<int>(next % C::kStages), next);
     }
-    detail::copy_async_commit();
+    ptx::copy_async_commit();
     multiply_stage(static_cast<int>(kt % C::kStages));
   }
-  detail::copy_async_wait<0>();
+  ptx::copy_async_wait<0>();
 
   // Accumulator element e of fragment (i, j): row lane / 4 (+ 8 for e >= 2), column
   // 2 * (lane % 4) (+ 1 for odd e) of the fragment.
