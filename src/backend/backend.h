@@ -129,6 +129,10 @@ class Backend {
   virtual void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
   virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // residual = residual + x, then out = rms_norm(residual, weight): bit for bit add() then
+  // rms_norm() (the norm reads the rounded sum), in one pass. out must not alias residual.
+  virtual void add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
+                            float eps, const Tensor& out) = 0;
   // out = x * weight^T (+ bias).
   virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
                       const Tensor& out) = 0;
@@ -137,6 +141,14 @@ class Backend {
   virtual void rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) = 0;
   virtual void store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                         const KvCacheLayer& cache) = 0;
+  // Qwen3's attention input chain in one op, bit for bit rms_norm(q, q_norm_weight) and
+  // rms_norm(k, k_norm_weight) per head (in place), rope(q, k, positions, theta), then
+  // store_kv(k, v, slot_mapping, cache). q [tokens, heads, head_dim], k and v [tokens, kv_heads,
+  // head_dim]; the weights [head_dim].
+  virtual void qk_norm_rope_store(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& q_norm_weight, const Tensor& k_norm_weight,
+                                  float eps, const Tensor& positions, double theta,
+                                  const Tensor& slot_mapping, const KvCacheLayer& cache) = 0;
   // Causal attention of q [tokens, heads, head_dim] over each sequence's cached keys/values.
   virtual void paged_attention(const Tensor& q, const KvCacheLayer& cache,
                                const AttentionInputs& inputs, float scale, const Tensor& out) = 0;

@@ -87,6 +87,21 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
   cpu::add(a.as<float>(), b.as<float>(), a.num_elements(), out.as<float>());
 }
 
+void CpuBackend::add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
+                              float eps, const Tensor& out) {
+  expect_f32(residual, "add_rms_norm residual");
+  expect_f32(x, "add_rms_norm input");
+  expect_f32(out, "add_rms_norm output");
+  TIDAL_CHECK(
+      residual.num_elements() == x.num_elements() && residual.num_elements() == out.num_elements(),
+      "add_rms_norm operands differ in size");
+  TIDAL_CHECK(last_dim(residual) == weight.num_elements(), "add_rms_norm width ",
+              last_dim(residual), " vs weight of ", weight.num_elements());
+  TIDAL_CHECK(out.data != residual.data, "add_rms_norm: out must not alias the residual");
+  cpu::add_rms_norm(residual.as<float>(), x.as<float>(), leading_rows(residual), last_dim(residual),
+                    weight.data, weight.dtype, eps, out.as<float>());
+}
+
 void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
                         const Tensor& out) {
   expect_f32(x, "linear input");
@@ -121,6 +136,46 @@ void CpuBackend::store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_m
   cpu::store_kv(k.as<float>(), v.as<float>(), slot_mapping.num_elements(),
                 slot_mapping.as<int32_t>(), layout_of(cache), cache.key.as<float>(),
                 cache.value.as<float>());
+}
+
+void CpuBackend::qk_norm_rope_store(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& q_norm_weight, const Tensor& k_norm_weight,
+                                    float eps, const Tensor& positions, double theta,
+                                    const Tensor& slot_mapping, const KvCacheLayer& cache) {
+  expect_f32(q, "qk_norm_rope_store q");
+  expect_f32(k, "qk_norm_rope_store k");
+  expect_f32(v, "qk_norm_rope_store v");
+  expect_i32(positions, "positions");
+  expect_i32(slot_mapping, "slot mapping");
+  const cpu::PagedKvLayout layout = layout_of(cache);
+  TIDAL_CHECK(q.shape.size() == 3 && k.shape.size() == 3 && k.shape == v.shape &&
+                  q.dim(0) == k.dim(0) && q.dim(2) == layout.head_dim &&
+                  k.dim(1) == layout.num_kv_heads && k.dim(2) == layout.head_dim,
+              "qk_norm_rope_store: q [tokens, heads, head_dim], k and v [tokens, kv_heads, "
+              "head_dim] as the cache");
+  const int64_t tokens = q.dim(0);
+  TIDAL_CHECK(positions.num_elements() == tokens && slot_mapping.num_elements() == tokens,
+              "qk_norm_rope_store: ", positions.num_elements(), " positions and ",
+              slot_mapping.num_elements(), " slots for ", tokens, " tokens");
+  TIDAL_CHECK(q_norm_weight.num_elements() == layout.head_dim &&
+                  k_norm_weight.num_elements() == layout.head_dim,
+              "qk_norm_rope_store: norm weights must be [head_dim]");
+  cpu::qk_norm_rope_store({.q = q.as<float>(),
+                           .k = k.as<float>(),
+                           .v = v.as<float>(),
+                           .num_tokens = tokens,
+                           .num_heads = q.dim(1),
+                           .q_norm = q_norm_weight.data,
+                           .q_norm_dtype = q_norm_weight.dtype,
+                           .k_norm = k_norm_weight.data,
+                           .k_norm_dtype = k_norm_weight.dtype,
+                           .eps = eps,
+                           .positions = positions.as<int32_t>(),
+                           .theta = theta,
+                           .slot_mapping = slot_mapping.as<int32_t>(),
+                           .layout = layout,
+                           .key_cache = cache.key.as<float>(),
+                           .value_cache = cache.value.as<float>()});
 }
 
 void CpuBackend::paged_attention(const Tensor& q, const KvCacheLayer& cache,

@@ -23,11 +23,17 @@ class CpuBackend final : public Backend {
   void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                    const Tensor& out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
               const Tensor& out) override;
   void rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) override;
   void store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                 const KvCacheLayer& cache) override;
+  void qk_norm_rope_store(const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& q_norm_weight, const Tensor& k_norm_weight, float eps,
+                          const Tensor& positions, double theta, const Tensor& slot_mapping,
+                          const KvCacheLayer& cache) override;
   void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionInputs& inputs,
                        float scale, const Tensor& out) override;
   void silu_and_mul(const Tensor& gate_up, const Tensor& out) override;

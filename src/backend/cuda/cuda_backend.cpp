@@ -312,6 +312,23 @@ void CudaBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
       cuda::add_bf16(bf16_ptr(a), bf16_ptr(b), a.num_elements(), bf16_ptr(out), stream_));
 }
 
+void CudaBackend::add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
+                               float eps, const Tensor& out) {
+  expect_bf16(residual, "add_rms_norm residual");
+  expect_bf16(x, "add_rms_norm input");
+  expect_bf16(out, "add_rms_norm output");
+  TIDAL_CHECK(
+      residual.num_elements() == x.num_elements() && residual.num_elements() == out.num_elements(),
+      "add_rms_norm operands differ in size");
+  TIDAL_CHECK(last_dim(residual) == weight.num_elements(), "add_rms_norm width ",
+              last_dim(residual), " vs weight of ", weight.num_elements());
+  TIDAL_CHECK(out.data != residual.data, "add_rms_norm: out must not alias the residual");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::add_rms_norm_bf16(
+      bf16_ptr(residual), bf16_ptr(x), weight.data, element_type(weight, "add_rms_norm weight"),
+      leading_rows(residual), last_dim(residual), eps, bf16_ptr(out), stream_));
+}
+
 void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
                          const Tensor& out) {
   expect_bf16(x, "linear input");
@@ -391,6 +408,56 @@ void CudaBackend::store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_
   activate();
   TIDAL_CUDA_CHECK(cuda::store_kv_bf16(bf16_ptr(k), bf16_ptr(v), tokens, slot_mapping.as<int32_t>(),
                                        layout, stream_));
+}
+
+void CudaBackend::qk_norm_rope_store(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const Tensor& q_norm_weight, const Tensor& k_norm_weight,
+                                     float eps, const Tensor& positions, double theta,
+                                     const Tensor& slot_mapping, const KvCacheLayer& cache) {
+  expect_bf16(q, "qk_norm_rope_store q");
+  expect_bf16(k, "qk_norm_rope_store k");
+  expect_bf16(v, "qk_norm_rope_store v");
+  expect_i32(positions, "positions");
+  expect_i32(slot_mapping, "slot mapping");
+  const cuda::PagedKvCache layout = kv_cache_of(cache);
+  TIDAL_CHECK(q.shape.size() == 3 && k.shape.size() == 3 && k.shape == v.shape &&
+                  q.dim(0) == k.dim(0) && q.dim(2) == layout.head_dim &&
+                  k.dim(1) == layout.num_kv_heads && k.dim(2) == layout.head_dim &&
+                  layout.head_dim % 2 == 0,
+              "qk_norm_rope_store: q [tokens, heads, head_dim], k and v [tokens, kv_heads, "
+              "head_dim] as the cache, head_dim even");
+  const int64_t tokens = q.dim(0);
+  TIDAL_CHECK(positions.num_elements() == tokens && slot_mapping.num_elements() == tokens,
+              "qk_norm_rope_store: ", positions.num_elements(), " positions and ",
+              slot_mapping.num_elements(), " slots for ", tokens, " tokens");
+  TIDAL_CHECK(q_norm_weight.num_elements() == layout.head_dim &&
+                  k_norm_weight.num_elements() == layout.head_dim,
+              "qk_norm_rope_store: norm weights must be [head_dim]");
+  // The fused kernel takes one weight dtype and heads of one element per thread of rms_norm's
+  // block; anything else runs the chain it stands for.
+  if (q_norm_weight.dtype != k_norm_weight.dtype || layout.head_dim > cuda::kMaxAttentionHeadDim) {
+    rms_norm(q, q_norm_weight, eps, q);
+    rms_norm(k, k_norm_weight, eps, k);
+    rope(q, k, positions, theta);
+    store_kv(k, v, slot_mapping, cache);
+    return;
+  }
+  activate();
+  TIDAL_CUDA_CHECK(
+      cuda::qk_norm_rope_store_bf16({.q = bf16_ptr(q),
+                                     .k = bf16_ptr(k),
+                                     .v = bf16_ptr(v),
+                                     .q_norm = q_norm_weight.data,
+                                     .k_norm = k_norm_weight.data,
+                                     .norm_type = element_type(q_norm_weight, "q/k norm weight"),
+                                     .eps = eps,
+                                     .positions = positions.as<int32_t>(),
+                                     .theta = theta,
+                                     .slot_mapping = slot_mapping.as<int32_t>(),
+                                     .cache = layout,
+                                     .num_tokens = tokens,
+                                     .num_heads = q.dim(1)},
+                                    stream_));
 }
 
 void CudaBackend::paged_attention(const Tensor& q, const KvCacheLayer& cache,

@@ -1,4 +1,5 @@
-// CPU reference kernels for attention.
+// CPU reference kernels for attention, and Qwen3's q/k norm + RoPE + KV store chain fused per
+// token.
 #include "kernels/cpu/attention.h"
 
 #include <algorithm>
@@ -10,43 +11,93 @@
 
 namespace tidal::cpu {
 
-void rope(float* x, int64_t num_tokens, int64_t num_heads, int64_t head_dim,
-          const int32_t* positions, double theta) {
+namespace {
+
+// Computed in f32 as Hugging Face does: inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq.
+void rope_inv_freq(int64_t head_dim, double theta, std::vector<float>& inv_freq) {
   const int64_t half = head_dim / 2;
-  // Computed in f32 as Hugging Face does: inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq.
-  thread_local std::vector<float> inv_freq;
   inv_freq.resize(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
     inv_freq[i] = 1.0f / std::pow(static_cast<float>(theta),
                                   static_cast<float>(2 * i) / static_cast<float>(head_dim));
   }
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    const auto position = static_cast<float>(positions[t]);
-    for (int64_t i = 0; i < half; ++i) {
-      const float angle = position * inv_freq[i];
-      const float cosine = std::cos(angle);
-      const float sine = std::sin(angle);
-      for (int64_t h = 0; h < num_heads; ++h) {
-        float* row = x + (t * num_heads + h) * head_dim;
-        const float first = row[i];
-        const float second = row[i + half];
-        row[i] = first * cosine - second * sine;
-        row[i + half] = second * cosine + first * sine;
-      }
+}
+
+// One token's heads [num_heads, head_dim], rotated in place.
+void rope_token(float* x, int64_t num_heads, int64_t head_dim, int32_t position,
+                const std::vector<float>& inv_freq) {
+  const int64_t half = head_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float angle = static_cast<float>(position) * inv_freq[i];
+    const float cosine = std::cos(angle);
+    const float sine = std::sin(angle);
+    for (int64_t h = 0; h < num_heads; ++h) {
+      float* row = x + h * head_dim;
+      const float first = row[i];
+      const float second = row[i + half];
+      row[i] = first * cosine - second * sine;
+      row[i + half] = second * cosine + first * sine;
     }
+  }
+}
+
+void check_slot(int64_t slot, const PagedKvLayout& layout) {
+  const int64_t num_slots = layout.num_blocks * layout.block_size;
+  TIDAL_CHECK(slot < num_slots, "KV slot ", slot, " outside the cache of ", num_slots, " slots");
+}
+
+}  // namespace
+
+void rope(float* x, int64_t num_tokens, int64_t num_heads, int64_t head_dim,
+          const int32_t* positions, double theta) {
+  thread_local std::vector<float> inv_freq;
+  rope_inv_freq(head_dim, theta, inv_freq);
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    rope_token(x + t * num_heads * head_dim, num_heads, head_dim, positions[t], inv_freq);
   }
 }
 
 void store_kv(const float* k, const float* v, int64_t num_tokens, const int32_t* slot_mapping,
               const PagedKvLayout& layout, float* key_cache, float* value_cache) {
   const int64_t width = layout.num_kv_heads * layout.head_dim;
-  const int64_t num_slots = layout.num_blocks * layout.block_size;
   for (int64_t t = 0; t < num_tokens; ++t) {
     const int64_t slot = slot_mapping[t];
     if (slot < 0) continue;  // padding token: nothing to store
-    TIDAL_CHECK(slot < num_slots, "KV slot ", slot, " outside the cache of ", num_slots, " slots");
+    check_slot(slot, layout);
     std::copy_n(k + t * width, width, key_cache + slot * width);
     std::copy_n(v + t * width, width, value_cache + slot * width);
+  }
+}
+
+void qk_norm_rope_store(const QkNormRopeStoreArgs& args) {
+  const PagedKvLayout& layout = args.layout;
+  const int64_t head_dim = layout.head_dim;
+  const int64_t q_width = args.num_heads * head_dim;
+  const int64_t kv_width = layout.num_kv_heads * head_dim;
+  thread_local std::vector<float> q_weight;
+  thread_local std::vector<float> k_weight;
+  thread_local std::vector<float> inv_freq;
+  q_weight.resize(static_cast<size_t>(head_dim));
+  k_weight.resize(static_cast<size_t>(head_dim));
+  row_to_f32(args.q_norm, args.q_norm_dtype, head_dim, q_weight.data());
+  row_to_f32(args.k_norm, args.k_norm_dtype, head_dim, k_weight.data());
+  rope_inv_freq(head_dim, args.theta, inv_freq);
+  for (int64_t t = 0; t < args.num_tokens; ++t) {
+    float* q = args.q + t * q_width;
+    float* k = args.k + t * kv_width;
+    for (int64_t h = 0; h < args.num_heads; ++h) {
+      rms_norm_row(q + h * head_dim, head_dim, q_weight.data(), args.eps, q + h * head_dim);
+    }
+    for (int64_t h = 0; h < layout.num_kv_heads; ++h) {
+      rms_norm_row(k + h * head_dim, head_dim, k_weight.data(), args.eps, k + h * head_dim);
+    }
+    rope_token(q, args.num_heads, head_dim, args.positions[t], inv_freq);
+    rope_token(k, layout.num_kv_heads, head_dim, args.positions[t], inv_freq);
+    const int64_t slot = args.slot_mapping[t];
+    if (slot < 0) continue;  // padding token: nothing to store
+    check_slot(slot, layout);
+    std::copy_n(k, kv_width, args.key_cache + slot * kv_width);
+    std::copy_n(args.v + t * kv_width, kv_width, args.value_cache + slot * kv_width);
   }
 }
 

@@ -1,7 +1,10 @@
-// CPU reference kernels for attention: rotary embedding, KV cache writes, paged causal attention.
+// CPU reference kernels for attention: rotary embedding, KV cache writes (and the q/k norm + RoPE +
+// store chain fused), paged causal attention.
 #pragma once
 
 #include <cstdint>
+
+#include "common/dtype.h"
 
 namespace tidal::cpu {
 
@@ -19,6 +22,28 @@ struct PagedKvLayout {
 
 void store_kv(const float* k, const float* v, int64_t num_tokens, const int32_t* slot_mapping,
               const PagedKvLayout& layout, float* key_cache, float* value_cache);
+
+// rms_norm of each head of q and k with its weight (in place), rope on both (in place), then
+// store_kv of k and v, a token at a time: the same arithmetic as those four kernels in turn.
+struct QkNormRopeStoreArgs {
+  float* q = nullptr;        // [tokens, num_heads, head_dim]
+  float* k = nullptr;        // [tokens, num_kv_heads, head_dim]
+  const float* v = nullptr;  // [tokens, num_kv_heads, head_dim]
+  int64_t num_tokens = 0;
+  int64_t num_heads = 0;
+  const void* q_norm = nullptr;  // [head_dim]
+  DType q_norm_dtype = DType::kF32;
+  const void* k_norm = nullptr;  // [head_dim]
+  DType k_norm_dtype = DType::kF32;
+  float eps = 0.0f;
+  const int32_t* positions = nullptr;  // [tokens]
+  double theta = 0.0;
+  const int32_t* slot_mapping = nullptr;  // [tokens]; -1: not stored
+  PagedKvLayout layout = {};
+  float* key_cache = nullptr;
+  float* value_cache = nullptr;
+};
+void qk_norm_rope_store(const QkNormRopeStoreArgs& args);
 
 struct PagedAttentionArgs {
   const float* q = nullptr;  // [tokens, num_heads, head_dim]

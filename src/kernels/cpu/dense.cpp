@@ -50,16 +50,24 @@ void rms_norm(const float* x, int64_t num_rows, int64_t width, const void* weigh
   thread_local std::vector<float> w;
   w.resize(static_cast<size_t>(width));
   row_to_f32(weight, weight_dtype, width, w.data());
-  for (int64_t r = 0; r < num_rows; ++r) {
-    const float* in = x + r * width;
-    const float mean_square = dot(in, in, width) / static_cast<float>(width);
-    const float inv_rms = 1.0f / std::sqrt(mean_square + eps);
-    for (int64_t i = 0; i < width; ++i) out[r * width + i] = w[i] * (in[i] * inv_rms);
-  }
+  for (int64_t r = 0; r < num_rows; ++r)
+    rms_norm_row(x + r * width, width, w.data(), eps, out + r * width);
 }
 
 void add(const float* a, const float* b, int64_t count, float* out) {
   for (int64_t i = 0; i < count; ++i) out[i] = a[i] + b[i];
+}
+
+void add_rms_norm(float* residual, const float* x, int64_t num_rows, int64_t width,
+                  const void* weight, DType weight_dtype, float eps, float* out) {
+  thread_local std::vector<float> w;
+  w.resize(static_cast<size_t>(width));
+  row_to_f32(weight, weight_dtype, width, w.data());
+  for (int64_t r = 0; r < num_rows; ++r) {
+    float* row = residual + r * width;
+    add(row, x + r * width, width, row);
+    rms_norm_row(row, width, w.data(), eps, out + r * width);
+  }
 }
 
 void silu_and_mul(const float* gate_up, int64_t num_tokens, int64_t width, float* out) {

@@ -1,4 +1,5 @@
-// CPU reference kernels for the dense ops: linear, embedding, RMSNorm, add, SwiGLU, row gather.
+// CPU reference kernels for the dense ops: linear, embedding, RMSNorm, add (and the two fused),
+// SwiGLU, row gather.
 // Activations are f32; weights are F32/F16/BF16 given by their DType.
 #pragma once
 
@@ -18,6 +19,10 @@ void embedding(const void* table, DType table_dtype, int64_t vocab_size, int64_t
 void rms_norm(const float* x, int64_t num_rows, int64_t width, const void* weight,
               DType weight_dtype, float eps, float* out);
 void add(const float* a, const float* b, int64_t count, float* out);
+// Per row: residual += x, then out = rms_norm(residual) * weight; the same arithmetic as add then
+// rms_norm, a row at a time while it is in cache. out may alias x, not residual.
+void add_rms_norm(float* residual, const float* x, int64_t num_rows, int64_t width,
+                  const void* weight, DType weight_dtype, float eps, float* out);
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, width + i].
 void silu_and_mul(const float* gate_up, int64_t num_tokens, int64_t width, float* out);
 void gather_rows(const float* x, int64_t width, int64_t num_src_rows, const int32_t* row_ids,

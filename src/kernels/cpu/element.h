@@ -2,6 +2,7 @@
 // kernel shares (fixed order makes a row's result independent of the batch around it).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "common/dtype.h"
@@ -43,6 +44,15 @@ inline float dot(const float* a, const float* b, int64_t count) {
   for (; i < count; ++i) tail += a[i] * b[i];
   return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
          ((partial[4] + partial[5]) + (partial[6] + partial[7])) + tail;
+}
+
+// Hugging Face RMSNorm of one row: out = w * (in / sqrt(mean(in^2) + eps)). Every norm (plain,
+// fused with the residual add, per attention head) goes through this, so they round alike. out
+// may alias in.
+inline void rms_norm_row(const float* in, int64_t width, const float* w, float eps, float* out) {
+  const float mean_square = dot(in, in, width) / static_cast<float>(width);
+  const float inv_rms = 1.0f / std::sqrt(mean_square + eps);
+  for (int64_t i = 0; i < width; ++i) out[i] = w[i] * (in[i] * inv_rms);
 }
 
 }  // namespace tidal::cpu

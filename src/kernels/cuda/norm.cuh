@@ -16,4 +16,10 @@ cudaError_t rms_norm_bf16(const __nv_bfloat16* x, const void* weight, ElementTyp
                           int64_t num_rows, int64_t width, float eps, __nv_bfloat16* out,
                           cudaStream_t stream);
 
+// residual[r, :] = bf16(residual + x), then out[r, :] = rms_norm of that rounded sum: bit for bit
+// add_bf16 then rms_norm_bf16, in one kernel. out may alias x, not residual.
+cudaError_t add_rms_norm_bf16(__nv_bfloat16* residual, const __nv_bfloat16* x, const void* weight,
+                              ElementType weight_type, int64_t num_rows, int64_t width, float eps,
+                              __nv_bfloat16* out, cudaStream_t stream);
+
 }  // namespace tidal::cuda

@@ -86,18 +86,28 @@ Tensor Qwen3MoeModel::forward(const ForwardBatch& batch, std::span<const KvCache
   backend.embedding(embed_tokens_, batch.token_ids, residual);
   const Tensor normed = workspace.take(act, {tokens, hidden});
   int64_t moe_layer = 0;
+  // Each residual add runs fused with the norm that reads its sum (the same bits as add then
+  // rms_norm): after attention the layer's post-attention norm, after the MLP the next layer's
+  // input norm. The last layer's sum is only added: the final norm runs on the sampled rows.
+  if (!layers_.empty()) {
+    backend.rms_norm(residual, layers_.front().input_norm, config_.rms_norm_eps, normed);
+  }
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
-    backend.rms_norm(residual, layer.input_norm, config_.rms_norm_eps, normed);
     const Tensor attention =
         attention_forward(backend, workspace, config_, layer.attention, normed, batch, kv_cache[i]);
-    backend.add(residual, attention, residual);
-    backend.rms_norm(residual, layer.post_attention_norm, config_.rms_norm_eps, normed);
+    backend.add_rms_norm(residual, attention, layer.post_attention_norm, config_.rms_norm_eps,
+                         normed);
     const Tensor mixed = layer.is_moe
                              ? moe_forward(backend, workspace, config_, layer.moe, *executor_,
                                            moe_layer++, normed, batch.token_ids)
                              : dense_mlp_forward(backend, workspace, layer.mlp, normed);
-    backend.add(residual, mixed, residual);
+    if (i + 1 < layers_.size()) {
+      backend.add_rms_norm(residual, mixed, layers_[i + 1].input_norm, config_.rms_norm_eps,
+                           normed);
+    } else {
+      backend.add(residual, mixed, residual);
+    }
   }
   // Only the rows that sample need the final norm and the vocabulary projection.
   const int64_t samples = batch.sample_rows.num_elements();

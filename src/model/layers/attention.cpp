@@ -47,11 +47,10 @@ Tensor attention_forward(Backend& backend, Workspace& workspace, const ModelConf
                  k.reshaped({tokens, kv_heads * head_dim}));
   backend.linear(x, weights.v_proj, weights.v_bias ? &*weights.v_bias : nullptr,
                  v.reshaped({tokens, kv_heads * head_dim}));
-  // Qwen3 normalises each head of q and k before the rotary embedding.
-  backend.rms_norm(q, weights.q_norm, config.rms_norm_eps, q);
-  backend.rms_norm(k, weights.k_norm, config.rms_norm_eps, k);
-  backend.rope(q, k, batch.positions, config.rope_theta);
-  backend.store_kv(k, v, batch.slot_mapping, cache);
+  // Qwen3 normalises each head of q and k before the rotary embedding; one fused op does both
+  // norms, the rotation and the KV store (a decode layer is latency-bound by its launches).
+  backend.qk_norm_rope_store(q, k, v, weights.q_norm, weights.k_norm, config.rms_norm_eps,
+                             batch.positions, config.rope_theta, batch.slot_mapping, cache);
 
   const Tensor context = workspace.take(act, {tokens, heads, head_dim});
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
