@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -159,6 +160,12 @@ void Worker::handle(const nlohmann::json& message) {
     stop_requested_ = true;
   } else if (type == protocol::kHold) {
     holding_op_ = message.at("op").get<uint64_t>();
+    // The coordinator plans the transition from this load: the device counters' steps since the
+    // last read join the window first.
+    if (rank_->load_window) {
+      rank_->executor->collect_load(*rank_->backend);
+      rank_->load_window->commit_step();
+    }
     nlohmann::json placements = nlohmann::json::array();
     for (const eplb::Placement& placement : rank_->placements) {
       placements.push_back(placement.physical_to_logical());
@@ -206,6 +213,8 @@ bool Worker::commit() {
               " without its standby");
   const RankTransition transition = *transition_;
   CommitReport report;
+  // The counters hold real steps since their last read; the warm-up below zeroes them.
+  if (rank_->load_window) rank_->executor->collect_load(*rank_->backend);
   // The graphs hold collectives of the old epoch's communicator, which closes below (staying) or
   // with this process (leaving); NCCL does not finalise a communicator whose captured work is
   // still held, and the new epoch captures afresh anyway.
@@ -334,9 +343,10 @@ int Worker::run() {
       const bool plan_due = flags[2] == 0 && rank_->eplb_pending.empty() &&
                             rank_->eplb_steps + 1 >= rank_->config.eplb_interval;
       // The device counters add up across steps; reading them is a copy to the host (about a
-      // tenth of a millisecond), so it happens every kLoadReadSteps steps and before each plan.
-      // The window then moves in chunks of up to that many steps.
-      if (plan_due || steps_ % kLoadReadSteps == 0) rank_->executor->collect_load(*rank_->backend);
+      // tenth of a millisecond), so it happens every kLoadReadSteps steps (or every step of a
+      // shorter window) and before each plan. The window then moves in chunks of that many steps.
+      const int64_t read_every = std::min<int64_t>(kLoadReadSteps, rank_->config.eplb_window);
+      if (plan_due || steps_ % read_every == 0) rank_->executor->collect_load(*rank_->backend);
       rank_->load_window->commit_step();
       const auto per_step = static_cast<size_t>(rank_->config.eplb_layers_per_step);
       if (flags[2] == 0 && !rank_->eplb_pending.empty()) {

@@ -71,7 +71,7 @@ ModelRunner::HostSampling ModelRunner::sampling_rows(const std::vector<Request*>
     const SamplingParams& params = request.params;
     SamplingRow row{.seed = request.seed,
                     .counter = request.output_ids.size(),
-                    .temperature = params.temperature,
+                    .temperature = params.greedy() ? 0.0f : params.temperature,
                     .top_p = params.top_p,
                     .top_k = params.top_k,
                     .num_top_logprobs = params.logprobs ? *params.logprobs : -1,
@@ -97,9 +97,9 @@ StepSamples ModelRunner::sample_eager(std::vector<Request*> requests, const Tens
   const int64_t banned_at = align_elements(rows * kSamplingRowWords);
   const int64_t out_at = banned_at + align_elements(banned);
   const auto bytes = static_cast<size_t>(out_at + rows * kSampledTokenWords) * sizeof(int32_t);
-  // Sized by the warm-up for max_num_seqs rows; only an unusual number of banned ids grows it
-  // (outside any graph: graphs keep their sampling inputs in graph_inputs_).
-  if (eager_sampling_.bytes() < bytes) eager_sampling_ = backend_->allocate(bytes);
+  // Sized by the warm-up for max_num_seqs rows of every banned id a request may have.
+  TIDAL_CHECK(eager_sampling_.bytes() >= bytes, "sampling ", rows, " rows with ", banned,
+              " banned ids needs ", bytes, " bytes; the warm-up sized ", eager_sampling_.bytes());
   std::vector<int32_t> staged(static_cast<size_t>(out_at), 0);
   std::copy(host.rows.begin(), host.rows.end(), staged.begin());
   std::copy(host.banned.begin(), host.banned.end(), staged.begin() + banned_at);
@@ -269,10 +269,13 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
   host.max_query_len = longest;
   host.max_context_len = longest;
   const Tensor logits = forward(host);
-  // The sampler on the worst case's rows: its buffers get their serving size (every row with
-  // kGraphBannedPerRow banned ids) and its kernels load now, not in the first served step.
+  // The sampler on the worst case's rows: its buffer gets its serving size (every row with the
+  // most banned ids a request may have: the EOS ids and kMaxStopTokenIds stop ids) and its
+  // kernels load now, not in the first served step.
+  const auto most_banned =
+      static_cast<int64_t>(model_->config().eos_token_ids.size() + kMaxStopTokenIds);
   const auto sampling_words = align_elements(num_seqs * kSamplingRowWords) +
-                              align_elements(num_seqs * kGraphBannedPerRow) +
+                              align_elements(num_seqs * most_banned) +
                               num_seqs * kSampledTokenWords;
   const auto sampling_bytes = static_cast<size_t>(sampling_words) * sizeof(int32_t);
   if (eager_sampling_.bytes() < sampling_bytes)

@@ -142,7 +142,7 @@ class ModelRunner {
   double last_capture_seconds_ = 0;
   int64_t num_graph_steps_ = 0;
   // Eager steps' sampling rows, banned ids and drawn tokens (graphs keep theirs in
-  // graph_inputs_). Sized by the warm-up; only a step with more banned ids than that grows it.
+  // graph_inputs_). Sized by the warm-up for the most a step can need.
   DeviceBuffer eager_sampling_;
   // Drawn tokens on the host, page-locked when the backend can.
   std::vector<SampledToken> host_samples_;

@@ -26,6 +26,10 @@ Status SamplingParams::validate(int32_t vocab_size) const {
   for (const std::string& text : stop) {
     if (text.empty()) return Status::invalid_argument("stop strings must not be empty");
   }
+  if (stop_token_ids.size() > kMaxStopTokenIds) {
+    return Status::invalid_argument(cat("stop_token_ids holds ", stop_token_ids.size(),
+                                        " ids; at most ", kMaxStopTokenIds, " are allowed"));
+  }
   for (const int32_t id : stop_token_ids) {
     if (id < 0 || id >= vocab_size) {
       return Status::invalid_argument(cat("stop_token_ids: ", id, " is outside the vocabulary"));

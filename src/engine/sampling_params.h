@@ -1,6 +1,7 @@
 // Per-request sampling and stopping parameters, with their validation.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -9,6 +10,13 @@
 #include "common/status.h"
 
 namespace tidal {
+
+// Temperatures below this draw greedily (a smaller one would scale logits past float range,
+// where every kept id ties at infinity).
+constexpr float kGreedyBelowTemperature = 1e-5f;
+// stop_token_ids a request may give: their ids are banned before min_tokens, in a buffer sized once
+// at warm-up.
+constexpr size_t kMaxStopTokenIds = 64;
 
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
@@ -23,7 +31,7 @@ struct SamplingParams {
   std::optional<int32_t> logprobs;  // number of top alternatives per generated token
   bool skip_special_tokens = true;
 
-  bool greedy() const { return temperature == 0.0f; }
+  bool greedy() const { return temperature < kGreedyBelowTemperature; }
   // Returns an invalid_argument Status naming the first bad field.
   Status validate(int32_t vocab_size) const;
 };

@@ -91,6 +91,33 @@ TEST_F(EngineBehaviour, MinTokensKeepsStopTokensAway) {
   EXPECT_NE(got.token_ids[0], full.token_ids[0]) << "a stop token was sampled before min_tokens";
 }
 
+TEST_F(EngineBehaviour, MinTokensWithTheMostStopIdsAllowed) {
+  // Every banned id of a full batch fits the sampling buffer the warm-up sized; one stop id more
+  // than allowed is refused up front.
+  const Completion full = run(greedy(16));
+  SamplingParams params = greedy(16);
+  params.min_tokens = 8;
+  for (size_t i = 0; i < kMaxStopTokenIds; ++i)
+    params.stop_token_ids.push_back(static_cast<int32_t>(i));
+  params.stop_token_ids.back() = full.token_ids[0];
+  const auto prompts = std::vector<std::vector<int32_t>>(8, prompt_);
+  for (const Completion& got : testing_util::run_to_completion(*engine_, prompts, params)) {
+    EXPECT_GE(got.token_ids.size(), 8u);
+    EXPECT_NE(got.token_ids[0], full.token_ids[0]) << "a stop token was sampled before min_tokens";
+  }
+  params.stop_token_ids.push_back(1);
+  EXPECT_THAT(engine_->add_request("too-many", prompt_, params).message(),
+              HasSubstr("stop_token_ids holds 65 ids"));
+}
+
+TEST_F(EngineBehaviour, TinyTemperatureIsGreedy) {
+  // 1e-30 would scale every logit to +-infinity, where the draw has nothing to tell apart.
+  SamplingParams params = greedy(16);
+  params.temperature = 1e-30f;
+  params.seed = 5;
+  EXPECT_EQ(run(params).token_ids, run(greedy(16)).token_ids);
+}
+
 TEST_F(EngineBehaviour, SeededSamplingIsReproducible) {
   SamplingParams params;
   params.temperature = 2.0f;  // the trained fixture is confident: flatten it so seeds matter

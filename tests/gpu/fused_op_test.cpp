@@ -23,6 +23,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "test_rng.h"
 
 namespace tidal {
 namespace {
@@ -30,26 +31,7 @@ namespace {
 constexpr float kEps = 1e-6f;
 constexpr double kTheta = 1e6;
 
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  float uniform(float lo, float hi) {
-    const float unit = static_cast<float>(next() >> 40) / static_cast<float>(1ull << 24);
-    return lo + (hi - lo) * unit;
-  }
-  int32_t below(int64_t bound) {
-    return static_cast<int32_t>(next() % static_cast<uint64_t>(bound));
-  }
-
- private:
-  uint64_t state_;
-};
+using testing_util::Rng;
 
 // Values representable in bf16, so both backends read the same numbers.
 std::vector<float> random_values(Rng& rng, int64_t count, float scale, float offset = 0.0f) {

@@ -30,31 +30,12 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "test_rng.h"
 
 namespace tidal {
 namespace {
 
-// splitmix64: fast enough to fill a gigabyte of expert weights in seconds.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  float uniform(float lo, float hi) {
-    const float unit = static_cast<float>(next() >> 40) / static_cast<float>(1ull << 24);
-    return lo + (hi - lo) * unit;
-  }
-  int32_t below(int64_t bound) {
-    return static_cast<int32_t>(next() % static_cast<uint64_t>(bound));
-  }
-
- private:
-  uint64_t state_;
-};
+using testing_util::Rng;
 
 // The value `value` becomes when stored as `dtype`.
 float representable(float value, DType dtype) {

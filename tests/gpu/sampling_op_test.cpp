@@ -30,6 +30,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "kernels/cuda/sampling.cuh"
 #include "kernels/sampling_layout.h"
+#include "test_rng.h"
 
 namespace tidal {
 namespace {
@@ -37,28 +38,7 @@ namespace {
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr int64_t kQwenVocab = 151936;
 
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  double unit() { return static_cast<double>(next() >> 11) * 0x1p-53; }
-  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(unit()); }
-  float normal() {
-    return static_cast<float>(std::sqrt(-2 * std::log1p(-unit())) *
-                              std::cos(6.283185307179586 * unit()));
-  }
-  int32_t below(int64_t bound) {
-    return static_cast<int32_t>(next() % static_cast<uint64_t>(bound));
-  }
-
- private:
-  uint64_t state_;
-};
+using testing_util::Rng;
 
 CudaBackend& gpu() {
   static const std::unique_ptr<Backend> backend = make_backend("cuda");
@@ -374,6 +354,39 @@ TEST(SamplingOp, DrawsAgreeOverall) {
               static_cast<long long>(tally.near_boundary));
   if (tally.drawn == 0) GTEST_SKIP() << "run SamplingOp.CudaMatchesCpu first";
   EXPECT_GE(static_cast<double>(tally.drawn_same), 0.99 * static_cast<double>(tally.drawn));
+}
+
+// NaN compares false everywhere: a draw can keep no id while the greedy pass (which orders NaN
+// above +inf) finds one. Every row kind, on both paths, must still name an id of the vocabulary.
+TEST(SamplingOp, NanLogitsGiveAnIdInRange) {
+  const int64_t rows = 18;
+  const int64_t vocab = 1000;
+  Batch batch = make_batch(21, rows, vocab, Logits::kModel);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = batch.logits.data() + r * vocab;
+    if (r < 9) {
+      std::fill(row, row + vocab, nan);  // every logit NaN
+    } else {
+      row[r * 7] = nan;  // one NaN, the row's "maximum"
+    }
+  }
+  const DeviceBatch d = upload(batch);
+  for (const bool global : {false, true}) {
+    poison(d, rows);
+    if (global) {
+      sample_global_path(d, batch);
+    } else {
+      gpu().sample(d.logits_t, d.rows_t, d.banned_t, d.out_t);
+    }
+    const std::vector<SampledToken> got = download(d, rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_GE(got[r].token, 0) << "row " << r << (global ? " (global path)" : "");
+      EXPECT_LT(got[r].token, vocab) << "row " << r << (global ? " (global path)" : "");
+    }
+  }
+  std::printf("[op] sample NaN logits: %lld rows on both paths, every token in range\n",
+              static_cast<long long>(rows));
 }
 
 TEST(SamplingOp, BadArgumentsThrow) {

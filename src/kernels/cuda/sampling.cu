@@ -729,6 +729,9 @@ __global__ void __launch_bounds__(kThreads, 2) sample_kernel(const SampleParams 
       }
       token = rank_id(draw_over_row(row, temperature, fmaxf(min_s_k, min_s_p), max_s, row_key, sh));
     }
+    // NaN logits compare false everywhere, so a draw can keep no id where the greedy pass (which
+    // orders NaN above +inf) found one: take that, never an out-of-range token.
+    if (token < 0) token = rank_id(a.greedy);
   }
 
   __syncthreads();  // the top-n entries in shared memory
