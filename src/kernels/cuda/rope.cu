@@ -11,7 +11,9 @@ namespace tidal::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kFusedMaxWarps = 16;
+// Warps of a qk_norm_rope_store block, one head each: a token's heads spread over several blocks
+// (36 heads of Qwen3-30B-A3B: 9 blocks), so even one token fills several SMs.
+constexpr int kFusedMaxWarps = 4;
 // rms_norm_bf16's warps for a row of up to kMaxAttentionHeadDim: the fused kernel's chunks.
 constexpr int kMaxChunks = kNormMaxThreads / 32;
 static_assert(kMaxAttentionHeadDim <= kNormMaxThreads,
@@ -53,11 +55,11 @@ __global__ void rope_kernel(__nv_bfloat16* q, __nv_bfloat16* k,
   }
 }
 
-// One block per token; its warps take the token's q and k heads in turn. rms_norm_bf16 on a row
-// of head_dim runs rms_norm_threads(head_dim) threads, thread j holding element j (or nothing),
-// sums each warp's squares by a butterfly, then the warps' partials (zeros past the last warp)
-// by another. Here chunk c of 32 elements stands for its warp c: the same sums in the same order
-// within one warp, so the same bits. Then the rotation (pairs cross lanes: through shared
+// Blocks (token, head group); a block's warps take the group's q and k heads in turn. rms_norm_bf16
+// on a row of head_dim runs rms_norm_threads(head_dim) threads, thread j holding element j (or
+// nothing), sums each warp's squares by a butterfly, then the warps' partials (zeros past the last
+// warp) by another. Here chunk c of 32 elements stands for its warp c: the same sums in the same
+// order within one warp, so the same bits. Then the rotation (pairs cross lanes: through shared
 // memory), then the KV store of the rotated k and of v.
 template <typename W>
 __global__ void __launch_bounds__(kFusedMaxWarps * 32)
@@ -85,7 +87,9 @@ __global__ void __launch_bounds__(kFusedMaxWarps * 32)
   const int64_t slot = p.slot_mapping[token];
   const bool store = slot >= 0 && slot < p.cache.num_blocks * p.cache.block_size;
   __nv_bfloat16* buffer = normed[warp];
-  for (int64_t head = warp; head < p.num_heads + num_kv_heads; head += num_warps) {
+  const int64_t head_stride = static_cast<int64_t>(num_warps) * gridDim.y;
+  for (int64_t head = static_cast<int64_t>(blockIdx.y) * num_warps + warp;
+       head < p.num_heads + num_kv_heads; head += head_stride) {
     const bool is_q = head < p.num_heads;
     const int64_t kv_head = head - p.num_heads;
     __nv_bfloat16* row = is_q ? p.q + (token * p.num_heads + head) * head_dim
@@ -163,12 +167,14 @@ cudaError_t qk_norm_rope_store_bf16(const QkNormRopeStoreParams& params, cudaStr
       params.num_heads < 0 || params.cache.num_kv_heads < 0 || params.num_tokens > 0x7fffffff) {
     return cudaErrorInvalidValue;
   }
-  const int threads = static_cast<int>(std::min<int64_t>(heads, kFusedMaxWarps)) * 32;
+  const int warps = static_cast<int>(std::min<int64_t>(heads, kFusedMaxWarps));
+  const int64_t groups = std::min<int64_t>((heads + warps - 1) / warps, 65535);
+  const dim3 grid(static_cast<unsigned>(params.num_tokens), static_cast<unsigned>(groups));
   const int num_chunks = rms_norm_threads(head_dim) / 32;
   return dispatch_element(params.norm_type, [&](auto tag) {
     using W = decltype(tag);
-    qk_norm_rope_store_kernel<W><<<static_cast<unsigned>(params.num_tokens), threads, 0, stream>>>(
-        params, static_cast<float>(params.theta), num_chunks);
+    qk_norm_rope_store_kernel<W>
+        <<<grid, warps * 32, 0, stream>>>(params, static_cast<float>(params.theta), num_chunks);
     return cudaGetLastError();
   });
 }
