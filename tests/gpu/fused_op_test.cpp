@@ -23,6 +23,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "op_harness.h"
 #include "test_rng.h"
 
 namespace tidal {
@@ -40,105 +41,7 @@ std::vector<float> random_values(Rng& rng, int64_t count, float scale, float off
   return values;
 }
 
-std::vector<std::byte> encode(const std::vector<float>& values, DType dtype) {
-  std::vector<std::byte> bytes(values.size() * dtype_size(dtype));
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kF32) {
-      std::memcpy(bytes.data() + 4 * i, &values[i], 4);
-    } else {
-      const uint16_t bits = f32_to_bf16(values[i]);
-      std::memcpy(bytes.data() + 2 * i, &bits, 2);
-    }
-  }
-  return bytes;
-}
-
-std::vector<float> decode(const std::vector<std::byte>& bytes, DType dtype) {
-  std::vector<float> values(bytes.size() / dtype_size(dtype));
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kF32) {
-      std::memcpy(&values[i], bytes.data() + 4 * i, 4);
-    } else {
-      uint16_t bits = 0;
-      std::memcpy(&bits, bytes.data() + 2 * i, 2);
-      values[i] = bf16_to_f32(bits);
-    }
-  }
-  return values;
-}
-
-Backend& cuda_backend() {
-  static const std::unique_ptr<Backend> backend = make_backend("cuda");
-  return *backend;
-}
-
-// One case's tensors on both backends; every buffer lives until the harness goes.
-class Harness {
- public:
-  Backend& gpu() { return cuda_backend(); }
-  Backend& cpu() { return cpu_; }
-
-  Tensor host(const std::vector<float>& values, std::vector<int64_t> shape,
-              DType dtype = DType::kF32) {
-    host_.push_back(encode(values, dtype));
-    return {.data = host_.back().data(), .dtype = dtype, .shape = std::move(shape)};
-  }
-  Tensor host_i32(const std::vector<int32_t>& values) {
-    host_.emplace_back(values.size() * 4);
-    std::memcpy(host_.back().data(), values.data(), values.size() * 4);
-    return {.data = host_.back().data(),
-            .dtype = DType::kI32,
-            .shape = {static_cast<int64_t>(values.size())}};
-  }
-  Tensor host_poisoned(std::vector<int64_t> shape) {
-    Tensor tensor{.data = nullptr, .dtype = DType::kF32, .shape = std::move(shape)};
-    host_.emplace_back(tensor.num_bytes(), std::byte{0xff});
-    tensor.data = host_.back().data();
-    return tensor;
-  }
-
-  Tensor device(const std::vector<float>& values, std::vector<int64_t> shape,
-                DType dtype = DType::kBF16) {
-    return upload(encode(values, dtype), std::move(shape), dtype);
-  }
-  Tensor device_i32(const std::vector<int32_t>& values) {
-    std::vector<std::byte> bytes(values.size() * 4);
-    std::memcpy(bytes.data(), values.data(), bytes.size());
-    return upload(bytes, {static_cast<int64_t>(values.size())}, DType::kI32);
-  }
-  // Filled with 0xff bytes: NaN in BF16.
-  Tensor device_poisoned(std::vector<int64_t> shape) {
-    Tensor tensor{.dtype = DType::kBF16, .shape = std::move(shape), .device = DeviceKind::kCuda};
-    return upload(std::vector<std::byte>(tensor.num_bytes(), std::byte{0xff}), tensor.shape,
-                  DType::kBF16);
-  }
-
-  std::vector<std::byte> read_bytes(const Tensor& tensor) {
-    std::vector<std::byte> bytes(tensor.num_bytes());
-    gpu().copy_to_host(bytes.data(), tensor.data, bytes.size());
-    return bytes;
-  }
-  std::vector<float> read(const Tensor& tensor) { return decode(read_bytes(tensor), tensor.dtype); }
-  static std::vector<float> read_host(const Tensor& tensor) {
-    std::vector<std::byte> bytes(tensor.num_bytes());
-    std::memcpy(bytes.data(), tensor.data, bytes.size());
-    return decode(bytes, tensor.dtype);
-  }
-
- private:
-  Tensor upload(const std::vector<std::byte>& bytes, std::vector<int64_t> shape, DType dtype) {
-    buffers_.push_back(gpu().allocate(bytes.size()));
-    gpu().copy_from_host(buffers_.back().data(), bytes.data(), bytes.size());
-    return {.data = buffers_.back().data(),
-            .dtype = dtype,
-            .shape = std::move(shape),
-            .device = DeviceKind::kCuda};
-  }
-
-  CpuBackend cpu_;
-  std::deque<std::vector<std::byte>> host_;
-  std::vector<DeviceBuffer> buffers_;
-};
+using testing_util::Harness;
 
 // Bytes of the fused result that differ from the unfused chain's (both on the GPU).
 int64_t differing_bytes(Harness& h, const Tensor& fused, const Tensor& chain) {
@@ -244,8 +147,8 @@ void run_qk_norm_rope_store(Harness& h, const FusedCase& c, Rng& rng) {
   const std::vector<float> k_norm = random_values(rng, c.head_dim, 0.5f, 1.0f);
   const Tensor gpu_q_norm = h.device(q_norm, {c.head_dim}, c.weight);
   const Tensor gpu_k_norm = h.device(k_norm, {c.head_dim}, c.weight);
-  const Tensor gpu_positions = h.device_i32(positions);
-  const Tensor gpu_slots = h.device_i32(slots);
+  const Tensor gpu_positions = h.device_i32(positions, {static_cast<int64_t>(positions.size())});
+  const Tensor gpu_slots = h.device_i32(slots, {static_cast<int64_t>(slots.size())});
   const Tensor gpu_v = h.device(v, kv_shape);
 
   const Tensor chain_q = h.device(q, q_shape);
@@ -269,10 +172,11 @@ void run_qk_norm_rope_store(Harness& h, const FusedCase& c, Rng& rng) {
   const Tensor cpu_q = h.host(q, q_shape);
   const Tensor cpu_k = h.host(k, kv_shape);
   const KvCacheLayer cpu_cache{.key = h.host_poisoned(pool), .value = h.host_poisoned(pool)};
-  h.cpu().qk_norm_rope_store(cpu_q, cpu_k, h.host(v, kv_shape),
-                             h.host(q_norm, {c.head_dim}, c.weight),
-                             h.host(k_norm, {c.head_dim}, c.weight), kEps, h.host_i32(positions),
-                             kTheta, h.host_i32(slots), cpu_cache);
+  h.cpu().qk_norm_rope_store(
+      cpu_q, cpu_k, h.host(v, kv_shape), h.host(q_norm, {c.head_dim}, c.weight),
+      h.host(k_norm, {c.head_dim}, c.weight), kEps,
+      h.host_i32(positions, {static_cast<int64_t>(positions.size())}), kTheta,
+      h.host_i32(slots, {static_cast<int64_t>(slots.size())}), cpu_cache);
   int64_t nonfinite = 0;
   const double q_error = normalized_error(h.read(fused_q), Harness::read_host(cpu_q), &nonfinite);
   const double k_error = normalized_error(h.read(fused_k), Harness::read_host(cpu_k), &nonfinite);

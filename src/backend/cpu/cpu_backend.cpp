@@ -6,6 +6,7 @@
 #include <new>
 
 #include "backend/expert_route_check.h"
+#include "backend/qk_norm_rope_check.h"
 #include "backend/sampling_check.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dense.h"
@@ -148,18 +149,9 @@ void CpuBackend::qk_norm_rope_store(const Tensor& q, const Tensor& k, const Tens
   expect_i32(positions, "positions");
   expect_i32(slot_mapping, "slot mapping");
   const cpu::PagedKvLayout layout = layout_of(cache);
-  TIDAL_CHECK(q.shape.size() == 3 && k.shape.size() == 3 && k.shape == v.shape &&
-                  q.dim(0) == k.dim(0) && q.dim(2) == layout.head_dim &&
-                  k.dim(1) == layout.num_kv_heads && k.dim(2) == layout.head_dim,
-              "qk_norm_rope_store: q [tokens, heads, head_dim], k and v [tokens, kv_heads, "
-              "head_dim] as the cache");
-  const int64_t tokens = q.dim(0);
-  TIDAL_CHECK(positions.num_elements() == tokens && slot_mapping.num_elements() == tokens,
-              "qk_norm_rope_store: ", positions.num_elements(), " positions and ",
-              slot_mapping.num_elements(), " slots for ", tokens, " tokens");
-  TIDAL_CHECK(q_norm_weight.num_elements() == layout.head_dim &&
-                  k_norm_weight.num_elements() == layout.head_dim,
-              "qk_norm_rope_store: norm weights must be [head_dim]");
+  const int64_t tokens =
+      check_qk_norm_rope_store_shapes(q, k, v, q_norm_weight, k_norm_weight, positions,
+                                      slot_mapping, layout.num_kv_heads, layout.head_dim);
   cpu::qk_norm_rope_store({.q = q.as<float>(),
                            .k = k.as<float>(),
                            .v = v.as<float>(),

@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_device.h"
 #include "backend/expert_route_check.h"
+#include "backend/qk_norm_rope_check.h"
 #include "backend/sampling_check.h"
 #include "common/logging.h"
 #include "kernels/cuda/activation.cuh"
@@ -420,19 +421,11 @@ void CudaBackend::qk_norm_rope_store(const Tensor& q, const Tensor& k, const Ten
   expect_i32(positions, "positions");
   expect_i32(slot_mapping, "slot mapping");
   const cuda::PagedKvCache layout = kv_cache_of(cache);
-  TIDAL_CHECK(q.shape.size() == 3 && k.shape.size() == 3 && k.shape == v.shape &&
-                  q.dim(0) == k.dim(0) && q.dim(2) == layout.head_dim &&
-                  k.dim(1) == layout.num_kv_heads && k.dim(2) == layout.head_dim &&
-                  layout.head_dim % 2 == 0,
-              "qk_norm_rope_store: q [tokens, heads, head_dim], k and v [tokens, kv_heads, "
-              "head_dim] as the cache, head_dim even");
-  const int64_t tokens = q.dim(0);
-  TIDAL_CHECK(positions.num_elements() == tokens && slot_mapping.num_elements() == tokens,
-              "qk_norm_rope_store: ", positions.num_elements(), " positions and ",
-              slot_mapping.num_elements(), " slots for ", tokens, " tokens");
-  TIDAL_CHECK(q_norm_weight.num_elements() == layout.head_dim &&
-                  k_norm_weight.num_elements() == layout.head_dim,
-              "qk_norm_rope_store: norm weights must be [head_dim]");
+  const int64_t tokens =
+      check_qk_norm_rope_store_shapes(q, k, v, q_norm_weight, k_norm_weight, positions,
+                                      slot_mapping, layout.num_kv_heads, layout.head_dim);
+  TIDAL_CHECK(layout.head_dim % 2 == 0, "qk_norm_rope_store: head_dim ", layout.head_dim,
+              " is odd");
   // The fused kernel takes one weight dtype and heads of one element per thread of rms_norm's
   // block; anything else runs the chain it stands for.
   if (q_norm_weight.dtype != k_norm_weight.dtype || layout.head_dim > cuda::kMaxAttentionHeadDim) {
