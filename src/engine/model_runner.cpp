@@ -22,6 +22,25 @@ int64_t align_elements(int64_t count) {
   return (count + kGraphInputAlignment - 1) / kGraphInputAlignment * kGraphInputAlignment;
 }
 
+// Where an eager step's sampling buffer keeps its rows, banned ids and drawn tokens, in int32
+// elements; `end` is the buffer's size.
+struct EagerSamplingLayout {
+  int64_t banned = 0, samples = 0, end = 0;
+};
+EagerSamplingLayout eager_sampling_layout(int64_t rows, int64_t banned) {
+  EagerSamplingLayout layout;
+  layout.banned = align_elements(rows * kSamplingRowWords);
+  layout.samples = layout.banned + align_elements(banned);
+  layout.end = layout.samples + rows * kSampledTokenWords;
+  return layout;
+}
+
+// Whether a request's next draw bans the EOS ids and its stop ids: its output is still short of
+// min_tokens.
+bool bans_stop_ids(const Request& request) {
+  return static_cast<int64_t>(request.output_ids.size()) < request.params.min_tokens;
+}
+
 // The KV cache slot of a request's token at `position`.
 int32_t kv_slot(const Request& request, int64_t position, int64_t block_size) {
   const int32_t block = request.block_ids[static_cast<size_t>(position / block_size)];
@@ -78,7 +97,7 @@ ModelRunner::HostSampling ModelRunner::sampling_rows(const std::vector<Request*>
                     .banned_begin = static_cast<int32_t>(host.banned.size()),
                     .banned_count = 0};
     // EOS (and the request's stop ids) may not end the output before min_tokens.
-    if (static_cast<int64_t>(request.output_ids.size()) < params.min_tokens) {
+    if (bans_stop_ids(request)) {
       host.banned.insert(host.banned.end(), eos.begin(), eos.end());
       host.banned.insert(host.banned.end(), params.stop_token_ids.begin(),
                          params.stop_token_ids.end());
@@ -94,24 +113,19 @@ StepSamples ModelRunner::sample_eager(std::vector<Request*> requests, const Tens
   const HostSampling host = sampling_rows(requests);
   // One buffer, one upload: the rows, the banned ids, then room for the drawn tokens.
   const auto banned = static_cast<int64_t>(host.banned.size());
-  const int64_t banned_at = align_elements(rows * kSamplingRowWords);
-  const int64_t out_at = banned_at + align_elements(banned);
-  const auto bytes = static_cast<size_t>(out_at + rows * kSampledTokenWords) * sizeof(int32_t);
+  const EagerSamplingLayout layout = eager_sampling_layout(rows, banned);
+  const auto bytes = static_cast<size_t>(layout.end) * sizeof(int32_t);
   // Sized by the warm-up for max_num_seqs rows of every banned id a request may have.
   TIDAL_CHECK(eager_sampling_.bytes() >= bytes, "sampling ", rows, " rows with ", banned,
               " banned ids needs ", bytes, " bytes; the warm-up sized ", eager_sampling_.bytes());
-  std::vector<int32_t> staged(static_cast<size_t>(out_at), 0);
+  std::vector<int32_t> staged(static_cast<size_t>(layout.samples), 0);
   std::copy(host.rows.begin(), host.rows.end(), staged.begin());
-  std::copy(host.banned.begin(), host.banned.end(), staged.begin() + banned_at);
+  std::copy(host.banned.begin(), host.banned.end(), staged.begin() + layout.banned);
   backend_->copy_from_host(eager_sampling_.data(), staged.data(), staged.size() * sizeof(int32_t));
-  auto* base = static_cast<int32_t*>(eager_sampling_.data());
-  const auto view = [&](int64_t offset, std::initializer_list<int64_t> shape) {
-    return Tensor{
-        .data = base + offset, .dtype = DType::kI32, .shape = shape, .device = backend_->device()};
-  };
-  const Tensor out = view(out_at, {rows, kSampledTokenWords});
-  backend_->sample(logits.rows(0, rows), view(0, {rows, kSamplingRowWords}),
-                   banned > 0 ? view(banned_at, {banned}) : Tensor{}, out);
+  const Tensor out = int32_view(eager_sampling_, layout.samples, {rows, kSampledTokenWords});
+  backend_->sample(logits.rows(0, rows), int32_view(eager_sampling_, 0, {rows, kSamplingRowWords}),
+                   banned > 0 ? int32_view(eager_sampling_, layout.banned, {banned}) : Tensor{},
+                   out);
   return {.requests = std::move(requests), .tokens = download_samples(out, rows)};
 }
 
@@ -274,10 +288,9 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
   // kernels load now, not in the first served step.
   const auto most_banned =
       static_cast<int64_t>(model_->config().eos_token_ids.size() + kMaxStopTokenIds);
-  const auto sampling_words = align_elements(num_seqs * kSamplingRowWords) +
-                              align_elements(num_seqs * most_banned) +
-                              num_seqs * kSampledTokenWords;
-  const auto sampling_bytes = static_cast<size_t>(sampling_words) * sizeof(int32_t);
+  const auto sampling_bytes =
+      static_cast<size_t>(eager_sampling_layout(num_seqs, num_seqs * most_banned).end) *
+      sizeof(int32_t);
   if (eager_sampling_.bytes() < sampling_bytes)
     eager_sampling_ = backend_->allocate(sampling_bytes);
   std::vector<Request> rows(static_cast<size_t>(num_seqs));
@@ -324,8 +337,9 @@ ModelRunner::GraphLayout ModelRunner::graph_layout(int64_t num_seqs) const {
   return layout;
 }
 
-Tensor ModelRunner::graph_tensor(int64_t offset, std::initializer_list<int64_t> shape) const {
-  return Tensor{.data = static_cast<int32_t*>(graph_inputs_.data()) + offset,
+Tensor ModelRunner::int32_view(const DeviceBuffer& buffer, int64_t offset,
+                               std::initializer_list<int64_t> shape) const {
+  return Tensor{.data = static_cast<int32_t*>(buffer.data()) + offset,
                 .dtype = DType::kI32,
                 .shape = shape,
                 .device = backend_->device()};
@@ -334,7 +348,7 @@ Tensor ModelRunner::graph_tensor(int64_t offset, std::initializer_list<int64_t> 
 ForwardBatch ModelRunner::graph_batch(int64_t num_seqs) const {
   const GraphLayout layout = graph_layout(num_seqs);
   const auto view = [&](int64_t offset, std::initializer_list<int64_t> shape) {
-    return graph_tensor(offset, shape);
+    return int32_view(graph_inputs_, offset, shape);
   };
   ForwardBatch batch;
   batch.token_ids = view(layout.token_ids, {num_seqs});
@@ -403,7 +417,7 @@ const ModelRunner::DecodeGraph* ModelRunner::graph_for(
         static_cast<int64_t>(request.block_ids.size()) > graph_blocks_) {
       return nullptr;
     }
-    if (static_cast<int64_t>(request.output_ids.size()) < request.params.min_tokens) {
+    if (bans_stop_ids(request)) {
       banned += num_eos + static_cast<int64_t>(request.params.stop_token_ids.size());
     }
   }
@@ -453,9 +467,11 @@ void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
   const auto decode_step = [&](int64_t num_seqs) {
     const GraphLayout layout = graph_layout(num_seqs);
     const Tensor logits = model_->forward(graph_batch(num_seqs), kv_cache_->layers(), workspace_);
-    const Tensor samples = graph_tensor(layout.samples, {num_seqs, kSampledTokenWords});
-    backend_->sample(logits, graph_tensor(layout.sampling, {num_seqs, kSamplingRowWords}),
-                     graph_tensor(layout.banned, {num_seqs * kGraphBannedPerRow}), samples);
+    const Tensor samples =
+        int32_view(graph_inputs_, layout.samples, {num_seqs, kSampledTokenWords});
+    backend_->sample(
+        logits, int32_view(graph_inputs_, layout.sampling, {num_seqs, kSamplingRowWords}),
+        int32_view(graph_inputs_, layout.banned, {num_seqs * kGraphBannedPerRow}), samples);
     return samples;
   };
   upload_graph_inputs(largest, {});

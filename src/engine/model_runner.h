@@ -94,7 +94,9 @@ class ModelRunner {
   };
   GraphLayout graph_layout(int64_t num_seqs) const;
   ForwardBatch graph_batch(int64_t num_seqs) const;
-  Tensor graph_tensor(int64_t offset, std::initializer_list<int64_t> shape) const;
+  // An I32 tensor `offset` elements into `buffer` (graph inputs, eager sampling rows).
+  Tensor int32_view(const DeviceBuffer& buffer, int64_t offset,
+                    std::initializer_list<int64_t> shape) const;
   // Writes `batch` (all decode, at most num_seqs of them) into the bucket's inputs, the rest as
   // padding sequences: token -1 (a zero embedding), no cache slot, an empty context; greedy rows.
   void upload_graph_inputs(int64_t num_seqs, const std::vector<ScheduledRequest>& batch);
