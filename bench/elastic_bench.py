@@ -22,15 +22,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import REPO, Clients, Server, card, finish_report, http_json  # noqa: E402
+from serve_bench import (Clients, Server, add_server_args, card, finish_report,  # noqa: E402
+                         http_json)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--binary", default=str(REPO / "build" / "tidal"))
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--config", default=str(REPO / "bench" / "configs" / "qwen3-30b-a3b.json"))
-    parser.add_argument("--num-layers", type=int, default=0)
+    add_server_args(parser)
     parser.add_argument("--start", type=int, default=2)
     parser.add_argument("--sizes", default="4,2,3,2",
                         help="the targets, in order; N-a.b removes ranks a and b (e.g. 2-0)")

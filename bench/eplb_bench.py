@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import REPO, Clients, Server, card, finish_report  # noqa: E402
+from serve_bench import Clients, Server, add_server_args, card, finish_report  # noqa: E402
 
 SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})? (\S+)$')
 
@@ -100,10 +100,7 @@ class Window:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--binary", default=str(REPO / "build" / "tidal"))
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--config", default=str(REPO / "bench" / "configs" / "qwen3-30b-a3b.json"))
-    parser.add_argument("--num-layers", type=int, default=0)
+    add_server_args(parser)
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--expert-slots", type=int, default=0,
                         help="slots per rank (default: ceil(experts / ranks) + 2 spare slots)")

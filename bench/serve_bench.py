@@ -102,6 +102,14 @@ class Clients:
             return sum(1 for t in self.token_times if start <= t <= end)
 
 
+def add_server_args(parser) -> None:
+    """The options every serving benchmark takes for the server it starts."""
+    parser.add_argument("--binary", default=str(REPO / "build" / "tidal"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--config", default=str(REPO / "bench" / "configs" / "qwen3-30b-a3b.json"))
+    parser.add_argument("--num-layers", type=int, default=0)
+
+
 def card() -> str:
     try:
         names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
