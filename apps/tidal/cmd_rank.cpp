@@ -17,6 +17,9 @@ Command add_rank_command(CLI::App& app) {
                    "the coordinator's control endpoint, e.g. tcp://10.0.0.1:5555")
       ->required();
   command->add_option("--rank", options->rank, "rank index (default: the first free one)");
+  command->add_option(
+      "--lifeline-fd", options->lifeline_fd,
+      "a pipe from the front that started this rank: the rank exits when it closes");
   return [options]() { return run_rank_worker(*options); };
 }
 

@@ -41,6 +41,16 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
                   "GET /v1/admin/topology gives the address")
       ->check(CLI::IsMember({"local", "external"}));
   command
+      .add_option("--rank-timeout", setup.rank_timeout_s,
+                  "seconds without a heartbeat after which a rank (stopped, hung, unreachable) is "
+                  "declared failed, killed and recovered from")
+      ->check(CLI::PositiveNumber);
+  command
+      .add_option("--on-rank-failure", setup.on_rank_failure,
+                  "after recovering from a lost rank: shrink (serve with the survivors) or "
+                  "replace (then scale back up to the size asked for)")
+      ->check(CLI::IsMember({"shrink", "replace"}));
+  command
       .add_option("--load-format", setup.load_format,
                   "auto: the model directory's checkpoint; dummy: random weights of --config's "
                   "shapes (the model directory then only gives the tokenizer)")
@@ -94,24 +104,27 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
     running.client = std::make_unique<EngineLoop>(*running.engine);
     return running;
   }
-  running.client = std::make_unique<RankGroup>(
-      RankGroupOptions{.model_directory = model_directory,
-                       .device = setup.device,
-                       .num_ranks = setup.ranks,
-                       .slots_per_rank = setup.expert_slots,
-                       .num_redundant_experts = setup.num_redundant_experts,
-                       .max_num_ranks = setup.max_ranks,
-                       .num_local_ranks = setup.local_ranks,
-                       .spawn_joining_ranks = setup.scale_spawn == "local",
-                       .bind_host = setup.coordinator_host,
-                       .control_port = setup.coordinator_port,
-                       .engine = setup.engine,
-                       .prepare_timeout = std::chrono::seconds(setup.scale_prepare_timeout_s),
-                       .dummy = dummy,
-                       .enable_eplb = setup.enable_eplb,
-                       .eplb_window = setup.eplb_window,
-                       .eplb_interval = setup.eplb_interval,
-                       .eplb_layers_per_step = setup.eplb_layers_per_step});
+  running.client = std::make_unique<RankGroup>(RankGroupOptions{
+      .model_directory = model_directory,
+      .device = setup.device,
+      .num_ranks = setup.ranks,
+      .slots_per_rank = setup.expert_slots,
+      .num_redundant_experts = setup.num_redundant_experts,
+      .max_num_ranks = setup.max_ranks,
+      .num_local_ranks = setup.local_ranks,
+      .spawn_joining_ranks = setup.scale_spawn == "local",
+      .bind_host = setup.coordinator_host,
+      .control_port = setup.coordinator_port,
+      .engine = setup.engine,
+      .prepare_timeout = std::chrono::seconds(setup.scale_prepare_timeout_s),
+      .dummy = dummy,
+      .enable_eplb = setup.enable_eplb,
+      .eplb_window = setup.eplb_window,
+      .eplb_interval = setup.eplb_interval,
+      .eplb_layers_per_step = setup.eplb_layers_per_step,
+      .rank_timeout = std::chrono::milliseconds(static_cast<int64_t>(setup.rank_timeout_s * 1000)),
+      .on_rank_failure =
+          setup.on_rank_failure == "shrink" ? OnRankFailure::kShrink : OnRankFailure::kReplace});
   return running;
 }
 

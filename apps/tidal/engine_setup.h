@@ -29,7 +29,9 @@ struct EngineSetup {
   bool elastic = false;  // serve through rank processes even at one rank, so it can scale
   int max_ranks = 0;     // 0: the GPUs of this host (cuda), max(ranks, 8) (cpu)
   int scale_prepare_timeout_s = 120;
-  std::string scale_spawn = "local";  // who starts a scale-up's ranks: local or external
+  std::string scale_spawn = "local";        // who starts a scale-up's ranks: local or external
+  double rank_timeout_s = 5;                // a rank silent this long is declared failed
+  std::string on_rank_failure = "replace";  // shrink, or replace the lost ranks
   // --load-format dummy: random weights of --config's shapes (benchmarks at real model sizes);
   // the model directory then only provides the tokenizer.
   std::string load_format = "auto";

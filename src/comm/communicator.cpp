@@ -27,4 +27,40 @@ void Communicator::check_peer(const char* op, int peer) const {
   }
 }
 
+namespace {
+
+class BrokenCommunicator final : public Communicator {
+ public:
+  BrokenCommunicator(int rank, int size, uint64_t epoch, std::string why)
+      : rank_(rank), size_(size), epoch_(epoch), why_(std::move(why)) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  uint64_t epoch() const override { return epoch_; }
+  void all_reduce_sum(std::span<int64_t>) override { fail("all_reduce_sum"); }
+  void all_reduce_max(std::span<int64_t>) override { fail("all_reduce_max"); }
+  void all_reduce_sum(std::span<float>) override { fail("all_reduce_sum"); }
+  void all_to_all_v(const void*, std::span<const size_t>, void*, std::span<const size_t>) override {
+    fail("all_to_all_v");
+  }
+  void send(int, const void*, size_t) override { fail("send"); }
+  void recv(int, void*, size_t) override { fail("recv"); }
+  void barrier() override { fail("barrier"); }
+
+ private:
+  [[noreturn]] void fail(const char* op) const {
+    throw CommError(cat(op, " on a closed broken communicator (", where(), "): ", why_));
+  }
+  int rank_;
+  int size_;
+  uint64_t epoch_;
+  std::string why_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_broken_communicator(int rank, int size, uint64_t epoch,
+                                                       std::string why) {
+  return std::make_unique<BrokenCommunicator>(rank, size, epoch, std::move(why));
+}
+
 }  // namespace tidal

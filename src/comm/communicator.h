@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -69,5 +70,11 @@ class Communicator {
   // Throws CommError unless peer is another rank of this group.
   void check_peer(const char* op, int peer) const;
 };
+
+// Stands in for a communicator that broke and was closed (so that peers still blocked on it fail
+// at once): every operation throws CommError naming why. Whatever still holds a reference to the
+// group keeps a valid object until the next epoch's communicator replaces it.
+std::unique_ptr<Communicator> make_broken_communicator(int rank, int size, uint64_t epoch,
+                                                       std::string why);
 
 }  // namespace tidal

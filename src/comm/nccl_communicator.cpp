@@ -70,6 +70,8 @@ class NcclCommunicator final : public Communicator {
   void wait_comm(const char* what) const;
   // Waits for the stream, polling NCCL's asynchronous error; bounded by the timeout.
   void wait_stream() const;
+  // Throws NcclFailure when the front has reported this communicator's epoch lost.
+  void check_lost() const;
   // True when `ptr` is host memory (pageable or pinned) that NCCL cannot read directly.
   bool is_host(const void* ptr) const;
   // A device buffer of at least `bytes` of this communicator's own, for host-staged operations.
@@ -81,6 +83,7 @@ class NcclCommunicator final : public Communicator {
   int device_;
   cudaStream_t stream_;
   std::chrono::milliseconds timeout_;
+  const std::atomic<uint64_t>* lost_epoch_;
   ncclComm_t comm_ = nullptr;
   void* staging_ = nullptr;
   size_t staging_bytes_ = 0;
@@ -97,7 +100,8 @@ NcclCommunicator::NcclCommunicator(const NcclOptions& options)
       epoch_(options.epoch),
       device_(options.device),
       stream_(options.stream),
-      timeout_(options.timeout) {
+      timeout_(options.timeout),
+      lost_epoch_(options.lost_epoch) {
   if (size_ < 1 || rank_ < 0 || rank_ >= size_) {
     throw CommError(cat("make_nccl_communicator: rank ", rank_, " of size ", size_,
                         " is out of range (epoch ", epoch_, ")"));
@@ -195,10 +199,18 @@ void NcclCommunicator::wait_comm(const char* what) const {
     check(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError");
     if (state == ncclSuccess) return;
     if (state != ncclInProgress) check(state, what);
+    check_lost();
     if (Clock::now() > deadline) {
       throw NcclFailure{cat(what, " did not complete within ", timeout_.count(), " ms")};
     }
     std::this_thread::yield();
+  }
+}
+
+void NcclCommunicator::check_lost() const {
+  if (lost_epoch_ != nullptr && lost_epoch_->load(std::memory_order_relaxed) >= epoch_) {
+    throw NcclFailure{
+        cat("the front reports epoch ", lost_epoch_->load(), " lost (a rank of the group failed)")};
   }
 }
 
@@ -211,6 +223,7 @@ void NcclCommunicator::wait_stream() const {
     ncclResult_t state = ncclSuccess;
     check(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError");
     if (state != ncclSuccess && state != ncclInProgress) check(state, "the NCCL kernel");
+    check_lost();
     if (Clock::now() > deadline) {
       throw NcclFailure{
           cat("the stream did not drain within ", timeout_.count(), " ms (a peer is gone?)")};

@@ -14,6 +14,7 @@
 // but throw CommError, so a CPU build links and says what is missing.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -45,6 +46,11 @@ struct NcclOptions {
   // same epoch needs the old key deleted (rank 0 overwrites it, but a fast rank may read the
   // stale one) or a fresh key.
   std::string store_key{};
+  // Set by another thread (the rank's heartbeat, when the front reports the group lost) to the
+  // newest epoch that is lost: every wait of a communicator of that epoch or an older one gives
+  // up at once and aborts, instead of running to `timeout` on a collective a dead peer never
+  // joins. Null: only the timeout and NCCL's own errors end a wait.
+  const std::atomic<uint64_t>* lost_epoch = nullptr;
 };
 
 // The store key a communicator of this epoch rendezvouses under by default: "nccl/<epoch>/id".

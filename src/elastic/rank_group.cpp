@@ -2,19 +2,22 @@
 #include "elastic/rank_group.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <random>
 #include <zmq.hpp>
 
 #include "backend/backend.h"
 #include "comm/kv_store.h"
 #include "common/logging.h"
 #include "elastic/rank_group_operation.h"
+#include "elastic/rank_heartbeat.h"
 #include "elastic/rank_protocol.h"
 #include "eplb/placement_policy.h"
 #include "model/load_model.h"
@@ -95,6 +98,11 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
       cat("tcp://", options_.bind_host, ":",
           options_.control_port == 0 ? std::string("*") : std::to_string(options_.control_port)));
   control_endpoint_ = control_->socket.get(zmq::sockopt::last_endpoint);
+  // The lifeline: ranks we start inherit the read end; when this process dies, however it dies,
+  // the write end closes and they exit (PR_SET_PDEATHSIG alone fires when the forking *thread*
+  // exits, and joining ranks are forked by a transition's thread).
+  TIDAL_CHECK(::pipe2(lifeline_, O_CLOEXEC) == 0, "cannot create the ranks' lifeline pipe");
+  desired_num_ranks_ = options_.num_ranks;
   {
     std::lock_guard lock(mutex_);
     for (int rank = 0; rank < options_.num_ranks; ++rank) {
@@ -132,6 +140,11 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
     TIDAL_FAIL("starting ", options_.num_ranks, " ranks failed: ", failure);
   }
   log_info("all ", options_.num_ranks, " ranks ready (max_model_len ", max_model_len_, ")");
+  {
+    std::lock_guard lock(mutex_);
+    started_ = true;
+  }
+  supervisor_thread_ = std::thread([this] { supervise(); });
 }
 
 RankGroup::~RankGroup() {
@@ -156,14 +169,23 @@ int RankGroup::add_member_locked(int place, const std::string& device, bool join
 int RankGroup::spawn_rank(int place, const std::string& device) {
   (void)device;  // the configuration names the device; the process only asks for its place
   const std::string place_arg = std::to_string(place);
+  const std::string lifeline_arg = std::to_string(lifeline_[0]);
   const pid_t pid = ::fork();
   if (pid < 0) TIDAL_FAIL("cannot start rank ", place, ": fork failed");
   if (pid == 0) {
-    // The child: die with the front, then become `tidal rank`.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    const char* argv[] = {
-        "tidal",           "rank", "--coordinator", control_endpoint_.c_str(), "--rank",
-        place_arg.c_str(), nullptr};
+    // The child becomes `tidal rank`. The front blocks SIGTERM and SIGINT for its signal
+    // thread; a rank must not inherit that, or no signal would stop it. No PR_SET_PDEATHSIG: it
+    // fires when the forking *thread* ends (a transition's), not the front; the lifeline is what
+    // ties a rank to the front.
+    sigset_t none;
+    sigemptyset(&none);
+    ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    ::fcntl(lifeline_[0], F_SETFD, 0);  // the read end survives the exec; the write end does not
+    const char* argv[] = {"tidal",         "rank",
+                          "--coordinator", control_endpoint_.c_str(),
+                          "--rank",        place_arg.c_str(),
+                          "--lifeline-fd", lifeline_arg.c_str(),
+                          nullptr};
     ::execv(options_.rank_binary.c_str(), const_cast<char* const*>(argv));
     ::_exit(127);
   }
@@ -171,14 +193,26 @@ int RankGroup::spawn_rank(int place, const std::string& device) {
 }
 
 void RankGroup::send_locked(int member_id, const nlohmann::json& message) {
-  outbox_.emplace_back(member_id, protocol::encode(message));
+  outbox_.push_back(
+      {.member = member_id, .to_heartbeat = false, .payload = protocol::encode(message)});
+}
+
+void RankGroup::send_heartbeat_locked(int member_id, const nlohmann::json& message) {
+  outbox_.push_back(
+      {.member = member_id, .to_heartbeat = true, .payload = protocol::encode(message)});
 }
 
 void RankGroup::io_loop() {
   zmq::socket_t& socket = control_->socket;
+  auto next_watch = std::chrono::steady_clock::now();
   while (!stopping_.load()) {
     zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(1));
+    if (std::chrono::steady_clock::now() >= next_watch) {
+      next_watch = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+      std::lock_guard lock(mutex_);
+      watch_ranks_locked();
+    }
     for (;;) {
       zmq::message_t identity, payload;
       if (!socket.recv(identity, zmq::recv_flags::dontwait)) break;
@@ -189,21 +223,22 @@ void RankGroup::io_loop() {
         log_warning("dropped a malformed control message: ", error.what());
       }
     }
-    std::deque<std::pair<int, std::string>> outbox;
+    std::deque<Outgoing> outbox;
     {
       std::lock_guard lock(mutex_);
       outbox.swap(outbox_);
     }
-    for (auto& [member_id, payload] : outbox) {
+    for (const Outgoing& outgoing : outbox) {
       std::string identity;
       {
         std::lock_guard lock(mutex_);
-        const auto it = members_.find(member_id);
+        const auto it = members_.find(outgoing.member);
         if (it != members_.end()) identity = it->second.identity;
       }
       if (identity.empty()) continue;
+      if (outgoing.to_heartbeat) identity += kHeartbeatIdentitySuffix;
       socket.send(zmq::buffer(identity), zmq::send_flags::sndmore);
-      socket.send(zmq::buffer(payload), zmq::send_flags::none);
+      socket.send(zmq::buffer(outgoing.payload), zmq::send_flags::none);
     }
   }
 }
@@ -212,11 +247,20 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
   const nlohmann::json message = protocol::decode(payload);
   const std::string type = message.at("type").get<std::string>();
   std::unique_lock lock(mutex_);
-  // After its hello, a rank is known by its socket identity, never by what it claims.
+  // After its hello, a rank is known by its socket identity, never by what it claims; a
+  // heartbeat comes from the rank's own second socket, named after the first.
+  const std::string& known_as = type == protocol::kHeartbeat
+                                    ? message.at("identity").get_ref<const std::string&>()
+                                    : identity;
   Member* sender = nullptr;
   for (auto& [id, member] : members_) {
-    if (!identity.empty() && member.identity == identity) sender = &member;
+    if (!known_as.empty() && member.identity == known_as) sender = &member;
   }
+  if (sender != nullptr) {
+    sender->last_heard = std::chrono::steady_clock::now();
+    sender->heard = sender->heard || type == protocol::kHeartbeat;
+  }
+  if (type == protocol::kHeartbeat) return;
   if (type == protocol::kHello) {
     const int asked = message.at("rank").get<int>();
     // A rank started by hand without an index takes the first place nobody of ours will ask
@@ -283,17 +327,19 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
     }
     changed_.notify_all();
   } else if (type == protocol::kFailed) {
-    const auto index = std::find(ranks_.begin(), ranks_.end(), sender->id);
-    const std::string who =
-        index == ranks_.end() ? cat("joining rank ", sender->place, " (member ", sender->id, ")")
-                              : cat("rank ", index - ranks_.begin(), " (member ", sender->id, ")");
-    const std::string reason = cat(who, ": ", message.at("message").get<std::string>());
-    log_line(LogLevel::kError, reason);
-    sender->failure = reason;
-    changed_.notify_all();
-    if (sender->joining) return;  // the transition rolls back; the group serves on
-    if (failure_.empty()) failure_ = reason;
-    abort_everything_locked();
+    // The rank exits after this; a joining one's transition rolls back, any other is recovered
+    // from like a rank that died.
+    const std::string reported = message.at("message").get<std::string>();
+    if (sender->joining) {
+      sender->failure =
+          cat("joining rank ", sender->place, " (member ", sender->id, "): ", reported);
+      log_line(LogLevel::kError, sender->failure);
+      changed_.notify_all();
+      return;
+    }
+    rank_lost_locked(*sender, cat("reported a failure: ", reported));
+  } else if (type == protocol::kBroken || type == protocol::kRecovered) {
+    handle_failure_message_locked(*sender, type, message);
   } else if (type == protocol::kSubmitted) {
     const std::string id = message.at("id").get<std::string>();
     const bool ok = message.at("ok").get<bool>();
@@ -307,13 +353,21 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
       // An adopted request the new rank refused: nothing else can continue it.
       log_line(LogLevel::kError, cat("request ", id, " could not continue on rank ", sender->place,
                                      ": ", message.at("message").get<std::string>()));
-      if (const auto live = live_.find(id); live != live_.end()) end_aborted_locked(live);
+      if (const auto live = live_.find(id); live != live_.end()) {
+        end_aborted_locked(live, cat("the request could not continue on another rank: ",
+                                     message.at("message").get<std::string>()));
+      }
     }
   } else if (type == protocol::kOutputs) {
     for (const nlohmann::json& entry : message.at("outputs")) {
       RequestOutput output = protocol::output_from_json(entry);
       const auto it = live_.find(output.request_id);
       if (it == live_.end()) continue;
+      // The ledger follows what the client is sent, so a recovery continues exactly from there.
+      Live& live = it->second;
+      live.output_ids.insert(live.output_ids.end(), output.new_token_ids.begin(),
+                             output.new_token_ids.end());
+      live.text_sent += output.new_text.size();
       const bool finished = output.finished();
       it->second.queue->push(std::move(output));
       if (finished) {
@@ -344,10 +398,11 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
 }
 
 std::unordered_map<std::string, RankGroup::Live>::iterator RankGroup::end_aborted_locked(
-    std::unordered_map<std::string, Live>::iterator it) {
+    std::unordered_map<std::string, Live>::iterator it, const std::string& error) {
   RequestOutput output;
   output.request_id = it->first;
   output.finish_reason = FinishReason::kAbort;
+  output.error = error;
   it->second.queue->push(std::move(output));
   if (const auto member = members_.find(it->second.member); member != members_.end()) {
     member->second.outstanding_tokens -= it->second.tokens;
@@ -356,10 +411,10 @@ std::unordered_map<std::string, RankGroup::Live>::iterator RankGroup::end_aborte
 }
 
 void RankGroup::abort_everything_locked() {
-  for (auto it = live_.begin(); it != live_.end();) it = end_aborted_locked(it);
   // Submitters still waiting for a rank's verdict get one now: no rank will send it.
   const std::string reason =
       failure_.empty() ? std::string("the server is shutting down") : failure_;
+  for (auto it = live_.begin(); it != live_.end();) it = end_aborted_locked(it, reason);
   for (auto& [id, promise] : pending_submits_) {
     promise.set_value(Status(StatusCode::kUnavailable, reason));
   }
@@ -382,8 +437,21 @@ int RankGroup::least_loaded_member_locked() const {
 Status RankGroup::submit(const std::string& id, std::vector<int32_t> prompt_ids,
                          SamplingParams params, std::shared_ptr<OutputQueue> queue) {
   std::future<Status> verdict;
+  if (!params.seed) {
+    // The front draws the seed, so that the ledger can continue the request on any rank with
+    // the draws it would have had (a draw depends on the seed and the output index only).
+    thread_local std::random_device entropy;
+    params.seed = (uint64_t{entropy()} << 32) ^ entropy();
+  }
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
+    // While the survivors of a rank failure re-form, new requests wait (a pause, not an error).
+    if (!changed_.wait_for(lock, options_.comm_timeout * 2, [&] {
+          return !recovering_ || !failure_.empty() || stopping_transition_.load();
+        })) {
+      return Status(StatusCode::kUnavailable,
+                    cat("recovering from a rank failure (", recovery_cause_, ")"));
+    }
     if (!failure_.empty()) return Status(StatusCode::kUnavailable, failure_);
     if (live_.contains(id) || pending_submits_.contains(id)) {
       return Status::invalid_argument(cat("duplicate request id '", id, "'"));
@@ -391,7 +459,11 @@ Status RankGroup::submit(const std::string& id, std::vector<int32_t> prompt_ids,
     const int chosen = least_loaded_member_locked();
     const int64_t tokens = static_cast<int64_t>(prompt_ids.size()) + params.max_tokens;
     members_.at(chosen).outstanding_tokens += tokens;
-    live_[id] = Live{.queue = std::move(queue), .member = chosen, .tokens = tokens};
+    live_[id] = Live{.queue = std::move(queue),
+                     .member = chosen,
+                     .tokens = tokens,
+                     .prompt_ids = prompt_ids,
+                     .params = params};
     verdict = pending_submits_[id].get_future();
     send_locked(chosen, {{"type", protocol::kSubmit},
                          {"id", id},
@@ -435,7 +507,8 @@ void RankGroup::reap(int pid, std::chrono::milliseconds grace) noexcept {
   int status = 0;
   for (auto waited = std::chrono::milliseconds(0); waited < grace;
        waited += std::chrono::milliseconds(10)) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return;
+    const int reaped = ::waitpid(pid, &status, WNOHANG);
+    if (reaped == pid || (reaped < 0 && errno == ECHILD)) return;  // ECHILD: reaped already
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   log_warning("rank process ", pid, " did not exit; killing it");
@@ -450,6 +523,7 @@ void RankGroup::shutdown() noexcept {
     std::lock_guard start_lock(start_scale_mutex_);  // start_scale also joins this thread
     if (transition_thread_.joinable()) transition_thread_.join();
   }
+  if (supervisor_thread_.joinable()) supervisor_thread_.join();
   if (io_thread_.joinable()) {
     {
       std::lock_guard lock(mutex_);
@@ -472,6 +546,10 @@ void RankGroup::shutdown() noexcept {
     }
   }
   for (const int pid : pids) reap(pid, std::chrono::seconds(10));
+  for (int& fd : lifeline_) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
 }
 
 }  // namespace tidal

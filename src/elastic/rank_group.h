@@ -20,6 +20,16 @@
 //   A failure before the commit point (a joining rank dies, fails or times out, a communicator
 //   does not form) rolls back: the joining processes are killed, the staying ranks drop their
 //   standby communicator, and the group keeps serving at its old size and epoch.
+//
+// A rank that dies, reports a failure, or sends no heartbeat for rank_timeout (hung, stopped) is
+// killed and recovered from as an unplanned scale-down (rank_group_failure.cpp): the survivors
+// give up the broken epoch and report what their expert slots hold, the coordinator plans the
+// survivors' placement (experts the lost ranks held alone are read back from the checkpoint),
+// they form the next epoch and warm up once, and every request in flight continues from the
+// front's ledger (prompt, sampling parameters and seed, tokens and text already sent), its stream
+// unbroken. With OnRankFailure::kReplace a normal scale-up then returns the group to its size.
+// A transition that a failure interrupts rolls back (prepare) or ends failed (commit) and the
+// recovery takes over.
 #pragma once
 
 #include <atomic>
@@ -49,6 +59,8 @@ class KvStoreServer;
 class KvStoreClient;
 
 class ControlSocket;
+
+enum class OnRankFailure { kShrink, kReplace };
 
 struct RankGroupOptions {
   std::string model_directory;
@@ -80,6 +92,10 @@ struct RankGroupOptions {
   int eplb_window = 1000;
   int eplb_interval = 3000;
   int eplb_layers_per_step = 0;
+  // A rank silent this long (no heartbeat: stopped, hung, unreachable) is declared failed.
+  std::chrono::milliseconds rank_timeout = std::chrono::seconds(5);
+  // After recovering from a failure: stay smaller, or scale back up to the size asked for.
+  OnRankFailure on_rank_failure = OnRankFailure::kReplace;
 };
 
 class RankGroup final : public EngineClient, public ScaleControl {
@@ -97,6 +113,8 @@ class RankGroup final : public EngineClient, public ScaleControl {
   std::vector<EngineLoad> loads() const override;
   int64_t max_model_len() const override { return max_model_len_; }
   ScaleControl* scale_control() override { return this; }
+  // Not while a rank failure is being recovered from, nor once the group has failed.
+  bool can_serve() const override;
 
   Result<std::string> start_scale(const ScaleRequest& request) override;
   std::optional<nlohmann::json> scale_operation(const std::string& id) const override;
@@ -124,6 +142,14 @@ class RankGroup final : public EngineClient, public ScaleControl {
     int64_t outstanding_tokens = 0;
     int64_t warm_ups = 0;
     int64_t max_model_len = 0;  // what it reported when ready
+    // Failure detection and recovery.
+    std::chrono::steady_clock::time_point last_heard{};  // its last heartbeat (or message)
+    bool heard = false;          // a heartbeat came: from then on its silence counts
+    bool exit_expected = false;  // it handed its requests back, or was told to shut down
+    bool failed = false;         // lost: killed, to be dropped by the recovery
+    bool broken = false;         // gave up its epoch after a peer's failure; waits for kRecover
+    nlohmann::json held;         // with broken: [MoE layer][slot] what its expert slots hold
+    uint64_t recovered_op = 0;   // the last recovery it completed
   };
   struct Live {
     std::shared_ptr<OutputQueue> queue;
@@ -131,6 +157,11 @@ class RankGroup final : public EngineClient, public ScaleControl {
     int64_t tokens = 0;  // prompt + max_tokens: what it adds to its rank's outstanding load
     bool abort_requested = false;
     bool accepted = false;  // a rank has taken it (its submit verdict was ok, or it was adopted)
+    // The ledger: what continues it on any rank (the same as a leaving rank's hand-over).
+    std::vector<int32_t> prompt_ids = {};
+    SamplingParams params = {};            // with the seed the front drew when the client gave none
+    std::vector<int32_t> output_ids = {};  // tokens the client has been sent
+    size_t text_sent = 0;                  // bytes of text the client has been sent
   };
   struct Operation;  // one scale operation's record (rank_group_scale.cpp)
 
@@ -139,21 +170,48 @@ class RankGroup final : public EngineClient, public ScaleControl {
   void handle_transition_message_locked(Member& sender, const std::string& type,
                                         const nlohmann::json& message);
   void send_locked(int member_id, const nlohmann::json& message);
+  // To the rank's heartbeat thread, which reads it even while the stepping thread is blocked.
+  void send_heartbeat_locked(int member_id, const nlohmann::json& message);
   int spawn_rank(int place, const std::string& device);  // returns the pid
   int add_member_locked(int place, const std::string& device, bool joining);
+  // The device a new rank takes: the first GPU no member uses (cuda), else the group's device.
+  std::string free_device_locked() const;
   // The current rank with the fewest outstanding tokens that is not leaving (ties: lowest).
   int least_loaded_member_locked() const;
   // Continues a handed-back request on a staying rank; false when it was aborted or is gone.
   bool adopt_handoff_locked(const nlohmann::json& request);
+  // Continues a live request on the least loaded rank from the ledger (its rank is gone or
+  // dropped it); ends it with kAbort instead when its client gave up.
+  void resubmit_from_ledger_locked(const std::string& id);
+
+  // Failure detection and recovery (rank_group_failure.cpp).
+  // On the I/O thread: reaps exited local ranks and declares silent ones failed.
+  void watch_ranks_locked();
+  // kBroken and kRecovered.
+  void handle_failure_message_locked(Member& sender, const std::string& type,
+                                     const nlohmann::json& message);
+  // A rank is lost: killed (if local and alive), logged, and a recovery is called for (or, for a
+  // joining rank, its transition rolls back).
+  void rank_lost_locked(Member& member, const std::string& cause);
+  // Recovery is called for (once per failure): /health turns 503, new requests wait, and every
+  // rank hears that its epoch is lost.
+  void begin_recovery_locked(const std::string& cause);
+  // The thread that runs recoveries (and the replacement scale-up after them).
+  void supervise();
+  void run_recovery(std::unique_lock<std::mutex>& lock);
+  // After a failure interrupted a commit: joiners and staying ranks become the candidates of the
+  // recovery, leaving ranks are told to exit (their requests continue from the ledger).
+  void prepare_recovery_after_commit_locked(Operation& operation, std::vector<int>& pids);
   // Tells every rank to stop, ends the I/O thread, reaps local ranks (SIGKILL after a grace
   // period). Idempotent; the destructor and a failed start both use it.
   void shutdown() noexcept;
   // Ends every live request with kAbort (the group can no longer serve it).
   void abort_everything_locked();
-  // Ends one live request with kAbort: its queue gets the final output, its rank's outstanding
-  // tokens drop (when the rank is still a member). Returns the next entry.
+  // Ends one live request with kAbort: its queue gets the final output (with `error`, the reason
+  // the client is told; empty when the client itself gave up), its rank's outstanding tokens drop
+  // (when the rank is still a member). Returns the next entry.
   std::unordered_map<std::string, Live>::iterator end_aborted_locked(
-      std::unordered_map<std::string, Live>::iterator it);
+      std::unordered_map<std::string, Live>::iterator it, const std::string& error);
   // Waits for a local process to exit (SIGKILL after `grace`); never throws.
   static void reap(int pid, std::chrono::milliseconds grace) noexcept;
 
@@ -195,7 +253,12 @@ class RankGroup final : public EngineClient, public ScaleControl {
   // [MoE layer][physical slot]: the placement the coordinator last planned or was told of.
   std::vector<std::vector<int32_t>> placements_;
   std::string failure_;  // first failure of the group (a rank of the current epoch)
-  std::deque<std::pair<int, std::string>> outbox_;  // (member id, payload)
+  struct Outgoing {
+    int member = 0;
+    bool to_heartbeat = false;  // to the rank's heartbeat socket instead of its control socket
+    std::string payload;
+  };
+  std::deque<Outgoing> outbox_;
   std::unordered_map<std::string, std::promise<Status>> pending_submits_;
   std::unordered_map<std::string, Live> live_;
   std::atomic<bool> stopping_{false};
@@ -208,6 +271,17 @@ class RankGroup final : public EngineClient, public ScaleControl {
   std::mutex start_scale_mutex_;  // one start_scale at a time (it may join the last thread)
   std::atomic<bool> stopping_transition_{false};
   std::thread transition_thread_;
+
+  bool started_ = false;  // every first rank was ready: from then on a lost rank is recovered from
+  // Recovery: set from a failure until the survivors serve again.
+  bool recovering_ = false;
+  std::chrono::steady_clock::time_point failed_at_{};
+  std::string recovery_cause_;
+  int desired_num_ranks_ = 0;  // what the operator asked for; `replace` returns to it
+  bool replace_pending_ = false;
+  std::chrono::steady_clock::time_point last_watch_{};
+  int lifeline_[2] = {-1, -1};  // the ranks we start hold the read end; only we hold the write end
+  std::thread supervisor_thread_;
 };
 
 }  // namespace tidal

@@ -17,6 +17,7 @@
 namespace tidal {
 
 struct RankGroup::Operation {
+  std::string kind = "scale";  // scale, or recover (from a rank failure)
   std::string id;
   uint64_t serial = 0;
   ScaleRequest request;
@@ -54,6 +55,10 @@ struct RankGroup::Operation {
   int64_t requests_migrated = 0;
   nlohmann::json removed = nlohmann::json::array();      // {rank, member, warm_and_capture}
   nlohmann::json ranks_after = nlohmann::json::array();  // {rank, member, warm_and_capture}
+  // A recovery: what failed, and what it took.
+  std::string cause;
+  int64_t experts_reloaded = 0;
+  int64_t requests_recovered = 0;
 };
 
 }  // namespace tidal

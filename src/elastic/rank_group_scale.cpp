@@ -39,6 +39,17 @@ ScalePlanInput RankGroup::plan_input_locked(
   return input;
 }
 
+std::string RankGroup::free_device_locked() const {
+  if (!is_cuda_device(options_.device)) return options_.device;
+  for (int gpu = 0;; ++gpu) {
+    const std::string candidate = cat("cuda:", gpu);
+    const bool used = std::any_of(members_.begin(), members_.end(), [&](const auto& entry) {
+      return entry.second.device == candidate;
+    });
+    if (!used) return candidate;
+  }
+}
+
 Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
   std::lock_guard start_lock(start_scale_mutex_);
   {
@@ -46,6 +57,10 @@ Result<std::string> RankGroup::start_scale(const ScaleRequest& request) {
     if (stopping_transition_)
       return Status(StatusCode::kUnavailable, "the server is shutting down");
     if (!failure_.empty()) return Status(StatusCode::kUnavailable, failure_);
+    if (recovering_) {
+      return Status(StatusCode::kUnavailable, cat("recovering from a rank failure (",
+                                                  recovery_cause_, "); try again after it"));
+    }
     // An operation that has reached its outcome is only cleaning up (reaping processes, dropping
     // store keys): the join below waits for that instead of refusing.
     if (running_ != nullptr && !running_->finished()) {
@@ -131,6 +146,9 @@ void RankGroup::run_transition(std::shared_ptr<Operation> operation, ScaleReques
   for (const int pid : pids) reap(pid, std::chrono::seconds(10));
   // Only now may the next operation start: everything of this one is cleaned up.
   lock.lock();
+  // A finished record keeps what is read back, not every layer's placement.
+  op.plan.next = {};
+  op.next_placements = {};
   running_ = nullptr;
   changed_.notify_all();
 }
@@ -147,18 +165,11 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
       if (stopping_transition_) return "the server is shutting down";
       if (!failure_.empty()) return failure_;
       if (!op.standby_error.empty()) return op.standby_error;
+      // A rank of the group failed (the watch on the I/O thread saw it): the recovery takes over.
+      if (recovering_) return cat("a rank failed: ", recovery_cause_);
       for (const int id : op.joining) {
-        Member& member = members_.at(id);
-        if (!member.failure.empty()) return member.failure;
-        int status = 0;
-        if (member.pid > 0 && ::waitpid(member.pid, &status, WNOHANG) == member.pid) {
-          member.pid = -1;
-          return cat("joining rank ", member.place, " (member ", member.id, ") exited ",
-                     op.phase == "preparing" ? "before the commit" : "during the commit", " (",
-                     WIFSIGNALED(status) ? cat("signal ", WTERMSIG(status))
-                                         : cat("status ", WEXITSTATUS(status)),
-                     ")");
-        }
+        // Set by the watch when the process exits, or by the rank's own failure report.
+        if (const Member& member = members_.at(id); !member.failure.empty()) return member.failure;
       }
       if (Clock::now() >= deadline) return cat("timed out waiting for ", what);
       changed_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
@@ -202,20 +213,7 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
       op.new_members.push_back(op.old_members[static_cast<size_t>(old_rank)]);
       continue;
     }
-    std::string device = options_.device;
-    if (is_cuda_device(options_.device)) {
-      for (int gpu = 0;; ++gpu) {
-        const std::string candidate = cat("cuda:", gpu);
-        const bool used = std::any_of(members_.begin(), members_.end(), [&](const auto& entry) {
-          return entry.second.device == candidate;
-        });
-        if (!used) {
-          device = candidate;
-          break;
-        }
-      }
-    }
-    const int id = add_member_locked(place, device, true);
+    const int id = add_member_locked(place, free_device_locked(), true);
     op.joining.push_back(id);
     op.new_members.push_back(id);
   }
@@ -277,10 +275,28 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
   op.standby_error.clear();
   error = wait(
       [&] {
+        // A leaving rank that dies once its weights have gone out hands nothing back: its
+        // requests continue from the ledger below.
+        const auto gone = std::count_if(leaving.begin(), leaving.end(), [&](int id) {
+          return members_.at(id).failed && !op.handed_off.contains(id);
+        });
         return op.committed.size() == op.new_members.size() &&
-               op.handed_off.size() == leaving.size();
+               op.handed_off.size() + static_cast<size_t>(gone) == leaving.size();
       },
       commit_sent + options_.comm_timeout * 2, "the commit");
+  if (!error.empty() && recovering_) {
+    // A rank failed during the commit: the survivors of both epochs recover together.
+    op.phase = "failed";
+    op.result = "failed";
+    op.error = cat("commit interrupted: ", error, "; recovering");
+    op.total_seconds = seconds_between(op.started, Clock::now());
+    ++stats_.transitions_failed;
+    log_line(LogLevel::kError, cat("scale ", op.id, ": ", op.error));
+    prepare_recovery_after_commit_locked(op, pids);
+    delete_prefixes.push_back(cat("gloo/", op.epoch_before, "/"));
+    delete_prefixes.push_back(cat("nccl/", op.epoch_before, "/"));
+    return;
+  }
   if (!error.empty()) return fail_group_locked(op, cat("commit failed: ", error));
   op.pause_seconds = seconds_between(commit_sent, Clock::now());
 
@@ -307,16 +323,17 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
     if (member.pid > 0) pids.push_back(member.pid);
     members_.erase(id);
   }
-  for (auto it = live_.begin(); it != live_.end();) {
+  std::vector<std::string> orphans;
+  for (const auto& [id, live] : live_) {
     // A request a leaving rank refused is its submitter's to clean up (its verdict says so).
-    if (members_.contains(it->second.member) || !it->second.accepted) {
-      ++it;
-      continue;
-    }
-    // Cannot happen while leaving ranks hand back everything; never leave a client hanging.
-    log_line(LogLevel::kError, cat("request ", it->first, " was left on a removed rank"));
-    it = end_aborted_locked(it);
+    if (!members_.contains(live.member) && live.accepted) orphans.push_back(id);
   }
+  for (const std::string& id : orphans) {
+    // Its leaving rank died before handing it back: it continues from the ledger.
+    resubmit_from_ledger_locked(id);
+    ++op.requests_migrated;
+  }
+  desired_num_ranks_ = static_cast<int>(ranks_.size());
   op.total_seconds = seconds_between(op.started, Clock::now());
   op.phase = "done";
   op.result = "ok";
@@ -407,6 +424,7 @@ void RankGroup::handle_transition_message_locked(Member& sender, const std::stri
         std::max(op->rank_pause_seconds, message.at("pause_seconds").get<double>());
   } else if (type == protocol::kHandoff) {
     op->handed_off.insert(sender.id);
+    sender.exit_expected = true;  // it exits now
     sender.warm_ups = message.at("warm_ups").get<int64_t>();
     op->bytes_moved += message.at("bytes_moved").get<int64_t>();
     op->move_seconds = std::max(op->move_seconds, message.at("move_seconds").get<double>());
@@ -426,7 +444,7 @@ bool RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
   Live& live = it->second;
   if (live.abort_requested) {
     // The client gave up while its request was between ranks.
-    end_aborted_locked(it);
+    end_aborted_locked(it, "");  // the client gave up
     return false;
   }
   members_.at(live.member).outstanding_tokens -= live.tokens;
@@ -435,6 +453,30 @@ bool RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
   members_.at(target).outstanding_tokens += live.tokens;
   send_locked(target, {{"type", protocol::kAdopt}, {"request", request}});
   return true;
+}
+
+void RankGroup::resubmit_from_ledger_locked(const std::string& id) {
+  const auto it = live_.find(id);
+  if (it == live_.end()) return;
+  Live& live = it->second;
+  if (live.abort_requested) {
+    end_aborted_locked(it, "");  // the client gave up
+    return;
+  }
+  if (const auto member = members_.find(live.member); member != members_.end()) {
+    member->second.outstanding_tokens -= live.tokens;
+  }
+  const int target = least_loaded_member_locked();
+  live.member = target;
+  members_.at(target).outstanding_tokens += live.tokens;
+  const RequestHandoff handoff{.id = id,
+                               .prompt_ids = live.prompt_ids,
+                               .params = live.params,
+                               .output_ids = live.output_ids,
+                               .text_sent = live.text_sent,
+                               .seed = live.params.seed.value_or(0),
+                               .num_preemptions = 0};
+  send_locked(target, {{"type", protocol::kAdopt}, {"request", protocol::to_json(handoff)}});
 }
 
 std::optional<nlohmann::json> RankGroup::scale_operation(const std::string& id) const {
@@ -447,26 +489,34 @@ std::optional<nlohmann::json> RankGroup::scale_operation(const std::string& id) 
 nlohmann::json RankGroup::operation_json_locked(const Operation& op) const {
   const double elapsed =
       op.finished() ? op.total_seconds : seconds_between(op.started, Clock::now());
-  return {{"id", op.id},
-          {"from_ranks", op.from_ranks},
-          {"target_ranks", op.request.target_ranks},
-          {"phase", op.phase},
-          {"result", op.result.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.result)},
-          {"error", op.error.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.error)},
-          {"epoch_before", op.epoch_before},
-          {"epoch_after", op.result == "ok" ? nlohmann::json(op.epoch) : nlohmann::json(nullptr)},
-          {"removed_ranks", op.plan.removed},
-          {"removed", op.removed},
-          {"ranks_after", op.ranks_after},
-          {"requests_migrated", op.requests_migrated},
-          {"timings",
-           {{"prepare_seconds", op.prepare_seconds},
-            {"pause_seconds", op.pause_seconds},
-            {"rank_pause_seconds", op.rank_pause_seconds},
-            {"weight_move_seconds", op.move_seconds},
-            {"weight_move_bytes", op.bytes_moved},
-            {"warm_and_capture_seconds", op.warm_seconds},
-            {"total_seconds", elapsed}}}};
+  nlohmann::json record = {
+      {"id", op.id},
+      {"kind", op.kind},
+      {"from_ranks", op.from_ranks},
+      {"target_ranks", op.request.target_ranks},
+      {"phase", op.phase},
+      {"result", op.result.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.result)},
+      {"error", op.error.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.error)},
+      {"epoch_before", op.epoch_before},
+      {"epoch_after", op.result == "ok" ? nlohmann::json(op.epoch) : nlohmann::json(nullptr)},
+      {"removed_ranks", op.plan.removed},
+      {"removed", op.removed},
+      {"ranks_after", op.ranks_after},
+      {"requests_migrated", op.requests_migrated},
+      {"timings",
+       {{"prepare_seconds", op.prepare_seconds},
+        {"pause_seconds", op.pause_seconds},
+        {"rank_pause_seconds", op.rank_pause_seconds},
+        {"weight_move_seconds", op.move_seconds},
+        {"weight_move_bytes", op.bytes_moved},
+        {"warm_and_capture_seconds", op.warm_seconds},
+        {"total_seconds", elapsed}}}};
+  if (op.kind == "recover") {
+    record["cause"] = op.cause;
+    record["experts_reloaded"] = op.experts_reloaded;
+    record["requests_recovered"] = op.requests_recovered;
+  }
+  return record;
 }
 
 nlohmann::json RankGroup::topology() const {
@@ -474,8 +524,13 @@ nlohmann::json RankGroup::topology() const {
   nlohmann::json ranks = nlohmann::json::array();
   for (size_t rank = 0; rank < ranks_.size(); ++rank) {
     const Member& member = members_.at(ranks_[rank]);
+    const char* state = member.failed   ? "failed"
+                        : member.broken ? "recovering"
+                        : recovering_   ? "waiting"
+                                        : "serving";
     ranks.push_back({{"rank", rank},
                      {"member", member.id},
+                     {"state", state},
                      {"device", member.device},
                      {"pid", member.pid},
                      {"warm_and_capture", member.warm_ups},
@@ -503,6 +558,9 @@ nlohmann::json RankGroup::topology() const {
           {"device", options_.device},
           {"scaling", running_ && !running_->finished() ? nlohmann::json(running_->id)
                                                         : nlohmann::json(nullptr)},
+          {"recovering", recovering_},
+          {"rank_failures", stats_.rank_failures},
+          {"failure", failure_.empty() ? nlohmann::json(nullptr) : nlohmann::json(failure_)},
           {"ranks", ranks},
           {"placement",
            {{"num_logical_experts", num_experts_},

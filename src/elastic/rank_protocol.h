@@ -41,6 +41,22 @@ inline constexpr char kCommitted[] = "committed";
 inline constexpr char kHandoff[] = "handoff";    // leaving rank -> front: {op, requests, warm_ups}
 inline constexpr char kRollback[] = "rollback";  // front -> old ranks: {op}
 inline constexpr char kAdopt[] = "adopt";        // front -> rank: {request}
+// Failure and recovery. Heartbeats come on a socket of their own (see rank_heartbeat.h), naming
+// the rank's control identity. A rank whose communicator fails (a peer died or hung) drops every
+// request (the front continues them from its ledger) and reports what its expert slots hold;
+// the front then forms the survivors' epoch with one kRecover per survivor.
+inline constexpr char kHeartbeat[] = "heartbeat";  // rank -> front: {identity}
+inline constexpr char kBreak[] = "break";          // front -> rank: {reason}; give up the epoch
+// front -> a rank's heartbeat socket: {epoch}; that epoch (and older) is lost: a communicator wait
+// of it gives up now (the stepping thread may be stuck in one and read no message)
+inline constexpr char kGroupLost[] = "group_lost";
+// rank -> front: {epoch, message, held: [MoE layer][slot] logical expert, -1 where unknown}
+inline constexpr char kBroken[] = "broken";
+// front -> survivor: {op, epoch, new_rank, num_ranks, placements, rank_map, loads: [[MoE layer,
+// slot, expert], ...] this rank reads back from the checkpoint}
+inline constexpr char kRecover[] = "recover";
+// survivor -> front: {op, warm_ups, bytes_loaded, load_seconds, warm_seconds}
+inline constexpr char kRecovered[] = "recovered";
 
 // What a rank needs to join: the model, its place in the group, and how to reach the others.
 struct RankConfig {

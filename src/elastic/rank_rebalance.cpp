@@ -60,6 +60,7 @@ void move_pending_layers(RankState& rank, EplbReport& report, size_t max_layers)
     rank.eplb_pending.pop_front();
     const eplb::MovePlan plan = eplb::plan_moves(rank.placements[layer], next,
                                                  eplb::identity_rank_map(num_ranks, num_ranks));
+    rank.layer_in_motion[layer] = true;
     const MoveStats moved =
         move_expert_weights(*rank.group, *rank.backend, plan, layer_slot_buffers(rank, layer));
     report.bytes_moved += moved.bytes_received + moved.bytes_copied;

@@ -12,7 +12,8 @@ namespace tidal {
 
 std::unique_ptr<Communicator> make_epoch_group(Backend& backend, KvStoreClient& store, int rank,
                                                int size, uint64_t epoch,
-                                               std::chrono::milliseconds timeout) {
+                                               std::chrono::milliseconds timeout,
+                                               const std::atomic<uint64_t>* lost_epoch) {
   if (backend.device() == DeviceKind::kCuda) {
     // NCCL on the backend's device and stream: the expert all-to-alls move device memory.
     NcclOptions nccl;
@@ -21,8 +22,11 @@ std::unique_ptr<Communicator> make_epoch_group(Backend& backend, KvStoreClient& 
     nccl.size = size;
     nccl.epoch = epoch;
     nccl.timeout = timeout;
+    nccl.lost_epoch = lost_epoch;
     return make_nccl_communicator_for(backend, nccl);
   }
+  // A Gloo wait cannot be interrupted from outside; a lost peer's closed connections end it (the
+  // front kills a rank it declares failed), else its timeout does.
   GlooOptions gloo;
   gloo.store = &store;
   gloo.rank = rank;
@@ -32,9 +36,11 @@ std::unique_ptr<Communicator> make_epoch_group(Backend& backend, KvStoreClient& 
   return make_gloo_communicator(gloo);
 }
 
-std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
+std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config,
+                                     const std::atomic<uint64_t>* lost_epoch) {
   auto rank = std::make_unique<RankState>();
   rank->config = config;
+  rank->lost_epoch = lost_epoch;
   // A group on one machine spreads over its GPUs: "cuda" means cuda:<rank> here (an explicit
   // "cuda:N" is kept as given). A joining rank takes the device of its place in the new epoch.
   rank->backend = make_backend(config.device == "cuda" ? cat("cuda:", config.rank) : config.device);
@@ -60,12 +66,14 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config) {
     shard.slot_experts_by_moe_layer.push_back(placement.local_slot_to_logical(config.rank));
   }
   if (num_moe_layers == 0) shard.slot_experts_by_moe_layer.clear();
+  rank->layer_in_motion.assign(rank->placements.size(), false);
 
   rank->store = std::make_unique<KvStoreClient>(
       KvStoreClientOptions{.endpoint = config.store_endpoint,
                            .timeout = std::chrono::milliseconds(config.comm_timeout_ms)});
-  rank->group = make_epoch_group(*rank->backend, *rank->store, config.rank, config.num_ranks,
-                                 config.epoch, std::chrono::milliseconds(config.comm_timeout_ms));
+  rank->group =
+      make_epoch_group(*rank->backend, *rank->store, config.rank, config.num_ranks, config.epoch,
+                       std::chrono::milliseconds(config.comm_timeout_ms), lost_epoch);
   rank->executor =
       std::make_unique<ExpertParallelExecutor>(*rank->group, rank->tables, rank->shape);
   shard.executor = rank->executor.get();
@@ -112,6 +120,17 @@ void set_layer_placement(RankState& rank, size_t moe_layer, const eplb::Placemen
   // The steps (and their graphs) route from the device copies.
   if (upload) rank.executor->upload_tables(*rank.backend);
   rank.placements[moe_layer] = next;
+  rank.layer_in_motion[moe_layer] = false;  // the tables now say what the slots hold
+}
+
+std::vector<std::vector<int32_t>> held_experts(const RankState& rank) {
+  std::vector<std::vector<int32_t>> held;
+  for (size_t layer = 0; layer < rank.placements.size(); ++layer) {
+    held.push_back(rank.layer_in_motion[layer]
+                       ? std::vector<int32_t>(static_cast<size_t>(rank.config.slots_per_rank), -1)
+                       : rank.placements[layer].local_slot_to_logical(rank.config.rank));
+  }
+  return held;
 }
 
 std::vector<SlotBuffer> layer_slot_buffers(const RankState& rank, size_t moe_layer) {

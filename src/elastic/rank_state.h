@@ -3,6 +3,7 @@
 // workspace). The loop that drives it lives in rank_worker.cpp; transitions in rank_transition.h.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -47,18 +48,29 @@ struct RankState {
   // order; the same list on every rank). A transition drops them: they were planned for the old
   // rank count.
   std::deque<std::pair<size_t, eplb::Placement>> eplb_pending;
+  // [MoE layer]: its slots are being rewritten (a move of load balancing or of a transition has
+  // begun and its placement is not yet the tables'), so what they hold is unknown if it breaks off.
+  std::vector<bool> layer_in_motion;
+  // The newest epoch the front reported lost (see RankHeartbeat); NCCL waits of that epoch or an
+  // older one give up at once. Null for a rank without a heartbeat (tests).
+  const std::atomic<uint64_t>* lost_epoch = nullptr;
 };
+
+// [MoE layer][local slot]: the logical expert each slot holds, -1 for a layer in motion.
+std::vector<std::vector<int32_t>> held_experts(const RankState& rank);
 
 // Loads this rank's share of the model, allocates its KV cache and forms the epoch's
 // communicator (collective with the epoch's other ranks). A rank of the first epoch then warms up
 // (collective too); a joining rank leaves that to the commit of its transition.
-std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config);
+std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config,
+                                     const std::atomic<uint64_t>* lost_epoch = nullptr);
 
 // The data-plane communicator of one epoch: NCCL on a CUDA backend, Gloo otherwise. Collective
 // over the epoch's ranks; `store` is used only while it forms.
 std::unique_ptr<Communicator> make_epoch_group(Backend& backend, KvStoreClient& store, int rank,
                                                int size, uint64_t epoch,
-                                               std::chrono::milliseconds timeout);
+                                               std::chrono::milliseconds timeout,
+                                               const std::atomic<uint64_t>* lost_epoch);
 
 // warm_and_capture: grows the workspace with the worst-case batch under the current placement and
 // group, locks it, then (on a GPU) captures the decode graphs of every bucket. Collective. Load

@@ -29,12 +29,14 @@ RankTransition transition_from_json(const nlohmann::json& message, int num_exper
 StandbyGroup::StandbyGroup(RankState& rank, const RankTransition& transition) : op_(transition.op) {
   Backend* backend = rank.backend.get();
   const rank_protocol::RankConfig config = rank.config;
-  thread_ = std::thread([this, backend, config, transition] {
+  const std::atomic<uint64_t>* lost_epoch = rank.lost_epoch;
+  thread_ = std::thread([this, backend, config, transition, lost_epoch] {
     try {
       const std::chrono::milliseconds timeout(config.comm_timeout_ms);
       KvStoreClient store({.endpoint = config.store_endpoint, .timeout = timeout});
-      std::unique_ptr<Communicator> group = make_epoch_group(
-          *backend, store, transition.new_rank, transition.num_ranks, transition.epoch, timeout);
+      std::unique_ptr<Communicator> group =
+          make_epoch_group(*backend, store, transition.new_rank, transition.num_ranks,
+                           transition.epoch, timeout, lost_epoch);
       std::lock_guard lock(mutex_);
       group_ = std::move(group);
     } catch (const std::exception& error) {
@@ -78,6 +80,8 @@ void move_for_transition(RankState& rank, const RankTransition& transition, Comm
       plan.moves.push_back(move);
     }
     if (plan.moves.empty()) continue;
+    // In motion until switch_epoch gives the layer its new placement (a leaving rank only sends).
+    rank.layer_in_motion[layer] = transition.new_rank >= 0;
     const MoveStats moved =
         move_expert_weights(old_group, *rank.backend, plan, layer_slot_buffers(rank, layer));
     report.bytes_moved += moved.bytes_received + moved.bytes_copied;

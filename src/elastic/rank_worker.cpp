@@ -15,6 +15,7 @@
 
 #include "common/logging.h"
 #include "common/phase_clock.h"
+#include "elastic/rank_heartbeat.h"
 #include "elastic/rank_protocol.h"
 #include "elastic/rank_rebalance.h"
 #include "elastic/rank_state.h"
@@ -29,9 +30,10 @@ using Clock = std::chrono::steady_clock;
 class ControlChannel {
  public:
   ControlChannel(const std::string& endpoint, int rank)
-      : socket_(context_, zmq::socket_type::dealer) {
+      : identity_(cat("rank-", rank, "-pid-", ::getpid())),
+        socket_(context_, zmq::socket_type::dealer) {
     // Unique per process: ranks started by hand all ask for "any rank" (-1).
-    socket_.set(zmq::sockopt::routing_id, cat("rank-", rank, "-pid-", ::getpid()));
+    socket_.set(zmq::sockopt::routing_id, identity_);
     socket_.set(zmq::sockopt::linger, 2000);  // a leaving rank's last messages still go out
     socket_.connect(endpoint);
   }
@@ -47,8 +49,10 @@ class ControlChannel {
     if (!socket_.recv(message, zmq::recv_flags::dontwait)) return std::nullopt;
     return protocol::decode(message.to_string());
   }
+  const std::string& identity() const { return identity_; }
 
  private:
+  std::string identity_;
   zmq::context_t context_;
   zmq::socket_t socket_;
 };
@@ -73,12 +77,17 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// A test-only stall of a joining rank before it forms its communicator, so that tests can kill
-// it during prepare (TIDAL_TEST_JOIN_STALL_MS); unset, it does nothing.
-void stall_join_for_tests() {
-  const char* stall = std::getenv("TIDAL_TEST_JOIN_STALL_MS");
+// Test-only stalls, so that tests can kill a rank at a chosen point: a joining rank before it
+// forms its communicator (TIDAL_TEST_JOIN_STALL_MS), every old rank at the start of a commit
+// (TIDAL_TEST_COMMIT_STALL_MS), a leaving rank before it hands its requests back
+// (TIDAL_TEST_HANDOFF_STALL_MS). Unset, they do nothing.
+void stall_for_tests(const char* variable) {
+  const char* stall = std::getenv(variable);
   if (stall != nullptr) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(stall)));
 }
+
+// Thrown by step_once when this rank has handed its requests back and leaves the group.
+struct LeaveGroup {};
 
 // One rank process from its first epoch (or its joining) to its exit.
 class Worker {
@@ -94,11 +103,22 @@ class Worker {
 
  private:
   void handle(const nlohmann::json& message);
+  // One round of the lockstep loop: agree with the group, then step, commit a transition or
+  // idle. Returns false when the group agreed to stop; throws LeaveGroup when this rank left at a
+  // commit, CommError when the group broke.
+  bool step_once();
   void send_outputs(const std::vector<RequestOutput>& outputs);
   // Between steps, at the step all old ranks agreed on: weights, hand-back or switch, warm-up.
   // Returns false when this rank leaves the group.
   bool commit();
   void report_committed(uint64_t op, const CommitReport& report);
+  // The epoch's communicator failed (a peer died or hung): close it, drop every request (the
+  // front continues them from its ledger) and every transition in progress, and report what the
+  // expert slots hold. Until a kRecover comes, the rank steps no more.
+  void break_epoch(const std::string& why);
+  // kRecover: form the survivors' communicator, read back the lost experts assigned here, take
+  // the new placement, warm up once. A failure on the way leaves the rank broken (reported again).
+  void recover(const nlohmann::json& message);
 
   ControlChannel& control_;
   std::unique_ptr<RankState> rank_;
@@ -117,6 +137,7 @@ class Worker {
   bool standby_reported_ = false;
   uint64_t commit_op_ = 0;
   std::vector<std::unique_ptr<StandbyGroup>> abandoned_;
+  bool broken_ = false;
 };
 
 void Worker::send_outputs(const std::vector<RequestOutput>& outputs) {
@@ -146,7 +167,18 @@ void Worker::handle(const nlohmann::json& message) {
                    {"ok", status.is_ok()},
                    {"message", status.message()}});
   };
-  if (type == protocol::kSubmit) {
+  if (broken_ &&
+      (type == protocol::kSubmit || type == protocol::kAdopt || type == protocol::kHold ||
+       type == protocol::kStandby || type == protocol::kCommit)) {
+    // The front re-sends every request in flight once the survivors' epoch has formed, and a
+    // transition cannot go on over a broken group: none of these has anything left to act on.
+    return;
+  }
+  if (type == protocol::kBreak) {
+    if (!broken_) break_epoch(cat("the front: ", message.at("reason").get<std::string>()));
+  } else if (type == protocol::kRecover) {
+    recover(message);
+  } else if (type == protocol::kSubmit) {
     const std::string id = message.at("id").get<std::string>();
     reply_submitted(id, engine.add_request(id, message.at("prompt_ids").get<std::vector<int32_t>>(),
                                            protocol::params_from_json(message.at("params"))));
@@ -212,6 +244,7 @@ bool Worker::commit() {
   TIDAL_CHECK(transition_ && transition_->op == commit_op_, "commit of operation ", commit_op_,
               " without its standby");
   const RankTransition transition = *transition_;
+  stall_for_tests("TIDAL_TEST_COMMIT_STALL_MS");
   CommitReport report;
   // The counters hold real steps since their last read; the warm-up below zeroes them.
   if (rank_->load_window) rank_->executor->collect_load(*rank_->backend);
@@ -228,6 +261,7 @@ bool Worker::commit() {
     }
     log_info("rank ", rank_->config.rank, ": leaving at epoch ", transition.epoch,
              ", handing back ", requests.size(), " requests");
+    stall_for_tests("TIDAL_TEST_HANDOFF_STALL_MS");
     control_.send({{"type", protocol::kHandoff},
                    {"op", transition.op},
                    {"requests", requests},
@@ -253,6 +287,72 @@ bool Worker::commit() {
   return true;
 }
 
+void Worker::break_epoch(const std::string& why) {
+  log_line(LogLevel::kError, cat("rank ", rank_->config.rank, "/", rank_->config.num_ranks,
+                                 ": epoch ", rank_->config.epoch, " broke: ", why));
+  broken_ = true;
+  // Graphs hold the broken group's collectives; the requests go back to the front's ledger
+  // (their state here may be half a step ahead of what the clients have, and recomputing from
+  // the ledger is what every survivor does alike).
+  rank_->engine->release_graphs();
+  const size_t dropped = rank_->engine->release_all().size();
+  if (standby_ != nullptr) abandoned_.push_back(std::move(standby_));
+  transition_.reset();
+  holding_op_ = 0;
+  commit_op_ = 0;
+  rank_->eplb_pending.clear();  // planned for the ranks of the broken epoch
+  // Closing the group's connections now makes peers still blocked on this rank fail at once.
+  std::unique_ptr<Communicator> closed = make_broken_communicator(
+      rank_->config.rank, rank_->config.num_ranks, rank_->config.epoch, why);
+  rank_->executor->set_group(*closed);
+  rank_->engine->set_dp_group(closed.get());
+  rank_->group = std::move(closed);
+  control_.send({{"type", protocol::kBroken},
+                 {"epoch", rank_->config.epoch},
+                 {"message", why},
+                 {"dropped", dropped},
+                 {"held", held_experts(*rank_)}});
+}
+
+void Worker::recover(const nlohmann::json& message) {
+  const auto started = Clock::now();
+  const RankTransition transition =
+      transition_from_json(message, rank_->num_experts, rank_->config.slots_per_rank);
+  log_info("rank ", rank_->config.rank, ": recovering as rank ", transition.new_rank, " of ",
+           transition.num_ranks, " (epoch ", transition.epoch, ")");
+  try {
+    std::unique_ptr<Communicator> group = make_epoch_group(
+        *rank_->backend, *rank_->store, transition.new_rank, transition.num_ranks, transition.epoch,
+        std::chrono::milliseconds(rank_->config.comm_timeout_ms), rank_->lost_epoch);
+    // Experts no survivor holds, read back from the checkpoint into this rank's assigned slots
+    // (the slots' tables switch below, so nothing routes to them half-written).
+    int64_t bytes_loaded = 0;
+    for (const nlohmann::json& load : message.at("loads")) {
+      const auto layer = load.at(0).get<size_t>();
+      rank_->layer_in_motion.at(layer) = true;
+      bytes_loaded += static_cast<int64_t>(
+          rank_->model->load_expert(layer, load.at(1).get<int64_t>(), load.at(2).get<int32_t>()));
+    }
+    rank_->backend->synchronize();
+    const double load_seconds = seconds_since(started);
+    switch_epoch(*rank_, transition, std::move(group));
+    broken_ = false;
+    const double warm_seconds = warm_and_capture(*rank_);
+    log_info("rank ", rank_->config.rank, "/", rank_->config.num_ranks, ": recovered in epoch ",
+             rank_->config.epoch, " (", bytes_loaded, " bytes read back in ", load_seconds,
+             " s, warm_and_capture ", warm_seconds, " s)");
+    control_.send({{"type", protocol::kRecovered},
+                   {"op", transition.op},
+                   {"warm_ups", rank_->engine->runner().num_warm_ups()},
+                   {"bytes_loaded", bytes_loaded},
+                   {"load_seconds", load_seconds},
+                   {"warm_seconds", warm_seconds}});
+  } catch (const CommError& error) {
+    // Another survivor was lost on the way: report again; the front plans with who is left.
+    break_epoch(error.what());
+  }
+}
+
 bool Worker::await_commit() {
   const auto joined = Clock::now();
   for (;;) {
@@ -273,9 +373,16 @@ bool Worker::await_commit() {
       break;
     }
     handle(*message);  // adopted requests may arrive before the commit reaches this rank
+    // A rank failed during the commit: this one joins the survivors' recovery instead.
+    if (broken_) return true;
   }
   CommitReport report;
-  report.warm_seconds = warm_and_capture(*rank_);
+  try {
+    report.warm_seconds = warm_and_capture(*rank_);
+  } catch (const CommError& error) {
+    break_epoch(error.what());
+    return true;
+  }
   report.pause_seconds = report.warm_seconds;
   log_info("rank ", rank_->config.rank, "/", rank_->config.num_ranks, ": joined epoch ",
            rank_->config.epoch, " (warm_and_capture ", report.warm_seconds, " s)");
@@ -284,8 +391,62 @@ bool Worker::await_commit() {
   return true;
 }
 
-int Worker::run() {
+bool Worker::step_once() {
   Engine& engine = *rank_->engine;
+  // Every rank agrees, at the same point: whether to step, whether to stop, whether load
+  // balancing is held, and whether every rank has the commit of a transition (a minimum,
+  // taken as the maximum of negated values).
+  int64_t flags[4] = {engine.has_work() ? 1 : 0, stop_requested_ ? 1 : 0, holding_op_ != 0 ? 1 : 0,
+                      -static_cast<int64_t>(commit_op_)};
+  PhaseClock clock;
+  rank_->group->all_reduce_max(flags);
+  const double agree_seconds = clock.lap();
+  if (flags[1] != 0) return false;
+  if (-flags[3] > 0) {
+    if (!commit()) throw LeaveGroup{};
+    return true;
+  }
+  if (flags[0] == 0) {
+    // Nobody has work: wait a little for a command so idle ranks do not spin.
+    if (std::optional<nlohmann::json> message = control_.receive(std::chrono::milliseconds(2))) {
+      handle(*message);
+    }
+    return true;
+  }
+  step_seconds_.agree += agree_seconds;  // idle rounds are not step time
+  std::vector<RequestOutput> outputs = engine.step();
+  ++steps_;
+  clock.lap();  // the engine timed its own phases
+  if (!outputs.empty() || steps_ % 64 == 0) send_outputs(outputs);
+  step_seconds_.outputs += clock.lap();
+  if (rank_->load_window) {
+    // Every rank of the epoch counts the same steps and holds the same pending layers, so all
+    // plan and move together; never while a transition holds the placement the coordinator
+    // planned from.
+    const bool plan_due = flags[2] == 0 && rank_->eplb_pending.empty() &&
+                          rank_->eplb_steps + 1 >= rank_->config.eplb_interval;
+    // The device counters add up across steps; reading them is a copy to the host (about a
+    // tenth of a millisecond), so it happens every kLoadReadSteps steps (or every step of a
+    // shorter window) and before each plan. The window then moves in chunks of that many steps.
+    const int64_t read_every = std::min<int64_t>(kLoadReadSteps, rank_->config.eplb_window);
+    if (plan_due || steps_ % read_every == 0) rank_->executor->collect_load(*rank_->backend);
+    rank_->load_window->commit_step();
+    const auto per_step = static_cast<size_t>(rank_->config.eplb_layers_per_step);
+    if (flags[2] == 0 && !rank_->eplb_pending.empty()) {
+      move_pending_layers(*rank_, eplb_, per_step);
+      if (rank_->eplb_pending.empty()) send_outputs({});
+    } else if (++rank_->eplb_steps >= rank_->config.eplb_interval && flags[2] == 0) {
+      rank_->eplb_steps = 0;
+      plan_rebalance(*rank_, eplb_);
+      move_pending_layers(*rank_, eplb_, per_step);
+      if (rank_->eplb_pending.empty()) send_outputs({});
+    }
+    step_seconds_.balance += clock.lap();
+  }
+  return true;
+}
+
+int Worker::run() {
   for (;;) {
     // Commands first, all of them, without waiting.
     while (std::optional<nlohmann::json> message = control_.receive(std::chrono::milliseconds(0))) {
@@ -310,55 +471,20 @@ int Worker::run() {
                      {"ok", true},
                      {"message", ""}});
     }
-    // Every rank agrees, at the same point: whether to step, whether to stop, whether load
-    // balancing is held, and whether every rank has the commit of a transition (a minimum,
-    // taken as the maximum of negated values).
-    int64_t flags[4] = {engine.has_work() ? 1 : 0, stop_requested_ ? 1 : 0,
-                        holding_op_ != 0 ? 1 : 0, -static_cast<int64_t>(commit_op_)};
-    PhaseClock clock;
-    rank_->group->all_reduce_max(flags);
-    const double agree_seconds = clock.lap();
-    if (flags[1] != 0) break;
-    if (-flags[3] > 0) {
-      if (!commit()) return 0;
-      continue;
-    }
-    if (flags[0] == 0) {
-      // Nobody has work: wait a little for a command so idle ranks do not spin.
+    if (broken_) {
+      // Nothing steps until the survivors' epoch forms; wait for the front's kRecover.
+      if (stop_requested_) break;
       if (std::optional<nlohmann::json> message = control_.receive(std::chrono::milliseconds(2))) {
         handle(*message);
       }
       continue;
     }
-    step_seconds_.agree += agree_seconds;  // idle rounds are not step time
-    std::vector<RequestOutput> outputs = engine.step();
-    ++steps_;
-    clock.lap();  // the engine timed its own phases
-    if (!outputs.empty() || steps_ % 64 == 0) send_outputs(outputs);
-    step_seconds_.outputs += clock.lap();
-    if (rank_->load_window) {
-      // Every rank of the epoch counts the same steps and holds the same pending layers, so all
-      // plan and move together; never while a transition holds the placement the coordinator
-      // planned from.
-      const bool plan_due = flags[2] == 0 && rank_->eplb_pending.empty() &&
-                            rank_->eplb_steps + 1 >= rank_->config.eplb_interval;
-      // The device counters add up across steps; reading them is a copy to the host (about a
-      // tenth of a millisecond), so it happens every kLoadReadSteps steps (or every step of a
-      // shorter window) and before each plan. The window then moves in chunks of that many steps.
-      const int64_t read_every = std::min<int64_t>(kLoadReadSteps, rank_->config.eplb_window);
-      if (plan_due || steps_ % read_every == 0) rank_->executor->collect_load(*rank_->backend);
-      rank_->load_window->commit_step();
-      const auto per_step = static_cast<size_t>(rank_->config.eplb_layers_per_step);
-      if (flags[2] == 0 && !rank_->eplb_pending.empty()) {
-        move_pending_layers(*rank_, eplb_, per_step);
-        if (rank_->eplb_pending.empty()) send_outputs({});
-      } else if (++rank_->eplb_steps >= rank_->config.eplb_interval && flags[2] == 0) {
-        rank_->eplb_steps = 0;
-        plan_rebalance(*rank_, eplb_);
-        move_pending_layers(*rank_, eplb_, per_step);
-        if (rank_->eplb_pending.empty()) send_outputs({});
-      }
-      step_seconds_.balance += clock.lap();
+    try {
+      if (!step_once()) break;
+    } catch (const CommError& error) {
+      break_epoch(error.what());
+    } catch (const LeaveGroup&) {
+      return 0;
     }
   }
   log_info("rank ", rank_->config.rank, " shut down after ", steps_, " steps");
@@ -369,6 +495,10 @@ int Worker::run() {
 
 int run_rank_worker(const RankWorkerOptions& options) {
   ControlChannel control(options.control_endpoint, options.rank);
+  // From before the hello on: the front's death ends this process even while it loads.
+  const RankHeartbeat heartbeat({.control_endpoint = options.control_endpoint,
+                                 .identity = control.identity(),
+                                 .lifeline_fd = options.lifeline_fd});
   control.send({{"type", protocol::kHello}, {"rank", options.rank}});
   int rank_idx = options.rank;
   try {
@@ -379,8 +509,8 @@ int run_rank_worker(const RankWorkerOptions& options) {
     }
     const protocol::RankConfig config = protocol::config_from_json(*message);
     rank_idx = config.rank;  // assigned by the coordinator when not asked for
-    if (config.joining) stall_join_for_tests();
-    std::unique_ptr<RankState> rank = join_rank(config);
+    if (config.joining) stall_for_tests("TIDAL_TEST_JOIN_STALL_MS");
+    std::unique_ptr<RankState> rank = join_rank(config, &heartbeat.lost_epoch());
     control.send({{"type", protocol::kReady},
                   {"rank", rank_idx},
                   {"max_model_len", rank->engine->max_model_len()},

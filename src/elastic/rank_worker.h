@@ -10,6 +10,8 @@ namespace tidal {
 struct RankWorkerOptions {
   std::string control_endpoint;  // the front's ZeroMQ ROUTER, e.g. tcp://127.0.0.1:5555
   int rank = 0;
+  // The read end of the front's lifeline pipe (ranks the front starts); -1: none.
+  int lifeline_fd = -1;
 };
 
 // Returns the process exit code: 0 after a clean shutdown, 1 when joining or serving failed (the

@@ -67,6 +67,9 @@ class EngineClient {
   // One snapshot per rank, in rank order.
   virtual std::vector<EngineLoad> loads() const = 0;
   virtual int64_t max_model_len() const = 0;
+  // Whether a request submitted now can be served (false while recovering from a failure, or
+  // once the engine has failed): what /health reports.
+  virtual bool can_serve() const { return true; }
   // The elastic controls when this engine can change its rank count; nullptr when it cannot.
   virtual ScaleControl* scale_control() { return nullptr; }
 };

@@ -26,6 +26,8 @@ struct RequestOutput {
   FinishReason finish_reason = FinishReason::kNone;
   int64_t num_prompt_tokens = 0;
   int64_t num_output_tokens = 0;
+  // With kAbort from the server's side (not the client's): why it could not be completed.
+  std::string error = {};
   bool finished() const { return finish_reason != FinishReason::kNone; }
 };
 

@@ -34,6 +34,15 @@ struct ScaleStats {
   double last_move_seconds = 0;
   double last_warm_and_capture_seconds = 0;
   double last_total_seconds = 0;
+  // Rank failures and the recoveries from them.
+  int64_t rank_failures = 0;
+  int64_t recoveries_ok = 0;
+  int64_t recoveries_failed = 0;
+  int64_t requests_recovered = 0;     // requests continued from the ledger after a failure
+  int64_t expert_bytes_reloaded = 0;  // read back from the checkpoint by recoveries
+  // Each recovery's seconds from the failure's detection to the survivors serving (the pause
+  // clients saw), the latest last; the last 1000 are kept.
+  std::vector<double> recovery_seconds = {};
 };
 
 class ScaleControl {

@@ -141,8 +141,9 @@ void ApiServer::register_routes() {
                          .code = "internal_error"});
       });
 
-  http.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-    res.status = 200;
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    // 503 while the engine cannot take a request (recovering from a rank failure, or failed).
+    res.status = context_.engine->can_serve() ? 200 : 503;
     res.set_content("", "text/plain");
   });
 
@@ -227,6 +228,14 @@ void ApiServer::register_routes() {
 
     if (!request->stream) {
       while (!generation->finished()) generation->next(kStreamPoll);
+      if (!generation->server_error().empty()) {
+        // Never a truncated 200: the client learns the request failed, and why.
+        return send_error(res, {.status = 503,
+                                .type = "server_error",
+                                .message = generation->server_error(),
+                                .param = "",
+                                .code = "unavailable"});
+      }
       return send_json(res, 200, format.full_response(*generation));
     }
 
@@ -258,6 +267,15 @@ void ApiServer::register_routes() {
               generation->abort();  // the client is gone: free its slots and KV blocks now
               return false;
             }
+          }
+          if (!generation->server_error().empty()) {
+            // The stream did not end normally: say so before [DONE] (no finish_reason came).
+            const nlohmann::json error = {{"error",
+                                           {{"message", generation->server_error()},
+                                            {"type", "server_error"},
+                                            {"param", nullptr},
+                                            {"code", 503}}}};
+            if (!write_event(error.dump())) return false;
           }
           if (include_usage && !write_event(format.usage_chunk(*generation).dump())) return false;
           if (!write_event("[DONE]")) return false;

@@ -112,6 +112,10 @@ std::optional<Generation::Update> Generation::next(std::chrono::milliseconds tim
                          output->new_logprobs.end());
   if (output->finished() && choice.finish_reason == FinishReason::kNone) {
     choice.finish_reason = output->finish_reason;
+    if (output->finish_reason == FinishReason::kAbort && server_error_.empty()) {
+      server_error_ =
+          output->error.empty() ? "the server could not complete the request" : output->error;
+    }
     ++num_finished_;
     metrics_->count_finish(finish_reason_name(output->finish_reason));
     if (finished()) {

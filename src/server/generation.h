@@ -48,6 +48,9 @@ class Generation {
   };
   std::optional<Update> next(std::chrono::milliseconds timeout);
   bool finished() const { return num_finished_ == choices_.size(); }
+  // Why the server ended a choice it could not complete (its engine's kAbort with an error);
+  // empty when every choice ended normally or the client went away.
+  const std::string& server_error() const { return server_error_; }
   // Aborts every unfinished choice (the client went away).
   void abort();
 
@@ -68,6 +71,7 @@ class Generation {
   std::shared_ptr<OutputQueue> queue_;
   std::vector<Choice> choices_;
   size_t num_finished_ = 0;
+  std::string server_error_;
   int64_t num_prompt_tokens_ = 0;
 };
 

@@ -207,6 +207,32 @@ void ServerMetrics::render_scaling(const ScaleStats& stats, std::string& out) {
     header(out, line.name, line.type, line.help);
     out += std::string(line.name) + " " + format_number(line.value) + "\n";
   }
+  for (const Line& line :
+       {Line{"tidal_rank_failures_total", "counter",
+             "Ranks lost without being asked to leave (died, hung, failed).",
+             static_cast<double>(stats.rank_failures)},
+        Line{"tidal_requests_recovered_total", "counter",
+             "Requests continued from the front's ledger after a rank failure.",
+             static_cast<double>(stats.requests_recovered)},
+        Line{"tidal_recovery_expert_bytes_reloaded_total", "counter",
+             "Expert weight bytes read back from the checkpoint by recoveries.",
+             static_cast<double>(stats.expert_bytes_reloaded)},
+        Line{"tidal_recovery_last_seconds", "gauge",
+             "The last recovery, from the failure's detection to serving again (the pause "
+             "clients saw).",
+             stats.recovery_seconds.empty() ? 0.0 : stats.recovery_seconds.back()}}) {
+    header(out, line.name, line.type, line.help);
+    out += std::string(line.name) + " " + format_number(line.value) + "\n";
+  }
+  header(out, "tidal_recoveries_total", "counter", "Recoveries from rank failures by result.");
+  out += "tidal_recoveries_total{result=\"ok\"} " + std::to_string(stats.recoveries_ok) + "\n";
+  out +=
+      "tidal_recoveries_total{result=\"failed\"} " + std::to_string(stats.recoveries_failed) + "\n";
+  Histogram recovery({0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0});
+  for (const double seconds : stats.recovery_seconds) recovery.observe(seconds);
+  header(out, "tidal_recovery_seconds", "histogram",
+         "Recoveries from rank failures, from detection to serving again (the last 1000).");
+  recovery.render("tidal_recovery_seconds", out);
   header(out, "tidal_scale_transitions_total", "counter", "Elastic transitions by result.");
   out +=
       "tidal_scale_transitions_total{result=\"ok\"} " + std::to_string(stats.transitions_ok) + "\n";

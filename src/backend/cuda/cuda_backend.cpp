@@ -6,7 +6,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <thread>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_device.h"
@@ -153,7 +155,7 @@ void* CudaBackend::scratch(size_t bytes) {
               bytes, " while ", num_live_graphs_,
               " captured graphs read it: the warm-up's worst case did not cover this step");
   // Kernels still queued may read the old buffer: let them finish before freeing it.
-  TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  wait_for_stream("growing the kernel scratch");
   if (scratch_ != nullptr) TIDAL_CUDA_CHECK(cudaFree(scratch_));
   scratch_ = nullptr;
   scratch_bytes_ = 0;
@@ -187,7 +189,7 @@ void CudaBackend::copy_to_host(void* host_dst, const void* device_src, size_t by
   if (bytes == 0) return;
   activate();
   TIDAL_CUDA_CHECK(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, stream_));
-  TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  wait_for_stream("a copy to the host");
 }
 
 bool CudaBackend::pin_host(void* data, size_t bytes) {
@@ -259,7 +261,7 @@ void CudaBackend::release_graph(int64_t graph) {
               "release_graph(", graph, "): no such graph");
   activate();
   // A replay of it may still be running on the stream.
-  TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  wait_for_stream("releasing a graph");
   TIDAL_CUDA_CHECK(cudaGraphExecDestroy(graphs_[static_cast<size_t>(graph)]));
   graphs_[static_cast<size_t>(graph)] = nullptr;
   --num_live_graphs_;
@@ -275,7 +277,26 @@ void CudaBackend::replay(int64_t graph) {
 
 void CudaBackend::synchronize() {
   activate();
-  TIDAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  wait_for_stream("synchronize");
+}
+
+void CudaBackend::wait_for_stream(const char* what) const {
+  // Polled rather than cudaStreamSynchronize: a kernel that never ends (a hung device, a peer
+  // gone from under a collective) must end this rank's wait, not hang it. The rank then reports
+  // its failure and the front recovers without it. cudaStreamSynchronize spins by default too,
+  // so polling costs nothing it did not.
+  const auto deadline = std::chrono::steady_clock::now() + kDeviceWaitTimeout;
+  for (;;) {
+    const cudaError_t state = cudaStreamQuery(stream_);
+    if (state == cudaSuccess) return;
+    if (state != cudaErrorNotReady) TIDAL_CUDA_CHECK(state);
+    if (std::chrono::steady_clock::now() > deadline) {
+      TIDAL_FAIL("cuda:", device_index_, ": the device did not finish ", what, " within ",
+                 std::chrono::duration_cast<std::chrono::seconds>(kDeviceWaitTimeout).count(),
+                 " s (a hung kernel?)");
+    }
+    std::this_thread::yield();
+  }
 }
 
 void CudaBackend::embedding(const Tensor& table, const Tensor& ids, const Tensor& out) {

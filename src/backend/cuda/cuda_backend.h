@@ -2,6 +2,7 @@
 // their checkpoint dtype; every op is enqueued on one stream the backend owns.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -87,6 +88,11 @@ class CudaBackend final : public Backend {
   // thread than the one that built the backend).
   void activate() const;
   void release() noexcept;
+  // Waits until the stream has drained, polling, for at most kDeviceWaitTimeout; throws
+  // tidal::Error naming `what` past it.
+  void wait_for_stream(const char* what) const;
+  // Longer than any step or weight move takes; a wait past it is a hung device.
+  static constexpr std::chrono::seconds kDeviceWaitTimeout{60};
   // Scratch of at least `bytes`, grown (after the stream drains) when a bigger batch arrives.
   void* scratch(size_t bytes);
 

@@ -73,6 +73,19 @@ std::vector<ExpertSlots> Qwen3MoeModel::moe_expert_slots() const {
   return slots;
 }
 
+size_t Qwen3MoeModel::load_expert(size_t moe_layer, int64_t slot, int32_t expert) {
+  size_t seen = 0;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].is_moe || seen++ != moe_layer) continue;
+    layers_[i].moe.load_expert(store_, config_, "model.layers." + std::to_string(i) + ".mlp.", slot,
+                               expert);
+    const ExpertSlots& experts = layers_[i].moe.experts;
+    return (experts.gate_up.num_bytes() + experts.down.num_bytes()) /
+           static_cast<size_t>(experts.gate_up.dim(0));
+  }
+  TIDAL_FAIL("MoE layer ", moe_layer, " of ", seen);
+}
+
 Tensor Qwen3MoeModel::forward(const ForwardBatch& batch, std::span<const KvCacheLayer> kv_cache,
                               Workspace& workspace) {
   TIDAL_CHECK(kv_cache.size() == layers_.size(), "KV cache has ", kv_cache.size(),

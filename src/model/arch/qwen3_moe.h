@@ -46,6 +46,9 @@ class Qwen3MoeModel {
   // copies weights into these slots in place: the buffers never move, so their addresses (which
   // captured graphs read) stay valid.
   std::vector<ExpertSlots> moe_expert_slots() const;
+  // Reads logical expert `expert` of MoE layer `moe_layer` from the checkpoint (memory-mapped, or
+  // the dummy weights' generator) into local slot `slot`, in place. Returns the bytes written.
+  size_t load_expert(size_t moe_layer, int64_t slot, int32_t expert);
 
  private:
   struct Layer {

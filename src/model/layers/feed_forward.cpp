@@ -56,9 +56,6 @@ MoeWeights MoeWeights::load(WeightStore& store, const ModelConfig& config,
   const auto slots = static_cast<int64_t>(slot_experts.size());
   const Checkpoint& checkpoint = store.checkpoint();
   MoeWeights weights{.router = store.get(prefix + "gate.weight", {experts, hidden}), .experts = {}};
-  for (const int32_t expert : slot_experts) {
-    TIDAL_CHECK(expert >= 0 && expert < experts, "slot holds expert ", expert, " of ", experts);
-  }
   if (const auto& bias = test_router_bias(); !bias.empty()) {
     std::vector<float> values(static_cast<size_t>(experts), 0.0f);
     for (const auto& [expert, add] : bias) {
@@ -71,40 +68,53 @@ MoeWeights MoeWeights::load(WeightStore& store, const ModelConfig& config,
                                    values.size() * sizeof(float));
   }
 
-  const bool fused = checkpoint.has(prefix + "experts.gate_up_proj");
-  const TensorInfo* fused_gate_up = nullptr;
-  const TensorInfo* fused_down = nullptr;
   DType dtype;
-  if (fused) {
-    fused_gate_up =
-        &checkpoint.tensor(prefix + "experts.gate_up_proj", {experts, 2 * inter, hidden});
-    fused_down = &checkpoint.tensor(prefix + "experts.down_proj", {experts, hidden, inter});
-    dtype = *fused_gate_up->dtype;
+  if (checkpoint.has(prefix + "experts.gate_up_proj")) {
+    dtype = *checkpoint.tensor(prefix + "experts.gate_up_proj", {experts, 2 * inter, hidden}).dtype;
   } else {
     dtype = *checkpoint.tensor(prefix + "experts.0.gate_proj.weight", {inter, hidden}).dtype;
   }
   weights.experts.gate_up = store.allocate(dtype, {slots, 2 * inter, hidden});
   weights.experts.down = store.allocate(dtype, {slots, hidden, inter});
-  const size_t projection_bytes = static_cast<size_t>(inter * hidden) * dtype_size(dtype);
   for (int64_t slot = 0; slot < slots; ++slot) {
-    const int32_t e = slot_experts[static_cast<size_t>(slot)];
-    const auto s = static_cast<size_t>(slot);
-    if (fused) {
-      store.copy_slice_into(weights.experts.gate_up, s * 2 * projection_bytes, *fused_gate_up,
-                            static_cast<size_t>(e) * 2 * projection_bytes, 2 * projection_bytes);
-      store.copy_slice_into(weights.experts.down, s * projection_bytes, *fused_down,
-                            static_cast<size_t>(e) * projection_bytes, projection_bytes);
-      continue;
-    }
-    const std::string expert = prefix + "experts." + std::to_string(e) + ".";
-    store.copy_into(weights.experts.gate_up, s * 2 * projection_bytes,
-                    checkpoint.tensor(expert + "gate_proj.weight", {inter, hidden}));
-    store.copy_into(weights.experts.gate_up, (s * 2 + 1) * projection_bytes,
-                    checkpoint.tensor(expert + "up_proj.weight", {inter, hidden}));
-    store.copy_into(weights.experts.down, s * projection_bytes,
-                    checkpoint.tensor(expert + "down_proj.weight", {hidden, inter}));
+    // -1: an empty slot (a placement may leave spare slots empty); nothing routes to it.
+    const int32_t expert = slot_experts[static_cast<size_t>(slot)];
+    if (expert >= 0) weights.load_expert(store, config, prefix, slot, expert);
   }
   return weights;
+}
+
+void MoeWeights::load_expert(WeightStore& store, const ModelConfig& config,
+                             const std::string& prefix, int64_t slot, int32_t expert) const {
+  const int64_t hidden = config.hidden_size;
+  const int64_t inter = config.moe_intermediate_size;
+  const int64_t num_experts = config.num_experts;
+  TIDAL_CHECK(expert >= 0 && expert < num_experts, "slot holds expert ", expert, " of ",
+              num_experts);
+  TIDAL_CHECK(slot >= 0 && slot < experts.gate_up.dim(0), "slot ", slot, " of ",
+              experts.gate_up.dim(0));
+  const Checkpoint& checkpoint = store.checkpoint();
+  const size_t projection_bytes =
+      static_cast<size_t>(inter * hidden) * dtype_size(experts.gate_up.dtype);
+  const auto s = static_cast<size_t>(slot);
+  if (checkpoint.has(prefix + "experts.gate_up_proj")) {
+    store.copy_slice_into(
+        experts.gate_up, s * 2 * projection_bytes,
+        checkpoint.tensor(prefix + "experts.gate_up_proj", {num_experts, 2 * inter, hidden}),
+        static_cast<size_t>(expert) * 2 * projection_bytes, 2 * projection_bytes);
+    store.copy_slice_into(
+        experts.down, s * projection_bytes,
+        checkpoint.tensor(prefix + "experts.down_proj", {num_experts, hidden, inter}),
+        static_cast<size_t>(expert) * projection_bytes, projection_bytes);
+    return;
+  }
+  const std::string name = prefix + "experts." + std::to_string(expert) + ".";
+  store.copy_into(experts.gate_up, s * 2 * projection_bytes,
+                  checkpoint.tensor(name + "gate_proj.weight", {inter, hidden}));
+  store.copy_into(experts.gate_up, (s * 2 + 1) * projection_bytes,
+                  checkpoint.tensor(name + "up_proj.weight", {inter, hidden}));
+  store.copy_into(experts.down, s * projection_bytes,
+                  checkpoint.tensor(name + "down_proj.weight", {hidden, inter}));
 }
 
 Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpWeights& weights,

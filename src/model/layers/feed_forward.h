@@ -31,6 +31,10 @@ struct MoeWeights {
   // (experts.gate_up_proj, experts.down_proj).
   static MoeWeights load(WeightStore& store, const ModelConfig& config, const std::string& prefix,
                          const std::vector<int32_t>& slot_experts);
+  // Reads logical expert `expert` from the checkpoint into slot `slot` of the existing buffers
+  // (same addresses): the load above, for one slot, and the recovery of an expert that was lost.
+  void load_expert(WeightStore& store, const ModelConfig& config, const std::string& prefix,
+                   int64_t slot, int32_t expert) const;
 };
 
 Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpWeights& weights,
