@@ -7,7 +7,8 @@
 #        GTEST_FILTER narrows the op test as usual;
 #        BENCH=0 skips the benchmarks, BENCH_LAYERS=N runs them on N layers (default 48),
 #        BENCH_BASELINE=0 skips the transformers baseline; ELASTIC=0 skips the elastic
-#        transitions under load (2 or more GPUs); EPLB=0 skips expert load balancing under
+#        transitions under load (2 or more GPUs); FAILURE=0 skips a rank's death under load
+#        (scripts/gpu/failure.sh, 2 or more GPUs); EPLB=0 skips expert load balancing under
 #        skewed routing (bench/eplb_bench.py, every GPU a rank);
 #        TESTS=0 skips the op, model, CLI and rank tests; TIDAL_BENCH=0 skips tidal bench (one GPU
 #        and every GPU); PROFILE=1 first times every kernel of a 2-layer bench under ncu (decode at batch 1 and
@@ -241,6 +242,16 @@ if [ "${BENCH:-1}" = 1 ]; then
     fi
     tail -16 "$out/elastic.log"
     keep elastic.json  # its log goes back in logs.tgz (8 files come back at most)
+  fi
+  # A rank's death under load (scripts/gpu/failure.sh): kill -9 of rank 1 with and without a
+  # surviving replica of its experts; detection, pause, recovery, bytes read back, requests lost.
+  if [ "${FAILURE:-1}" = 1 ] && [ "$num_gpus" -ge 2 ]; then
+    if ! LD_LIBRARY_PATH="$multi_path" scripts/gpu/failure.sh "$build" "$out" "$layers" \
+        >"$out/failure.log" 2>&1; then
+      echo "[bench] rank failure recovery failed"
+      status=1
+    fi
+    grep -E "^ +[a-z_ ]+  " "$out/failure.log" | tail -30
   fi
   # Expert load balancing under skewed routing over every GPU here: throughput and step time
   # before and after the first rebalance, balancedness, bytes moved, the longest pause. Its JSON

@@ -174,7 +174,7 @@ class RankGroup final : public EngineClient, public ScaleControl {
   void send_heartbeat_locked(int member_id, const nlohmann::json& message);
   int spawn_rank(int place, const std::string& device);  // returns the pid
   int add_member_locked(int place, const std::string& device, bool joining);
-  // The device a new rank takes: the first GPU no member uses (cuda), else the group's device.
+  // The device a new rank takes: the first GPU no live member uses (cuda), else the group's.
   std::string free_device_locked() const;
   // The current rank with the fewest outstanding tokens that is not leaving (ties: lowest).
   int least_loaded_member_locked() const;
@@ -276,7 +276,9 @@ class RankGroup final : public EngineClient, public ScaleControl {
   // Recovery: set from a failure until the survivors serve again.
   bool recovering_ = false;
   std::chrono::steady_clock::time_point failed_at_{};
+  std::chrono::system_clock::time_point failed_at_system_{};  // the same, for records
   std::string recovery_cause_;
+  std::string last_recovery_;  // the latest recovery operation's id, for /v1/admin/topology
   int desired_num_ranks_ = 0;  // what the operator asked for; `replace` returns to it
   bool replace_pending_ = false;
   std::chrono::steady_clock::time_point last_watch_{};

@@ -117,6 +117,7 @@ void RankGroup::begin_recovery_locked(const std::string& cause) {
   if (recovering_) return;
   recovering_ = true;
   failed_at_ = Clock::now();
+  failed_at_system_ = std::chrono::system_clock::now();
   recovery_cause_ = cause;
   // Survivors blocked in a collective with the lost rank give up now rather than at their
   // communicator's timeout (NCCL; a Gloo wait ends when the lost rank's connections close). A
@@ -217,6 +218,8 @@ void RankGroup::run_recovery(std::unique_lock<std::mutex>& lock) {
   op.id = cat("recover-", op.serial);
   op.cause = recovery_cause_;
   op.started = failed_at_;
+  op.detected_at = failed_at_system_;
+  last_recovery_ = op.id;
   op.from_ranks = static_cast<int>(ranks_.size());
   op.epoch_before = epoch_;
   op.phase = "recovering";

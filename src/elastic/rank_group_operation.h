@@ -57,6 +57,8 @@ struct RankGroup::Operation {
   nlohmann::json ranks_after = nlohmann::json::array();  // {rank, member, warm_and_capture}
   // A recovery: what failed, and what it took.
   std::string cause;
+  // When the failure was detected (wall clock, so a benchmark can subtract when it killed a rank).
+  std::chrono::system_clock::time_point detected_at{};
   int64_t experts_reloaded = 0;
   int64_t requests_recovered = 0;
 };

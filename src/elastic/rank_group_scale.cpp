@@ -43,8 +43,9 @@ std::string RankGroup::free_device_locked() const {
   if (!is_cuda_device(options_.device)) return options_.device;
   for (int gpu = 0;; ++gpu) {
     const std::string candidate = cat("cuda:", gpu);
+    // A failed rank's device is free: its process is killed (the replacement may take it).
     const bool used = std::any_of(members_.begin(), members_.end(), [&](const auto& entry) {
-      return entry.second.device == candidate;
+      return entry.second.device == candidate && !entry.second.failed;
     });
     if (!used) return candidate;
   }
@@ -513,6 +514,8 @@ nlohmann::json RankGroup::operation_json_locked(const Operation& op) const {
         {"total_seconds", elapsed}}}};
   if (op.kind == "recover") {
     record["cause"] = op.cause;
+    record["detected_at_unix"] =
+        std::chrono::duration<double>(op.detected_at.time_since_epoch()).count();
     record["experts_reloaded"] = op.experts_reloaded;
     record["requests_recovered"] = op.requests_recovered;
   }
@@ -559,6 +562,8 @@ nlohmann::json RankGroup::topology() const {
           {"scaling", running_ && !running_->finished() ? nlohmann::json(running_->id)
                                                         : nlohmann::json(nullptr)},
           {"recovering", recovering_},
+          {"last_recovery", last_recovery_.empty() ? nlohmann::json(nullptr)
+                                                   : nlohmann::json(last_recovery_)},
           {"rank_failures", stats_.rank_failures},
           {"failure", failure_.empty() ? nlohmann::json(nullptr) : nlohmann::json(failure_)},
           {"ranks", ranks},

@@ -33,6 +33,20 @@ def test_elastic_bench_scales_without_losing_requests(tmp_path: Path):
     assert all(row["total_s"] > 0 for row in report["transitions"])
 
 
+def test_failure_bench_recovers_without_losing_requests(tmp_path: Path):
+    # 2 ranks x 4 slots for 8 experts: one survivor cannot hold them, so a replacement joins.
+    out = tmp_path / "failure.json"
+    result = run_bench("failure_bench.py", "--ranks", "2", "--expert-slots", "4", "--clients", "8",
+                       "--max-tokens", "32", "--settle", "0.5", "--out", str(out))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    failure = report["failure"]
+    assert report["num_request_failures"] == 0 and report["requests_finished"] > 0
+    assert failure["replacement_in_recovery"] and failure["ranks_after"] == 2, failure
+    assert failure["experts_reloaded"] > 0 and 0 < failure["recovery_s"] < 30, failure
+    assert 0 <= failure["detection_s"] < 5, failure
+
+
 def test_eplb_bench_balances_skewed_routing(tmp_path: Path):
     out = tmp_path / "eplb.json"
     # Experts 2 and 3 start together on rank 0 with no replica (the spares copy experts 0, 1).
