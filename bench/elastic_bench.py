@@ -15,15 +15,14 @@ Standard library only (the GPU machine has no package registry). Prints a table,
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import (Clients, Server, add_server_args, card, finish_report,  # noqa: E402
-                         http_json)
+from serve_bench import (Clients, Server, add_server_args, finish_report, http_json,  # noqa: E402
+                         report)
 
 
 def main() -> int:
@@ -105,17 +104,7 @@ def main() -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
         clients.finish()
-        result = {
-            "card": card(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-            "serve": " ".join(server.command),
-            "clients": args.clients,
-            "requests_finished": clients.finished,
-            "request_failures": clients.failures[:20],
-            "num_request_failures": len(clients.failures),
-            "transitions": rows,
-        }
+        result = report(server, clients, clients=args.clients, transitions=rows)
     finally:
         server.stop(str(Path(args.out).with_suffix(".serve.log")) if args.out else "")
 

@@ -17,7 +17,6 @@ Standard library only. Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import re
 import shlex
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import Clients, Server, add_server_args, card, finish_report  # noqa: E402
+from serve_bench import Clients, Server, add_server_args, finish_report, report  # noqa: E402
 
 SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})? (\S+)$')
 
@@ -172,28 +171,21 @@ def main() -> int:
         phases["after"] = after.close(samples,
                                       clients.tokens_between(after_start, time.monotonic()))
         clients.finish()
-        result = {
-            "card": card(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-            "serve": " ".join(server.command),
-            "bias": args.bias,
-            "clients": args.clients,
-            "prompt_tokens": args.prompt_tokens,
-            "max_tokens": args.max_tokens,
-            "phases": phases,
-            "first_rebalance": {
+        result = report(
+            server, clients,
+            bias=args.bias,
+            clients=args.clients,
+            prompt_tokens=args.prompt_tokens,
+            max_tokens=args.max_tokens,
+            phases=phases,
+            first_rebalance={
                 "balancedness_before": balancedness(first, "before"),
                 "balancedness_after": balancedness(first, "after"),
                 "bytes_moved": total(first, "tidal_eplb_bytes_moved_total"),
             },
-            "rebalances": total(samples, "tidal_eplb_rebalances_total") / args.ranks,
-            "bytes_moved": total(samples, "tidal_eplb_bytes_moved_total"),
-            "longest_pause_s": largest(samples, "tidal_eplb_longest_pause_seconds"),
-            "requests_finished": clients.finished,
-            "request_failures": clients.failures[:20],
-            "num_request_failures": len(clients.failures),
-        }
+            rebalances=total(samples, "tidal_eplb_rebalances_total") / args.ranks,
+            bytes_moved=total(samples, "tidal_eplb_bytes_moved_total"),
+            longest_pause_s=largest(samples, "tidal_eplb_longest_pause_seconds"))
     finally:
         server.stop(str(Path(args.out).with_suffix(".serve.log")) if args.out else "")
 

@@ -17,7 +17,6 @@ Standard library only (the GPU machine has no package registry). Prints a table,
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import signal
@@ -26,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import (Clients, Server, add_server_args, card, finish_report,  # noqa: E402
-                         http_json)
+from serve_bench import (Clients, Server, add_server_args, finish_report, http_json,  # noqa: E402
+                         report)
 
 
 def wait_until(predicate, timeout: float, what: str):
@@ -115,17 +114,7 @@ def main() -> int:
             "cause": record["cause"],
             "ranks_after": back["num_ranks"],
         }
-        result = {
-            "card": card(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-            "serve": " ".join(server.command),
-            "clients": args.clients,
-            "requests_finished": clients.finished,
-            "request_failures": clients.failures[:20],
-            "num_request_failures": len(clients.failures),
-            "failure": row,
-        }
+        result = report(server, clients, clients=args.clients, failure=row)
     finally:
         server.stop(str(Path(args.out).with_suffix(".serve.log")) if args.out else "")
 

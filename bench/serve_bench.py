@@ -4,6 +4,7 @@ only (the GPU machine has no package registry)."""
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import lzma
@@ -12,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -121,6 +123,21 @@ def card() -> str:
         return "no GPU (" + os.uname().machine + " CPU)"
     return f"{len(names)}x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
 
+
+
+def report(server: "Server", load: Clients, **fields) -> dict:
+    """A serving benchmark's JSON report: the card, the date, the exact commands, the outcome of
+    the requests `load` sent, and the benchmark's own `fields`."""
+    return {
+        "card": card(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "serve": " ".join(server.command),
+        **fields,
+        "requests_finished": load.finished,
+        "request_failures": load.failures[:20],
+        "num_request_failures": len(load.failures),
+    }
 
 
 def finish_report(result: dict, out: str) -> int:

@@ -20,10 +20,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_between(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double>(to - from).count();
-}
-
 std::string exit_description(int status) {
   return WIFSIGNALED(status) ? cat("signal ", WTERMSIG(status))
                              : cat("status ", WEXITSTATUS(status));

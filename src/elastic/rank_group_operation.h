@@ -16,6 +16,12 @@
 
 namespace tidal {
 
+// Seconds from `from` to `to`, for the operation records.
+inline double seconds_between(std::chrono::steady_clock::time_point from,
+                              std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
 struct RankGroup::Operation {
   std::string kind = "scale";  // scale, or recover (from a rank failure)
   std::string id;

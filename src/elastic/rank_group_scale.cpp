@@ -16,14 +16,6 @@ namespace tidal {
 namespace protocol = rank_protocol;
 using Clock = std::chrono::steady_clock;
 
-namespace {
-
-double seconds_between(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double>(to - from).count();
-}
-
-}  // namespace
-
 ScalePlanInput RankGroup::plan_input_locked(
     const std::vector<std::vector<int32_t>>& placements) const {
   ScalePlanInput input{.num_logical = num_experts_,
@@ -562,8 +554,8 @@ nlohmann::json RankGroup::topology() const {
           {"scaling", running_ && !running_->finished() ? nlohmann::json(running_->id)
                                                         : nlohmann::json(nullptr)},
           {"recovering", recovering_},
-          {"last_recovery", last_recovery_.empty() ? nlohmann::json(nullptr)
-                                                   : nlohmann::json(last_recovery_)},
+          {"last_recovery",
+           last_recovery_.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_recovery_)},
           {"rank_failures", stats_.rank_failures},
           {"failure", failure_.empty() ? nlohmann::json(nullptr) : nlohmann::json(failure_)},
           {"ranks", ranks},
