@@ -362,7 +362,9 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
     for (const nlohmann::json& entry : message.at("outputs")) {
       RequestOutput output = protocol::output_from_json(entry);
       const auto it = live_.find(output.request_id);
-      if (it == live_.end()) continue;
+      // Only the rank a request is on may advance it: a lost rank's last outputs can arrive after
+      // its requests were continued elsewhere, and would repeat tokens the new rank sends again.
+      if (it == live_.end() || it->second.member != sender->id) continue;
       // The ledger follows what the client is sent, so a recovery continues exactly from there.
       Live& live = it->second;
       live.output_ids.insert(live.output_ids.end(), output.new_token_ids.begin(),
