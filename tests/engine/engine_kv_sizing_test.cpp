@@ -4,6 +4,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "backend/cpu/cpu_backend.h"
 #include "model/load_model.h"
 #include "support/fixture.h"
@@ -175,6 +178,55 @@ TEST_F(EngineKvSizing, RequestedLengthIsCheckedOnceTheDeviceCacheIsSized) {
   } catch (const Error& error) {
     EXPECT_THAT(error.what(), HasSubstr("--max-model-len 2048 does not fit"));
     EXPECT_THAT(error.what(), HasSubstr("--gpu-memory-utilization"));
+  }
+}
+
+// Requests handed over to a rank whose cache is full wait there (or are preempted), and finish
+// exactly as they would have: a small cache refuses none that fits max_model_len.
+TEST_F(EngineKvSizing, HandedOverRequestsWaitForRoomInAFullCache) {
+  const std::vector<std::string> texts = {"The quick brown fox", "Tides rise and fall",
+                                          "Once upon a time",    "A B C D",
+                                          "Hello there",         "Numbers: 1 2 3"};
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string& text : texts) prompts.push_back(loaded_->tokenizer->encode(text));
+  Engine reference(*loaded_->backend, *loaded_->model, *loaded_->tokenizer, EngineOptions{});
+  reference.warm_up();
+  const std::vector<Completion> want =
+      testing_util::run_to_completion(reference, prompts, greedy(20));
+
+  Engine first(*loaded_->backend, *loaded_->model, *loaded_->tokenizer, EngineOptions{});
+  first.warm_up();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(first.add_request(cat("r", i), prompts[i], greedy(20)).is_ok());
+  }
+  std::map<std::string, std::vector<int32_t>> got;
+  const auto collect = [&](const std::vector<RequestOutput>& outputs) {
+    for (const RequestOutput& output : outputs) {
+      std::vector<int32_t>& ids = got[output.request_id];
+      ids.insert(ids.end(), output.new_token_ids.begin(), output.new_token_ids.end());
+      if (output.finished()) {
+        EXPECT_EQ(output.finish_reason, FinishReason::kLength);
+      }
+    }
+  };
+  for (int step = 0; step < 6; ++step) collect(first.step());
+
+  // Six blocks (96 tokens): each request (at most 32 tokens, two blocks) fits alone, not all
+  // at once.
+  EngineOptions small;
+  small.num_kv_blocks = 6;
+  Engine second(*loaded_->backend, *loaded_->model, *loaded_->tokenizer, small);
+  second.warm_up();
+  ASSERT_EQ(second.max_model_len(), 96);
+  for (RequestHandoff& handoff : first.release_all()) {
+    ASSERT_LE(static_cast<int64_t>(handoff.prompt_ids.size()) + 20, 32);
+    ASSERT_TRUE(second.adopt(std::move(handoff)).is_ok());
+  }
+  EXPECT_GT(second.scheduler().num_waiting(), 0);
+  for (int step = 0; step < 2000 && second.has_work(); ++step) collect(second.step());
+  EXPECT_FALSE(second.has_work());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(got[cat("r", i)], want[i].token_ids) << "request " << i;
   }
 }
 
