@@ -120,6 +120,8 @@ ModelBench::ModelBench(Backend& backend, Qwen3MoeModel& model, CountingExecutor&
 std::optional<std::string> ModelBench::fit_kv_cache(int64_t blocks, size_t step_bytes,
                                                     const char* what) {
   KvCache& cache = *state_->kv_cache;
+  // Already this size: it fitted then, and the steps since only used it.
+  if (blocks == cache.num_blocks()) return std::nullopt;
   const size_t per_block =
       KvCache::bytes_per_block(model_->config(), plan_.block_size, backend_->activation_dtype());
   const size_t needed = static_cast<size_t>(blocks) * per_block;
@@ -139,24 +141,21 @@ std::optional<std::string> ModelBench::fit_kv_cache(int64_t blocks, size_t step_
     return cat(what, " needs a KV cache of ", blocks, " blocks (", format_bytes(needed), ") and ",
                format_bytes(step_bytes), " more for its step; ", format_bytes(free_for_cache),
                " of ", format_bytes(memory.total_bytes),
-               " is free after the weights and workspace, less a headroom of ",
+               " is free for it after the weights and the workspace, less a headroom of ",
                format_bytes(headroom));
   }
-  if (blocks != cache.num_blocks()) {
-    cache.reallocate(blocks);
-    // Random keys and values: attention over zeros would be no cheaper, but nothing reads as
-    // real.
-    uint64_t seed = plan_.seed + 100;
-    for (const KvCacheLayer& layer : cache.layers()) {
-      for (const Tensor& pool : {layer.key, layer.value}) {
-        backend_->fill_random(
-            pool, {.seed = seed++, .first_index = 0, .center = 0.0f, .half_width = 1.0f});
-      }
+  cache.reallocate(blocks);
+  // Random keys and values: attention over zeros would be no cheaper, but nothing reads as real.
+  uint64_t seed = plan_.seed + 100;
+  for (const KvCacheLayer& layer : cache.layers()) {
+    for (const Tensor& pool : {layer.key, layer.value}) {
+      backend_->fill_random(pool,
+                            {.seed = seed++, .first_index = 0, .center = 0.0f, .half_width = 1.0f});
     }
-    backend_->synchronize();
-    log_info("bench: KV cache of ", blocks, " blocks of ", plan_.block_size, " tokens, ",
-             format_bytes(needed), " for ", what);
   }
+  backend_->synchronize();
+  log_info("bench: KV cache of ", blocks, " blocks of ", plan_.block_size, " tokens, ",
+           format_bytes(needed), " for ", what);
   return std::nullopt;
 }
 
