@@ -5,6 +5,7 @@
 
 #include "common/logging.h"
 #include "common/phase_clock.h"
+#include "engine/expert_parallel.h"
 
 namespace tidal {
 namespace {
@@ -110,14 +111,22 @@ void Engine::size_kv_from_device_memory(const MemoryInfo& before_warm_up) {
   size_t reserve = runner_.captures_graphs() ? kGraphCaptureReserve : 0;
   if (options_.dp_group != nullptr) {
     reserve += kStandbyCommunicatorReserve;
-    // Expert parallelism's exchange buffers (and the kernels' scratch over what they receive)
-    // grow with the group: a scale-up's warm-up, after its commit point, grows them on every
-    // rank. Measured at this size, the step's memory is at most proportional to the rank count,
-    // so the largest group the ranks may reach is reserved for now.
+    // Expert parallelism's exchange buffers grow with the group: a scale-up's warm-up, after its
+    // commit point, grows them on every rank. Room for the largest group the ranks may reach is
+    // kept now, computed from the buffers' shapes rather than scaled from the step measured at
+    // this size, so that every rank (one that joins a larger group later too) keeps room for
+    // the same largest step and gets the same cache on the same device.
     const int64_t ranks = options_.dp_group->size();
-    if (options_.max_num_ranks > ranks && ranks > 0) {
-      reserve += step_bytes / static_cast<size_t>(ranks) *
-                 static_cast<size_t>(options_.max_num_ranks - ranks);
+    if (options_.max_num_ranks > ranks) {
+      const ModelConfig& config = model_->config();
+      int64_t moe_layers = 0;
+      for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+        if (config.is_moe_layer(layer)) ++moe_layers;
+      }
+      reserve += static_cast<size_t>((options_.max_num_ranks - ranks) * moe_layers) *
+                 ExpertParallelExecutor::workspace_bytes_per_rank(
+                     options_.scheduler.max_num_batched_tokens, config.num_experts_per_tok,
+                     config.hidden_size, backend_->activation_dtype());
     }
   }
   // The placeholder's block comes back when it is freed.
