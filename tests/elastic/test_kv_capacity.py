@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from support import (DEFAULT_CPU_KVCACHE_SPACE, MODEL, cpu_kv_cache_capacity,  # noqa: E402
-                     read_metrics, start_server, wait_for)
+from support import (DEFAULT_CPU_KVCACHE_SPACE, MODEL, cpu_kv_bytes_per_token,  # noqa: E402
+                     cpu_kv_cache_capacity, read_metrics, start_server, wait_for)
 
 SCALE_TIMEOUT_S = 60
 
@@ -77,3 +77,32 @@ def test_joining_rank_sized_by_a_smaller_budget():
         operation = scale(server.url, 3)
         assert operation["result"] == "ok", operation
         assert reported_capacities(server.url, 3) == {0: expected, 1: expected, 2: expected}
+
+
+def test_caches_cut_from_device_memory_match_across_a_scale_up(monkeypatch):
+    """--cpu-kvcache-space 0 sizes as on a GPU: each rank's cache is what
+    --gpu-memory-utilization of its device leaves after the weights, the worst-case step, a
+    transition's standby communicator (512 MiB) and the exchange buffers of --max-ranks (8).
+    TIDAL_TEST_CPU_MEMORY_LIMIT makes every rank's CPU backend a device of 1 GiB. A rank that
+    joins sizes at its first warm-up, in a group of 3, and must still land where the first two
+    did (within one block of 16 tokens: the shapes' formula leaves out the workspace's rounding
+    of each buffer to 256 bytes)."""
+    limit = 1 << 30
+    monkeypatch.setenv("TIDAL_TEST_CPU_MEMORY_LIMIT", str(limit))
+    bytes_per_token = cpu_kv_bytes_per_token()
+    allowed = int(0.9 * limit) - (512 << 20)  # before the weights, the step and the growth
+    with start_server("--ranks", "2", "--expert-slots", "4", "--cpu-kvcache-space", "0",
+                      "--gpu-memory-utilization", "0.9") as server:
+        assert "from --gpu-memory-utilization 0.9 of 1.00 GiB" in server.log(100_000)
+        before = reported_capacities(server.url, 2)
+        operation = scale(server.url, 3)
+        assert operation["result"] == "ok", operation
+        after = reported_capacities(server.url, 3)
+    assert after[0] == before[0] and after[1] == before[1]
+    for rank, tokens in after.items():
+        used = tokens * bytes_per_token
+        # Less than what utilization allows after the reserve, by no more than the weights, the
+        # step and the exchange buffers of 8 ranks take (tens of MiB for the tiny model).
+        assert allowed - (64 << 20) < used <= allowed, (rank, tokens)
+    assert max(after.values()) - min(after.values()) <= 16, after
+    print(f"device-memory capacities: {after} tokens; at most {allowed // bytes_per_token}")
