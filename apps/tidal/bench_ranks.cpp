@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "comm/kv_store.h"
@@ -141,6 +142,12 @@ void run_rank(Shared& shared, int rank) {
   plan.graphs = false;  // expert parallelism routes on the host (a sync per layer): no capture
   plan.seed = options.plan.seed + static_cast<uint64_t>(rank) * 1000;  // each rank its own tokens
   ModelBench bench(*backend, *model, counter, plan);
+  // Sized once for the largest batch: a rank that skipped a batch the others run would leave
+  // their collectives unmatched, so here a batch that does not fit is an error.
+  const int64_t largest = *std::max_element(plan.batch_sizes.begin(), plan.batch_sizes.end());
+  if (const std::optional<std::string> why = bench.fit_decode(largest)) {
+    TIDAL_FAIL("rank ", rank, ": ", *why, "; give --batch-sizes that fit");
+  }
   for (size_t b = 0; b < plan.batch_sizes.size(); ++b) {
     group->barrier();
     const ModelBench::DecodeRun run = bench.run_decode(plan.batch_sizes[b]);

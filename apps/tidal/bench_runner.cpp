@@ -10,6 +10,7 @@
 #include "backend/workspace.h"
 #include "common/logging.h"
 #include "engine/kv_cache.h"
+#include "engine/kv_cache_plan.h"
 #include "engine/model_runner.h"
 #include "engine/request.h"
 #include "model/synthetic_batch.h"
@@ -112,41 +113,90 @@ ModelBench::ModelBench(Backend& backend, Qwen3MoeModel& model, CountingExecutor&
       counter_(&counter),
       plan_(plan),
       state_(std::make_unique<State>(backend)) {
-  // Decode batches and the prefill use the cache one at a time, each from block 0.
-  int64_t blocks = 1;
-  for (const int64_t batch : plan.batch_sizes) {
-    const SyntheticBatchSpec spec{.num_seqs = batch,
-                                  .new_tokens = 1,
-                                  .cached_tokens = plan.context - 1,
-                                  .block_size = plan.block_size};
-    blocks = std::max(blocks, spec.num_blocks());
+  // One block until a measurement asks for more (fit_decode, fit_prefill).
+  state_->kv_cache = std::make_unique<KvCache>(backend, model.config(), 1, plan.block_size);
+}
+
+std::optional<std::string> ModelBench::fit_kv_cache(int64_t blocks, size_t step_bytes,
+                                                    const char* what) {
+  KvCache& cache = *state_->kv_cache;
+  // Already this size: it fitted then, and the steps since only used it.
+  if (blocks == cache.num_blocks()) return std::nullopt;
+  const size_t per_block =
+      KvCache::bytes_per_block(model_->config(), plan_.block_size, backend_->activation_dtype());
+  const size_t needed = static_cast<size_t>(blocks) * per_block;
+  const size_t held = static_cast<size_t>(cache.num_blocks()) * per_block;
+  const MemoryInfo memory = backend_->memory_info();
+  // Headroom for what this process allocates besides (kernel scratch, graphs, a communicator):
+  // 1 GiB or 5% of the device, whichever is more.
+  const size_t headroom = std::max(size_t{1} << 30, memory.total_bytes / 20);
+  const size_t free_for_cache = memory.free_bytes + held;
+  const size_t usable =
+      free_for_cache > headroom + step_bytes ? free_for_cache - headroom - step_bytes : 0;
+  if (plan_.kv_cache_bytes > 0 && needed > plan_.kv_cache_bytes) {
+    return cat(what, " needs a KV cache of ", blocks, " blocks (", format_bytes(needed),
+               "), more than --kv-cache-memory ", format_bytes(plan_.kv_cache_bytes));
   }
-  if (plan.prefill_tokens > 0) {
-    const SyntheticBatchSpec spec{
-        .num_seqs = 1, .new_tokens = plan.prefill_tokens, .block_size = plan.block_size};
-    blocks = std::max(blocks, spec.num_blocks());
+  if (needed > usable) {
+    return cat(what, " needs a KV cache of ", blocks, " blocks (", format_bytes(needed), ") and ",
+               format_bytes(step_bytes), " more for its step; ", format_bytes(free_for_cache),
+               " of ", format_bytes(memory.total_bytes),
+               " is free for it after the weights and the workspace, less a headroom of ",
+               format_bytes(headroom));
   }
-  state_->kv_cache = std::make_unique<KvCache>(backend, model.config(), blocks, plan.block_size);
+  cache.reallocate(blocks);
   // Random keys and values: attention over zeros would be no cheaper, but nothing reads as real.
-  uint64_t seed = plan.seed + 100;
-  for (const KvCacheLayer& layer : state_->kv_cache->layers()) {
+  uint64_t seed = plan_.seed + 100;
+  for (const KvCacheLayer& layer : cache.layers()) {
     for (const Tensor& pool : {layer.key, layer.value}) {
-      backend.fill_random(pool,
-                          {.seed = seed++, .first_index = 0, .center = 0.0f, .half_width = 1.0f});
+      backend_->fill_random(pool,
+                            {.seed = seed++, .first_index = 0, .center = 0.0f, .half_width = 1.0f});
     }
   }
-  backend.synchronize();
-  log_info("bench: KV cache of ", blocks, " blocks of ", plan.block_size, " tokens, ",
-           KvCache::bytes_per_block(model.config(), plan.block_size, backend.activation_dtype()) *
-                   static_cast<size_t>(blocks) >>
-               20,
-           " MiB");
+  backend_->synchronize();
+  log_info("bench: KV cache of ", blocks, " blocks of ", plan_.block_size, " tokens, ",
+           format_bytes(needed), " for ", what);
+  return std::nullopt;
+}
+
+std::optional<std::string> ModelBench::fit_decode(int64_t batch) {
+  const SyntheticBatchSpec spec{.num_seqs = batch,
+                                .new_tokens = 1,
+                                .cached_tokens = plan_.context - 1,
+                                .block_size = plan_.block_size};
+  // A decode step's workspace grows little with the batch (one token per sequence); the
+  // headroom covers it.
+  return fit_kv_cache(spec.num_blocks(), 0, cat("decode at batch ", batch).c_str());
+}
+
+std::optional<std::string> ModelBench::fit_prefill() {
+  const SyntheticBatchSpec spec{
+      .num_seqs = 1, .new_tokens = plan_.prefill_tokens, .block_size = plan_.block_size};
+  // The workspace keeps every layer's activations of a step, so it grows in proportion to the
+  // step's tokens, plus one row of f32 logits per sampled sequence: the largest decode step so
+  // far measured the per-token part (its logits taken out; the prefill samples one row).
+  const Workspace& workspace = state_->workspace;
+  size_t step_bytes = 0;
+  if (largest_decode_ > 0) {
+    const auto logits_row = static_cast<size_t>(model_->config().vocab_size) * sizeof(float);
+    const auto decode_rows = static_cast<size_t>(largest_decode_);
+    const size_t high_water = workspace.high_water_bytes();
+    const size_t activations =
+        high_water > decode_rows * logits_row ? high_water - decode_rows * logits_row : 0;
+    const size_t needed =
+        activations / decode_rows * static_cast<size_t>(plan_.prefill_tokens) + logits_row;
+    // Beyond what the workspace already holds (at least its high-water mark).
+    step_bytes = needed > high_water ? needed - high_water : 0;
+  }
+  return fit_kv_cache(spec.num_blocks(), step_bytes,
+                      cat("prefill of ", plan_.prefill_tokens, " tokens").c_str());
 }
 
 ModelBench::~ModelBench() = default;
 
 ModelBench::DecodeRun ModelBench::run_decode(int64_t batch) {
   const ModelConfig& config = model_->config();
+  largest_decode_ = std::max(largest_decode_, batch);
   const SyntheticBatch inputs(*backend_, {.num_seqs = batch,
                                           .new_tokens = 1,
                                           .cached_tokens = plan_.context - 1,

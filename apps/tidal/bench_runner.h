@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,9 @@ struct BenchPlan {
   int prefill_iterations = 3;
   uint64_t seed = 0;
   bool graphs = true;  // also time each decode step as a replayed graph (backends that have them)
+  // The most the KV cache may take; 0: what the device has free (less a headroom for the
+  // workspace and scratch a step grows).
+  size_t kv_cache_bytes = 0;
 };
 
 // Routes through `inner` (local experts when null) and, while counting, records how many of
@@ -96,6 +100,13 @@ class ModelBench {
   ModelBench(const ModelBench&) = delete;
   ModelBench& operator=(const ModelBench&) = delete;
 
+  // Makes the KV cache hold `batch` sequences of the plan's context (decode) or the prefill, when
+  // that fits the device's free memory (and plan.kv_cache_bytes); otherwise says why not, and the
+  // caller skips that measurement. Each measurement uses the cache from block 0 on its own, so
+  // the cache is sized for one at a time.
+  std::optional<std::string> fit_decode(int64_t batch);
+  std::optional<std::string> fit_prefill();
+
   // A decode step of `batch` sequences: its time, and the [MoE layer][expert] choices of one
   // (untimed) step. With expert parallelism every rank of the group calls this together.
   struct DecodeRun {
@@ -110,7 +121,8 @@ class ModelBench {
 
   // Decode as the engine runs it: a ModelRunner warmed up for the largest batch (which captures
   // its decode graphs), then run() on requests of the plan's context: the inputs' upload, the
-  // replay of the batch's bucket and the logits' download, per batch size.
+  // replay of the batch's bucket and the logits' download, per batch size. The batch sizes must
+  // have passed fit_decode.
   struct ServingDecode {
     int64_t num_graphs = 0;
     double capture_seconds = 0;
@@ -120,11 +132,15 @@ class ModelBench {
 
  private:
   struct State;
+  // Reallocates the cache for `blocks` blocks of random keys and values when it fits; otherwise
+  // the reason. `step_bytes`: what the step will still allocate beside it.
+  std::optional<std::string> fit_kv_cache(int64_t blocks, size_t step_bytes, const char* what);
   Backend* backend_;
   Qwen3MoeModel* model_;
   CountingExecutor* counter_;
   BenchPlan plan_;
   std::unique_ptr<State> state_;
+  int64_t largest_decode_ = 0;  // the largest decode batch run so far
 };
 
 }  // namespace tidal::cli

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -59,6 +60,7 @@ std::string command_line(const BenchOptions& o) {
        << " --prefill-tokens " << o.plan.prefill_tokens << " --iterations " << o.plan.iterations
        << " --prefill-iterations " << o.plan.prefill_iterations << " --seed " << o.plan.seed
        << " --copy-mib " << o.copy_mib << " --matmul-size " << o.matmul_size;
+  if (o.plan.kv_cache_bytes > 0) line << " --kv-cache-memory " << o.plan.kv_cache_bytes;
   return line.str();
 }
 
@@ -151,13 +153,26 @@ int run_bench(const BenchOptions& options) {
   const ModelConfig& config = model->config();
   ModelBench bench(*backend, *model, counter, plan);
 
+  // What did not fit the device, and why: said as it happens and kept for the report.
+  nlohmann::json skipped = nlohmann::json::array();
+  const auto skip = [&](const std::string& reason) {
+    std::printf("skipped: %s\n", reason.c_str());
+    std::fflush(stdout);
+    skipped.push_back(reason);
+  };
   nlohmann::json decode_rows = nlohmann::json::array();
   std::vector<double> floors;
+  std::vector<int64_t> measured_batches;
   std::printf("\ndecode, context %lld, %lld layers (%s)\n", static_cast<long long>(plan.context),
               static_cast<long long>(config.num_layers), backend->name().c_str());
   std::printf("%6s %10s %10s %11s %9s %9s %10s %7s %7s\n", "batch", "eager ms", "graph ms",
               "tokens/s", "experts", "GB read", "floor ms", "eager", "graph");
   for (const int64_t batch : plan.batch_sizes) {
+    if (const std::optional<std::string> why = bench.fit_decode(batch)) {
+      skip(*why);
+      continue;
+    }
+    measured_batches.push_back(batch);
     const DecodeResult r = bench.decode(batch, ceilings);
     // tokens/s of the faster of the two; the last two columns are each time over the floor.
     const double best =
@@ -173,8 +188,13 @@ int run_bench(const BenchOptions& options) {
   }
 
   nlohmann::json served = nullptr;
-  if (plan.graphs && backend->supports_graphs()) {
-    const ModelBench::ServingDecode s = bench.serving_decode(plan.batch_sizes);
+  if (plan.graphs && backend->supports_graphs() && !measured_batches.empty()) {
+    // Sized for the largest batch measured above (the largest that fits).
+    const auto largest = std::max_element(measured_batches.begin(), measured_batches.end());
+    if (const std::optional<std::string> why = bench.fit_decode(*largest)) {
+      TIDAL_FAIL("the KV cache for batch ", *largest, " fitted before and no longer does: ", *why);
+    }
+    const ModelBench::ServingDecode s = bench.serving_decode(measured_batches);
     std::printf(
         "\ndecode as the engine runs it (ModelRunner: inputs uploaded, the bucket's graph "
         "replayed with the draw, tokens downloaded)\n%lld graphs captured in %.3f s\n%6s %10s %11s "
@@ -182,12 +202,12 @@ int run_bench(const BenchOptions& options) {
         static_cast<long long>(s.num_graphs), s.capture_seconds, "batch", "step ms", "tokens/s",
         "/floor");
     nlohmann::json rows = nlohmann::json::array();
-    for (size_t i = 0; i < plan.batch_sizes.size(); ++i) {
+    for (size_t i = 0; i < measured_batches.size(); ++i) {
       const double seconds = s.step_seconds[i];
-      const auto batch = static_cast<double>(plan.batch_sizes[i]);
-      std::printf("%6lld %10.3f %11.0f %7.2f\n", static_cast<long long>(plan.batch_sizes[i]),
+      const auto batch = static_cast<double>(measured_batches[i]);
+      std::printf("%6lld %10.3f %11.0f %7.2f\n", static_cast<long long>(measured_batches[i]),
                   seconds * 1e3, batch / seconds, seconds / floors[i]);
-      rows.push_back({{"batch", plan.batch_sizes[i]},
+      rows.push_back({{"batch", measured_batches[i]},
                       {"step_ms", seconds * 1e3},
                       {"tokens_per_s", batch / seconds},
                       {"ratio_to_floor", seconds / floors[i]}});
@@ -198,7 +218,10 @@ int run_bench(const BenchOptions& options) {
   }
 
   nlohmann::json prefill = nullptr;
-  if (plan.prefill_tokens > 0) {
+  std::optional<std::string> prefill_skipped;
+  if (plan.prefill_tokens > 0) prefill_skipped = bench.fit_prefill();
+  if (prefill_skipped) skip(*prefill_skipped);
+  if (plan.prefill_tokens > 0 && !prefill_skipped) {
     const PrefillResult r = bench.prefill(ceilings);
     const double rate = r.flops.total() / r.step_seconds;
     std::printf(
@@ -241,7 +264,8 @@ int run_bench(const BenchOptions& options) {
           {"matmul_size", ceilings.matmul_size}}},
         {"decode", decode_rows},
         {"decode_served", served},
-        {"prefill", prefill}};
+        {"prefill", prefill},
+        {"skipped", skipped}};
     write_json(options.json, report);
   }
   return 0;
@@ -285,6 +309,11 @@ Command add_bench_command(CLI::App& app) {
   command->add_option("--matmul-size", options->matmul_size, "M = N = K of the rate GEMM")
       ->capture_default_str();
   command->add_option("--json", options->json, "write every number to this file");
+  command
+      ->add_option("--kv-cache-memory", options->plan.kv_cache_bytes,
+                   "the most the KV cache may take (512MiB, 24GiB or bytes; default: the free "
+                   "memory); a measurement that needs more is skipped")
+      ->transform(CLI::AsSizeValue(true));
   command->add_flag("!--no-graphs", options->plan.graphs,
                     "time decode launched op by op only (no captured graph)");
   command

@@ -61,7 +61,8 @@ int run_serve(const ServeOptions& options) {
       .chat_template = chat_template ? &*chat_template : nullptr,
       .engine = client,
       .defaults = options.generation_config == "auto" ? SamplingDefaults::from_model_dir(model_dir)
-                                                      : SamplingDefaults{}};
+                                                      : SamplingDefaults{},
+      .kv_block_size = options.setup.engine.block_size};
   if (context.defaults.temperature || context.defaults.top_p || context.defaults.top_k) {
     log_info("sampling defaults from generation_config.json: temperature=",
              context.defaults.temperature.value_or(1.0f),

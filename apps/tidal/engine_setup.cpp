@@ -74,9 +74,25 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
                      "prompt + output tokens at most (default: the model's, within the KV cache)");
   command.add_option("--block-size", engine.block_size, "tokens per KV cache block");
   command.add_option("--num-kv-blocks", engine.num_kv_blocks,
-                     "KV cache blocks per rank (default: from --kv-cache-memory)");
-  command.add_option("--kv-cache-memory", engine.kv_cache_bytes,
-                     "bytes of KV cache per rank when --num-kv-blocks is not given");
+                     "KV cache blocks per rank (overrides the sizes below)");
+  // Sizes take units: 512MiB, 4GiB, 1GB (= 10^9) or plain bytes.
+  command
+      .add_option("--kv-cache-memory", engine.kv_cache_bytes,
+                  "KV cache bytes per rank (overrides --gpu-memory-utilization and "
+                  "--cpu-kvcache-space)")
+      ->transform(CLI::AsSizeValue(true));
+  command
+      .add_option("--gpu-memory-utilization", engine.gpu_memory_utilization,
+                  "share of each GPU a rank may use in all; its KV cache gets what the weights, "
+                  "the worst-case step and the graphs leave of it")
+      ->check(CLI::Range(0.01, 1.0))
+      ->capture_default_str();
+  command
+      .add_option("--cpu-kvcache-space", engine.cpu_kvcache_space,
+                  "KV cache bytes per CPU rank (vLLM's VLLM_CPU_KVCACHE_SPACE); 0: what "
+                  "--gpu-memory-utilization of the host's memory leaves, as on a GPU")
+      ->transform(CLI::AsSizeValue(true))
+      ->default_str("512MiB");
   command.add_flag(
       "--enforce-eager", [&engine](int64_t) { engine.decode_graphs.enabled = false; },
       "launch every step's kernels one by one: no CUDA graphs for decode");

@@ -43,7 +43,8 @@ struct EngineSetup {
 
 // Registers --device, --ranks/--data-parallel-size, --expert-slots, --local-ranks,
 // --coordinator-host/-port, --max-num-seqs, --max-num-batched-tokens, --max-model-len,
-// --block-size, --num-kv-blocks, --kv-cache-memory, --num-redundant-experts, --enable-eplb,
+// --block-size, --num-kv-blocks, --kv-cache-memory, --gpu-memory-utilization,
+// --cpu-kvcache-space, --num-redundant-experts, --enable-eplb,
 // --eplb-window, --eplb-interval, --enable-elastic-ep, --max-ranks, --scale-prepare-timeout,
 // --load-format, --config and --num-layers.
 void add_engine_setup_options(CLI::App& command, EngineSetup& setup);

@@ -96,6 +96,12 @@ struct RandomFill {
   }
 };
 
+// The device's memory as the KV cache sizing sees it (engine/kv_cache_plan.h).
+struct MemoryInfo {
+  size_t total_bytes = 0;
+  size_t free_bytes = 0;  // what an allocation could still get now
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -107,6 +113,9 @@ class Backend {
   // True when device tensors may point straight into host memory (the CPU backend reads
   // memory-mapped checkpoint weights in place instead of copying them).
   virtual bool shares_host_memory() const { return false; }
+  // The device's memory now: a GPU's (cudaMemGetInfo), the host's for the CPU (physical and
+  // available memory). Allocations made through this backend are already out of free_bytes.
+  virtual MemoryInfo memory_info() const = 0;
 
   // Memory.
   DeviceBuffer allocate(size_t bytes) { return DeviceBuffer(this, raw_allocate(bytes), bytes); }

@@ -1,4 +1,5 @@
 // make_backend: the one place that knows which backends were compiled in.
+#include <cstdlib>
 #include <string>
 
 #include "backend/backend.h"
@@ -27,7 +28,13 @@ bool is_cuda_device(const std::string& device) {
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {
-  if (device == "cpu") return std::make_unique<CpuBackend>();
+  if (device == "cpu") {
+    // Tests only: a CPU backend that acts as a device of this many bytes in every process that
+    // makes one (rank processes too), so that sizing from device memory runs end to end.
+    const char* limit = std::getenv("TIDAL_TEST_CPU_MEMORY_LIMIT");
+    return std::make_unique<CpuBackend>(CpuBackendOptions{
+        .memory_limit_bytes = limit != nullptr ? std::strtoull(limit, nullptr, 10) : 0});
+  }
   if (is_cuda_device(device)) {
     const int index = cuda_index(device);
 #ifdef TIDAL_WITH_CUDA

@@ -39,6 +39,8 @@ nlohmann::json to_json(const RankConfig& config) {
           {"block_size", config.engine.block_size},
           {"num_kv_blocks", config.engine.num_kv_blocks},
           {"kv_cache_bytes", config.engine.kv_cache_bytes},
+          {"gpu_memory_utilization", config.engine.gpu_memory_utilization},
+          {"cpu_kvcache_space", config.engine.cpu_kvcache_space},
           {"max_model_len", config.engine.max_model_len},
           {"decode_graphs", config.engine.decode_graphs.enabled},
           {"max_seq_len_to_capture", config.engine.decode_graphs.max_context},
@@ -73,6 +75,10 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.engine.block_size = message.at("block_size").get<int64_t>();
   config.engine.num_kv_blocks = message.at("num_kv_blocks").get<int64_t>();
   config.engine.kv_cache_bytes = message.at("kv_cache_bytes").get<size_t>();
+  config.engine.gpu_memory_utilization = message.at("gpu_memory_utilization").get<double>();
+  config.engine.cpu_kvcache_space = message.at("cpu_kvcache_space").get<size_t>();
+  // The KV cache leaves room for the group's largest size (EngineOptions::max_num_ranks).
+  config.engine.max_num_ranks = config.max_num_ranks;
   config.engine.max_model_len = message.at("max_model_len").get<int64_t>();
   config.engine.decode_graphs.enabled = message.at("decode_graphs").get<bool>();
   config.engine.decode_graphs.max_context = message.at("max_seq_len_to_capture").get<int64_t>();

@@ -6,9 +6,17 @@
 namespace tidal {
 
 BlockManager::BlockManager(int64_t num_blocks, int64_t block_size)
-    : num_blocks_(num_blocks), block_size_(block_size) {
-  TIDAL_CHECK(num_blocks > 0 && block_size > 0, "KV cache needs blocks, got ", num_blocks,
-              " blocks of ", block_size);
+    : num_blocks_(0), block_size_(block_size) {
+  reset(num_blocks);
+}
+
+void BlockManager::reset(int64_t num_blocks) {
+  TIDAL_CHECK(num_blocks > 0 && block_size_ > 0, "KV cache needs blocks, got ", num_blocks,
+              " blocks of ", block_size_);
+  TIDAL_CHECK(num_free_blocks() == num_blocks_, "resizing the KV cache while ",
+              num_blocks_ - num_free_blocks(), " blocks are held");
+  num_blocks_ = num_blocks;
+  free_.clear();
   free_.reserve(static_cast<size_t>(num_blocks));
   for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
 }

@@ -12,6 +12,10 @@ class BlockManager {
  public:
   BlockManager(int64_t num_blocks, int64_t block_size);
 
+  // Starts over with `num_blocks` free blocks (the KV cache was sized anew); no request may hold
+  // a block.
+  void reset(int64_t num_blocks);
+
   int64_t block_size() const { return block_size_; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size()); }

@@ -5,18 +5,23 @@
 
 #include "common/logging.h"
 #include "common/phase_clock.h"
+#include "engine/expert_parallel.h"
 
 namespace tidal {
 namespace {
 
-int64_t resolve_num_blocks(const EngineOptions& options, const ModelConfig& config, DType dtype) {
-  if (options.num_kv_blocks > 0) return options.num_kv_blocks;
-  const size_t per_block = KvCache::bytes_per_block(config, options.block_size, dtype);
-  const auto blocks = static_cast<int64_t>(options.kv_cache_bytes / per_block);
-  TIDAL_CHECK(blocks > 0, "kv_cache_bytes ", options.kv_cache_bytes, " holds no block of ",
-              per_block, " bytes");
-  return blocks;
+KvCacheSizing sizing_of(const EngineOptions& options) {
+  return {.num_blocks = options.num_kv_blocks,
+          .bytes = options.kv_cache_bytes,
+          .gpu_memory_utilization = options.gpu_memory_utilization,
+          .cpu_kvcache_space = options.cpu_kvcache_space};
 }
+
+// Kept free when the KV cache is cut from device memory, for what is allocated after it: the
+// decode graphs' executables, and in a group the communicator a transition forms next to the
+// current one (NCCL's buffers).
+constexpr size_t kGraphCaptureReserve = size_t{256} << 20;
+constexpr size_t kStandbyCommunicatorReserve = size_t{512} << 20;
 
 // The largest position <= end that does not split a UTF-8 character of `text`.
 size_t utf8_boundary_before(const std::string& text, size_t end) {
@@ -48,23 +53,113 @@ Engine::Engine(Backend& backend, Qwen3MoeModel& model, const Tokenizer& tokenize
       model_(&model),
       tokenizer_(&tokenizer),
       options_(options),
-      kv_cache_(backend, model.config(),
-                resolve_num_blocks(options, model.config(), backend.activation_dtype()),
-                options.block_size),
+      kv_plan_(initial_kv_plan()),
+      kv_sized_(!sized_from_device_memory(sizing_of(options), backend.device())),
+      kv_cache_(backend, model.config(), kv_plan_.num_blocks, options.block_size),
       blocks_(kv_cache_.num_blocks(), options.block_size),
       scheduler_(options.scheduler, blocks_),
       runner_(backend, model, kv_cache_, options.decode_graphs) {
-  const int64_t capacity = kv_cache_.num_blocks() * options.block_size;
-  max_model_len_ = std::min(model.config().max_position_embeddings, capacity);
-  if (options.max_model_len > 0) {
-    TIDAL_CHECK(options.max_model_len <= max_model_len_, "max_model_len ", options.max_model_len,
-                " exceeds what the model and KV cache allow (", max_model_len_, " tokens)");
-    max_model_len_ = options.max_model_len;
+  if (kv_sized_) {
+    settle_kv_cache();
+    if (kv_plan_.source == KvCacheSource::kCpuSpace) {
+      const MemoryInfo memory = backend.memory_info();
+      if (memory.free_bytes > 0 && memory.free_bytes < kv_plan_.bytes()) {
+        log_warning("--cpu-kvcache-space ", format_bytes(kv_plan_.budget_bytes),
+                    " is more than the ", format_bytes(memory.free_bytes),
+                    " of memory available now");
+      }
+    }
+    return;
+  }
+  // Sized by the first warm_up. Until then the rank reports the length it was asked for, or the
+  // model's; the cache, once sized, must hold it.
+  const int64_t model_len = model.config().max_position_embeddings;
+  if (options.max_model_len > model_len) {
+    TIDAL_FAIL("--max-model-len ", options.max_model_len,
+               " exceeds the model's max_position_embeddings (", model_len, ")");
+  }
+  max_model_len_ = options.max_model_len > 0 ? options.max_model_len : model_len;
+}
+
+KvCachePlan Engine::initial_kv_plan() const {
+  const size_t per_block =
+      KvCache::bytes_per_block(model_->config(), options_.block_size, backend_->activation_dtype());
+  const KvCacheSizing sizing = sizing_of(options_);
+  if (sized_from_device_memory(sizing, backend_->device())) {
+    // The worst-case step reads block 0 and writes nothing: one block is all it needs.
+    return {.num_blocks = 1,
+            .block_size = options_.block_size,
+            .bytes_per_block = per_block,
+            .budget_bytes = per_block,
+            .source = KvCacheSource::kDeviceMemory,
+            .utilization = sizing.gpu_memory_utilization};
+  }
+  return plan_kv_cache(sizing, backend_->device(), options_.block_size, per_block, {}, 0);
+}
+
+void Engine::settle_kv_cache() {
+  max_model_len_ = resolve_max_model_len(options_.max_model_len,
+                                         model_->config().max_position_embeddings, kv_plan_);
+  log_info(describe_kv_cache(kv_plan_, max_model_len_));
+}
+
+void Engine::size_kv_from_device_memory(const MemoryInfo& before_warm_up) {
+  MemoryInfo now = backend_->memory_info();
+  // What the worst-case step allocated: workspace, kernel scratch, sampling and graph inputs.
+  const size_t step_bytes =
+      before_warm_up.free_bytes > now.free_bytes ? before_warm_up.free_bytes - now.free_bytes : 0;
+  size_t reserve = runner_.captures_graphs() ? kGraphCaptureReserve : 0;
+  if (options_.dp_group != nullptr) {
+    reserve += kStandbyCommunicatorReserve;
+    // Expert parallelism's exchange buffers grow with the group: a scale-up's warm-up, after its
+    // commit point, grows them on every rank. Room for the largest group the ranks may reach is
+    // kept now, computed from the buffers' shapes rather than scaled from the step measured at
+    // this size, so that every rank (one that joins a larger group later too) keeps room for
+    // the same largest step and gets the same cache on the same device.
+    const int64_t ranks = options_.dp_group->size();
+    if (options_.max_num_ranks > ranks) {
+      const ModelConfig& config = model_->config();
+      int64_t moe_layers = 0;
+      for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+        if (config.is_moe_layer(layer)) ++moe_layers;
+      }
+      reserve += static_cast<size_t>((options_.max_num_ranks - ranks) * moe_layers) *
+                 ExpertParallelExecutor::workspace_bytes_per_rank(
+                     options_.scheduler.max_num_batched_tokens, config.num_experts_per_tok,
+                     config.hidden_size, backend_->activation_dtype());
+    }
+  }
+  // The placeholder's block comes back when it is freed.
+  now.free_bytes += static_cast<size_t>(kv_cache_.num_blocks()) * kv_plan_.bytes_per_block;
+  kv_plan_ = plan_kv_cache(sizing_of(options_), backend_->device(), options_.block_size,
+                           kv_plan_.bytes_per_block, now, reserve);
+  log_info("KV cache sizing: ", format_bytes(now.total_bytes), " device, ",
+           format_bytes(now.total_bytes - std::min(now.free_bytes, now.total_bytes)),
+           " in use after the worst-case step (which took ", format_bytes(step_bytes), "), ",
+           format_bytes(reserve), " kept for graphs and transitions");
+  kv_cache_.reallocate(kv_plan_.num_blocks);
+  blocks_.reset(kv_plan_.num_blocks);
+  kv_sized_ = true;
+  const int64_t reported = max_model_len_;
+  settle_kv_cache();
+  if (max_model_len_ < reported) {
+    // Only a rank that reported its length before its first warm-up (a joining GPU rank) can see
+    // this: requests longer than this are refused here.
+    log_warning("max_model_len falls from ", reported, " to ", max_model_len_,
+                " now that the KV cache is sized");
   }
 }
 
 void Engine::warm_up() {
-  runner_.warm_up(options_.scheduler.max_num_seqs, options_.scheduler.max_num_batched_tokens);
+  const int64_t max_num_seqs = options_.scheduler.max_num_seqs;
+  const int64_t max_num_tokens = options_.scheduler.max_num_batched_tokens;
+  const bool sizing = !kv_sized_;
+  const MemoryInfo before = sizing ? backend_->memory_info() : MemoryInfo{};
+  // The order a GPU needs: the worst case sizes the workspace on a placeholder cache, the KV
+  // cache takes what it left, and only then are graphs captured (they bake its addresses in).
+  runner_.warm_up_workspace(max_num_seqs, max_num_tokens);
+  if (sizing) size_kv_from_device_memory(before);
+  runner_.capture_decode_graphs(std::min(max_num_seqs, max_num_tokens));
   log_info("warm-up done: workspace locked at ", runner_.workspace().capacity_bytes(), " bytes, ",
            kv_cache_.num_blocks(), " KV blocks of ", options_.block_size, " tokens, ",
            runner_.num_decode_graphs(), " decode graphs captured in ",

@@ -22,8 +22,23 @@ void OutputQueue::push(RequestOutput output) {
   ready_.notify_all();
 }
 
-EngineLoop::EngineLoop(Engine& engine)
-    : engine_(&engine), max_model_len_(engine.max_model_len()), thread_([this] { run(); }) {}
+EngineLoop::EngineLoop(Engine& engine) : engine_(&engine), max_model_len_(engine.max_model_len()) {
+  // Before any step, so /metrics states the KV cache (and the warm-up) from the start.
+  refresh_load();
+  thread_ = std::thread([this] { run(); });
+}
+
+void EngineLoop::refresh_load() {
+  load_.num_running = engine_->scheduler().num_running();
+  load_.num_waiting = engine_->scheduler().num_waiting();
+  load_.num_kv_blocks = engine_->block_manager().num_blocks();
+  load_.num_free_kv_blocks = engine_->block_manager().num_free_blocks();
+  load_.num_preemptions = engine_->scheduler().num_preemptions();
+  load_.num_warm_ups = engine_->runner().num_warm_ups();
+  load_.num_decode_graphs = engine_->runner().num_decode_graphs();
+  load_.num_graph_steps = engine_->runner().num_graph_steps();
+  load_.step_seconds = engine_->step_seconds();
+}
 
 EngineLoop::~EngineLoop() {
   {
@@ -111,15 +126,7 @@ void EngineLoop::run() {
       }
     }
     std::lock_guard lock(mutex_);
-    load_.num_running = engine_->scheduler().num_running();
-    load_.num_waiting = engine_->scheduler().num_waiting();
-    load_.num_kv_blocks = engine_->block_manager().num_blocks();
-    load_.num_free_kv_blocks = engine_->block_manager().num_free_blocks();
-    load_.num_preemptions = engine_->scheduler().num_preemptions();
-    load_.num_warm_ups = engine_->runner().num_warm_ups();
-    load_.num_decode_graphs = engine_->runner().num_decode_graphs();
-    load_.num_graph_steps = engine_->runner().num_graph_steps();
-    load_.step_seconds = engine_->step_seconds();
+    refresh_load();
     ++load_.num_steps;
   }
   // Shutting down: whoever still waits gets a final abort.

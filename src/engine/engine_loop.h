@@ -50,6 +50,8 @@ class EngineLoop final : public EngineClient {
   void run();
   void take_commands();
   void deliver(std::vector<RequestOutput> outputs);
+  // The engine's numbers into load_ (under mutex_ once the thread runs), all but num_steps.
+  void refresh_load();
 
   Engine* engine_;
   int64_t max_model_len_;

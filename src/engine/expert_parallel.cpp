@@ -15,6 +15,14 @@ ExpertParallelExecutor::ExpertParallelExecutor(Communicator& group,
   TIDAL_CHECK(!tables.empty(), "expert parallelism needs placement tables");
 }
 
+size_t ExpertParallelExecutor::workspace_bytes_per_rank(int64_t tokens, int64_t k, int64_t hidden,
+                                                        DType act) {
+  // run()'s takes of num_ranks * capacity rows: send_tokens, send_slots and recv_slots (I32),
+  // send_x, recv_x, recv_y and back_y (hidden wide); capacity is tokens * k.
+  const auto rows = static_cast<size_t>(tokens * k);
+  return rows * (3 * sizeof(int32_t) + 4 * static_cast<size_t>(hidden) * dtype_size(act));
+}
+
 void ExpertParallelExecutor::upload_tables(Backend& backend) {
   std::vector<int32_t> flat;
   for (const eplb::PlacementTables& tables : *tables_) {

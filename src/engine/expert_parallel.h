@@ -30,6 +30,11 @@ class ExpertParallelExecutor final : public ExpertExecutor {
              const Tensor& token_ids) override;
   bool capturable() const override { return true; }
 
+  // The workspace bytes one run() of `tokens` tokens takes for each rank of the group (the
+  // exchange buffers hold a block of tokens x k rows per rank), per MoE layer: what a step's
+  // workspace grows by when the group gains a rank.
+  static size_t workspace_bytes_per_rank(int64_t tokens, int64_t k, int64_t hidden, DType act);
+
   void set_group(Communicator& group) { group_ = &group; }
   // Counts each routed (token, choice) of this rank's real tokens (padding is no load) per MoE
   // layer and logical expert, in device counters that the routing kernel itself increments, so

@@ -11,14 +11,31 @@ size_t KvCache::bytes_per_block(const ModelConfig& config, int64_t block_size, D
 
 KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks,
                  int64_t block_size)
-    : num_blocks_(num_blocks), block_size_(block_size) {
+    : backend_(&backend),
+      num_layers_(config.num_layers),
+      num_kv_heads_(config.num_kv_heads),
+      head_dim_(config.head_dim),
+      block_size_(block_size) {
+  allocate(num_blocks);
+}
+
+void KvCache::reallocate(int64_t num_blocks) {
+  // Freed first: the new pools are usually the bigger ones, and both may not fit at once.
+  layers_.clear();
+  buffers_.clear();
+  allocate(num_blocks);
+}
+
+void KvCache::allocate(int64_t num_blocks) {
+  Backend& backend = *backend_;
+  num_blocks_ = num_blocks;
   const DType dtype = backend.activation_dtype();
-  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+  for (int64_t layer = 0; layer < num_layers_; ++layer) {
     KvCacheLayer pools;
     for (Tensor* pool : {&pools.key, &pools.value}) {
       *pool = Tensor{.data = nullptr,
                      .dtype = dtype,
-                     .shape = {num_blocks, block_size, config.num_kv_heads, config.head_dim},
+                     .shape = {num_blocks, block_size_, num_kv_heads_, head_dim_},
                      .device = backend.device()};
       buffers_.push_back(backend.allocate(pool->num_bytes()));
       pool->data = buffers_.back().data();

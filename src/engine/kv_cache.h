@@ -17,12 +17,22 @@ class KvCache {
   // Bytes one block takes over all layers, keys and values.
   static size_t bytes_per_block(const ModelConfig& config, int64_t block_size, DType dtype);
 
+  // Frees the pools and allocates `num_blocks` blocks afresh (zeroed). Their addresses change:
+  // only before any decode graph is captured and while no request holds a block.
+  void reallocate(int64_t num_blocks);
+
   const std::vector<KvCacheLayer>& layers() const { return layers_; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return block_size_; }
 
  private:
-  int64_t num_blocks_;
+  void allocate(int64_t num_blocks);
+
+  Backend* backend_;
+  int64_t num_layers_;
+  int64_t num_kv_heads_;
+  int64_t head_dim_;
+  int64_t num_blocks_ = 0;
   int64_t block_size_;
   std::vector<DeviceBuffer> buffers_;
   std::vector<KvCacheLayer> layers_;

@@ -255,6 +255,15 @@ StepSamples ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
 }
 
 void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
+  warm_up_workspace(max_num_seqs, max_num_batched_tokens);
+  capture_decode_graphs(std::min(max_num_seqs, max_num_batched_tokens));
+}
+
+bool ModelRunner::captures_graphs() const {
+  return backend_->supports_graphs() && graph_options_.enabled && model_->capturable();
+}
+
+void ModelRunner::warm_up_workspace(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
   // The old graphs read the workspace and kernel scratch this warm-up may move.
   release_graphs();
   workspace_.unlock();
@@ -277,6 +286,8 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
     }
     host.query_start.push_back(static_cast<int32_t>(host.token_ids.size()));
     host.context_lens.push_back(static_cast<int32_t>(length));
+    // Every table entry is block 0, so a cache of one block is enough (the engine sizes the
+    // real one after this, from what the worst case left).
     host.block_tables.resize(host.block_tables.size() + static_cast<size_t>(host.max_blocks), 0);
     if (s < num_seqs) host.sample_rows.push_back(static_cast<int32_t>(host.token_ids.size()) - 1);
   }
@@ -297,11 +308,33 @@ void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) 
   std::vector<Request*> sampling;
   for (Request& row : rows) sampling.push_back(&row);
   if (!sampling.empty()) sample_eager(std::move(sampling), logits);
+  if (captures_graphs() && num_seqs > 0) {
+    // The largest bucket's decode step with the widest block table a graph may get, so that the
+    // graphs' inputs and the decode kernels' scratch are allocated now, before the engine sizes
+    // the KV cache from what is left (the capture then finds them big enough).
+    graph_blocks_ =
+        std::max<int64_t>(1, (graph_options_.max_context + block_size - 1) / block_size);
+    const int64_t largest = decode_graph_buckets(num_seqs).back();
+    const auto bytes = static_cast<size_t>(graph_layout(largest).total) * sizeof(int32_t);
+    if (graph_inputs_.bytes() < bytes) graph_inputs_ = backend_->allocate(bytes);
+    upload_graph_inputs(largest, {});
+    workspace_.begin_step();
+    decode_graph_step(largest);
+  }
   backend_->synchronize();
   workspace_.consolidate();
   workspace_.lock();
-  capture_decode_graphs(num_seqs);
   ++num_warm_ups_;
+}
+
+Tensor ModelRunner::decode_graph_step(int64_t num_seqs) {
+  const GraphLayout layout = graph_layout(num_seqs);
+  const Tensor logits = model_->forward(graph_batch(num_seqs), kv_cache_->layers(), workspace_);
+  const Tensor samples = int32_view(graph_inputs_, layout.samples, {num_seqs, kSampledTokenWords});
+  backend_->sample(
+      logits, int32_view(graph_inputs_, layout.sampling, {num_seqs, kSamplingRowWords}),
+      int32_view(graph_inputs_, layout.banned, {num_seqs * kGraphBannedPerRow}), samples);
+  return samples;
 }
 
 std::vector<int64_t> ModelRunner::decode_graph_buckets(int64_t max_num_seqs) {
@@ -448,9 +481,8 @@ void ModelRunner::release_graphs() {
 }
 
 void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
-  if (!backend_->supports_graphs() || !graph_options_.enabled || !model_->capturable() ||
-      max_num_seqs <= 0)
-    return;
+  if (!captures_graphs() || max_num_seqs <= 0) return;
+  TIDAL_CHECK(workspace_.locked(), "decode graphs are captured after warm_up_workspace");
   const auto start = std::chrono::steady_clock::now();
   const int64_t block_size = kv_cache_->block_size();
   const int64_t context =
@@ -460,23 +492,13 @@ void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
   const int64_t largest = buckets.back();
   const auto bytes = static_cast<size_t>(graph_layout(largest).total) * sizeof(int32_t);
   if (graph_inputs_.bytes() < bytes) graph_inputs_ = backend_->allocate(bytes);
-  // One eager step of the largest bucket (all padding) first: the worst case above was a prefill,
-  // and a decode kernel may need scratch of its own; no smaller bucket needs more. Capturing
-  // records work without running it.
-  // A bucket's step: the forward pass, then the draw into its samples region.
-  const auto decode_step = [&](int64_t num_seqs) {
-    const GraphLayout layout = graph_layout(num_seqs);
-    const Tensor logits = model_->forward(graph_batch(num_seqs), kv_cache_->layers(), workspace_);
-    const Tensor samples =
-        int32_view(graph_inputs_, layout.samples, {num_seqs, kSampledTokenWords});
-    backend_->sample(
-        logits, int32_view(graph_inputs_, layout.sampling, {num_seqs, kSamplingRowWords}),
-        int32_view(graph_inputs_, layout.banned, {num_seqs * kGraphBannedPerRow}), samples);
-    return samples;
-  };
+  // One eager step of the largest bucket (all padding) first: the warm-up ran it already, with
+  // a table at least this wide, so it allocates nothing; it also runs every kernel once on the
+  // cache's final addresses. No smaller bucket needs more. Capturing records work without
+  // running it.
   upload_graph_inputs(largest, {});
   workspace_.begin_step();
-  decode_step(largest);
+  decode_graph_step(largest);
   // Captured into a local set that replaces graphs_ only when every bucket succeeded: a failure
   // leaves no graph held (in a group, a partial set could make ranks disagree on buckets).
   std::vector<DecodeGraph> captured;
@@ -494,7 +516,7 @@ void ModelRunner::capture_decode_graphs(int64_t max_num_seqs) {
     backend_->begin_capture();
     Tensor samples;
     try {
-      samples = decode_step(*bucket);
+      samples = decode_graph_step(*bucket);
     } catch (...) {
       // Ends the broken capture so the backend can run again (and drops what it made); the
       // original error is the news.

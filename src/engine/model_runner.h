@@ -58,10 +58,21 @@ class ModelRunner {
   StepSamples run(const std::vector<ScheduledRequest>& batch, const GroupStep& step);
   // A rank without work still takes part in every collective, with padding only.
   void run_dummy(const GroupStep& step);
-  // Grows the workspace with the worst case (max_num_seqs sequences sharing
-  // max_num_batched_tokens tokens, all sampling), then locks it, then captures the decode graphs
-  // afresh (the workspace may have moved).
+  // warm_up_workspace, then capture_decode_graphs: what a warm-up does when the KV cache is
+  // already sized.
   void warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens);
+  // Releases the decode graphs, grows the workspace with the worst case (max_num_seqs sequences
+  // sharing max_num_batched_tokens tokens, all sampling, plus the largest decode graph's step
+  // where graphs are captured) and locks it. It writes nothing to the KV cache and reads only
+  // block 0, so it may run on a one-block cache: everything a step needs besides the cache is
+  // allocated when it returns, and the engine sizes the cache from what is left.
+  void warm_up_workspace(int64_t max_num_seqs, int64_t max_num_batched_tokens);
+  // Captures the decode graphs afresh on the KV cache as it is now (its addresses are baked in).
+  // After warm_up_workspace with at least this max_num_seqs.
+  void capture_decode_graphs(int64_t max_num_seqs);
+  // Whether this runner captures decode graphs (the backend has them, they are enabled and the
+  // model's step is capturable).
+  bool captures_graphs() const;
 
   // The padded batch sizes that get a decode graph: 1, 2, 4, 8, then every multiple of 8, and
   // max_num_seqs itself.
@@ -102,7 +113,9 @@ class ModelRunner {
   void upload_graph_inputs(int64_t num_seqs, const std::vector<ScheduledRequest>& batch);
   const DecodeGraph* graph_for(const std::vector<ScheduledRequest>& batch) const;
   StepSamples replay(const DecodeGraph& graph, const std::vector<ScheduledRequest>& batch);
-  void capture_decode_graphs(int64_t max_num_seqs);
+  // A bucket's step on its inputs in graph_inputs_: the forward pass, then the draw into its
+  // samples region (returned).
+  Tensor decode_graph_step(int64_t num_seqs);
 
   // The sampling rows of `requests` (kSamplingRowWords words each, in order) and their banned
   // ids (EOS and stop ids of the requests still short of min_tokens).

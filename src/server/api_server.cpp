@@ -150,7 +150,9 @@ void ApiServer::register_routes() {
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     const ScaleControl* scaling = context_.engine->scale_control();
     res.set_content(metrics_.render(context_.engine->loads(),
-                                    scaling ? std::optional(scaling->scale_stats()) : std::nullopt),
+                                    scaling ? std::optional(scaling->scale_stats()) : std::nullopt,
+                                    {.block_size = context_.kv_block_size,
+                                     .max_model_len = context_.engine->max_model_len()}),
                     "text/plain; version=0.0.4; charset=utf-8");
   });
 

@@ -26,6 +26,7 @@ struct ServingContext {
   const ChatTemplate* chat_template = nullptr;  // nullptr: the model has none, chat is refused
   EngineClient* engine = nullptr;
   SamplingDefaults defaults;
+  int64_t kv_block_size = 0;  // tokens per KV block on every rank (0: no capacity in /metrics)
 };
 
 struct ApiServerOptions {

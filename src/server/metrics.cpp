@@ -65,7 +65,8 @@ void ServerMetrics::count_finish(const std::string& reason) {
 }
 
 std::string ServerMetrics::render(const std::vector<EngineLoad>& loads,
-                                  const std::optional<ScaleStats>& scaling) const {
+                                  const std::optional<ScaleStats>& scaling,
+                                  const KvCacheShape& kv_cache) const {
   std::string out;
   {
     std::lock_guard lock(mutex_);
@@ -170,8 +171,31 @@ std::string ServerMetrics::render(const std::vector<EngineLoad>& loads,
       }
     }
   }
+  if (kv_cache.block_size > 0) render_kv_capacity(loads, kv_cache, out);
   if (scaling) render_scaling(*scaling, out);
   return out;
+}
+
+void ServerMetrics::render_kv_capacity(const std::vector<EngineLoad>& loads,
+                                       const KvCacheShape& kv_cache, std::string& out) {
+  header(out, "tidal_kv_cache_capacity_tokens", "gauge",
+         "Tokens the rank's KV cache holds (its blocks times the block size).");
+  for (size_t rank = 0; rank < loads.size(); ++rank) {
+    out += "tidal_kv_cache_capacity_tokens{rank=\"" + std::to_string(rank) + "\"} " +
+           std::to_string(loads[rank].num_kv_blocks * kv_cache.block_size) + "\n";
+  }
+  header(out, "tidal_kv_cache_max_concurrency", "gauge",
+         "Requests of max_model_len tokens the rank's KV cache holds at once.");
+  for (size_t rank = 0; rank < loads.size(); ++rank) {
+    const double capacity = static_cast<double>(loads[rank].num_kv_blocks * kv_cache.block_size);
+    out += "tidal_kv_cache_max_concurrency{rank=\"" + std::to_string(rank) + "\"} " +
+           format_number(kv_cache.max_model_len > 0
+                             ? capacity / static_cast<double>(kv_cache.max_model_len)
+                             : 0.0) +
+           "\n";
+  }
+  header(out, "tidal_max_model_len", "gauge", "The longest request served, prompt and output.");
+  out += "tidal_max_model_len " + std::to_string(kv_cache.max_model_len) + "\n";
 }
 
 void ServerMetrics::render_scaling(const ScaleStats& stats, std::string& out) {

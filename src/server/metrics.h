@@ -30,6 +30,13 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
+// What turns a rank's KV blocks into the capacity gauges: tokens per block (the same on every
+// rank) and the served max_model_len. Zero block size: no capacity gauges.
+struct KvCacheShape {
+  int64_t block_size = 0;
+  int64_t max_model_len = 0;
+};
+
 class ServerMetrics {
  public:
   ServerMetrics();
@@ -45,10 +52,13 @@ class ServerMetrics {
   // `loads` holds one snapshot per rank, in rank order; `scaling` is there when the engine can
   // change its rank count.
   std::string render(const std::vector<EngineLoad>& loads,
-                     const std::optional<ScaleStats>& scaling = std::nullopt) const;
+                     const std::optional<ScaleStats>& scaling = std::nullopt,
+                     const KvCacheShape& kv_cache = {}) const;
 
  private:
   static void render_scaling(const ScaleStats& stats, std::string& out);
+  static void render_kv_capacity(const std::vector<EngineLoad>& loads, const KvCacheShape& kv_cache,
+                                 std::string& out);
 
   mutable std::mutex mutex_;
   std::map<int, uint64_t> responses_by_status_;

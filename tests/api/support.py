@@ -207,3 +207,19 @@ def extra(obj, name: str):
     if value is None and getattr(obj, "model_extra", None):
         value = obj.model_extra.get(name)
     return value
+
+
+# `--cpu-kvcache-space`'s default: a CPU rank's KV cache budget.
+DEFAULT_CPU_KVCACHE_SPACE = 512 << 20
+
+
+def cpu_kv_bytes_per_token() -> int:
+    """The fixture's keys and values of one token over every layer, f32 on the CPU."""
+    config = json.loads((FIXTURE_DIR / "config.json").read_text())
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * 4
+
+
+def cpu_kv_cache_capacity(budget_bytes: int, block_size: int = 16) -> int:
+    """The tokens a CPU rank's KV cache of `budget_bytes` holds: whole blocks."""
+    return budget_bytes // (cpu_kv_bytes_per_token() * block_size) * block_size

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -97,6 +98,28 @@ TEST(Cli, ErrorsGoToStderrWithNonZeroExit) {
   result = run_tidal("generate --json --prompt hi --device tpu");
   EXPECT_NE(result.exit_code, 0);
   EXPECT_THAT(result.err, HasSubstr("unknown device 'tpu'"));
+}
+
+// The bench's CPU dry run: a batch whose KV cache does not fit is skipped with the reason, the
+// others and the prefill still run. The tiny model's block of 16 tokens is 16 KiB in f32.
+TEST(Cli, BenchSkipsWhatDoesNotFitAndSaysWhy) {
+  const std::filesystem::path json =
+      std::filesystem::temp_directory_path() / ("tidal-bench-" + std::to_string(getpid()));
+  const CommandResult result = run_tidal(
+      "bench --device cpu --config " + testing_util::fixture_model_dir() +
+      "/config.json --batch-sizes 1,8 --context 64 --prefill-tokens 128 --iterations 1 "
+      "--prefill-iterations 1 --copy-mib 1 --matmul-size 64 --kv-cache-memory 256KiB --json " +
+      json.string());
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("skipped: decode at batch 8 needs a KV cache of 32 blocks "
+                                    "(512.0 KiB), more than --kv-cache-memory 256.0 KiB"));
+  std::ifstream file(json);
+  const nlohmann::json report = nlohmann::json::parse(file);
+  std::filesystem::remove(json);
+  ASSERT_EQ(report.at("decode").size(), 1u);
+  EXPECT_EQ(report.at("decode")[0].at("batch"), 1);
+  EXPECT_EQ(report.at("skipped").size(), 1u);
+  EXPECT_EQ(report.at("prefill").at("tokens"), 128);
 }
 
 }  // namespace

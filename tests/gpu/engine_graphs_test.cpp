@@ -66,6 +66,8 @@ TEST(EngineGraphs, DecodeReplaysBucketsAndKeepsTheEagerTokens) {
 
   EngineOptions eager_options;
   eager_options.decode_graphs.enabled = false;
+  // A fixed cache: the graph engine below, alive beside it, sizes its own from the memory left.
+  eager_options.kv_cache_bytes = size_t{256} << 20;
   Engine eager_engine(*backend, *model, tokenizer, eager_options);
   eager_engine.warm_up();
   EXPECT_EQ(eager_engine.runner().num_decode_graphs(), 0);

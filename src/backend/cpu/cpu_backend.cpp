@@ -1,9 +1,13 @@
 // CpuBackend: shape and dtype checks, then the reference kernels of kernels/cpu.
 #include "backend/cpu/cpu_backend.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <new>
+#include <string>
 
 #include "backend/expert_route_check.h"
 #include "backend/qk_norm_rope_check.h"
@@ -34,16 +38,62 @@ int64_t leading_rows(const Tensor& tensor) {
   return tensor.num_elements() / last_dim(tensor);
 }
 
+// MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim, which
+// _SC_AVPHYS_PAGES leaves out); 0 where there is no such file.
+size_t available_host_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  size_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib << 10;
+  }
+  return 0;
+}
+
 }  // namespace
+
+MemoryInfo CpuBackend::memory_info() const {
+  if (options_.memory_limit_bytes > 0) {
+    std::lock_guard lock(mutex_);
+    const size_t limit = options_.memory_limit_bytes;
+    return {.total_bytes = limit,
+            .free_bytes = limit > allocated_bytes_ ? limit - allocated_bytes_ : 0};
+  }
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const auto total = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * page;
+  size_t available = available_host_bytes();
+  if (available == 0) available = static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * page;
+  return {.total_bytes = total, .free_bytes = available};
+}
 
 void* CpuBackend::raw_allocate(size_t bytes) {
   const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  if (options_.memory_limit_bytes > 0) {
+    // Out of memory like a device: what the sizing must never cause.
+    std::lock_guard lock(mutex_);
+    TIDAL_CHECK(allocated_bytes_ + rounded <= options_.memory_limit_bytes,
+                "cpu: out of memory: ", rounded, " bytes asked with ", allocated_bytes_, " of the ",
+                options_.memory_limit_bytes, "-byte limit allocated");
+  }
   void* data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
   if (data == nullptr) throw std::bad_alloc();
+  if (options_.memory_limit_bytes > 0) {
+    std::lock_guard lock(mutex_);
+    allocations_[data] = rounded;
+    allocated_bytes_ += rounded;
+  }
   return data;
 }
 
 void CpuBackend::raw_free(void* data) noexcept {
+  if (options_.memory_limit_bytes > 0) {
+    std::lock_guard lock(mutex_);
+    if (const auto found = allocations_.find(data); found != allocations_.end()) {
+      allocated_bytes_ -= found->second;
+      allocations_.erase(found);
+    }
+  }
   std::free(data);
 }
 

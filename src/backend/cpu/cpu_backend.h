@@ -2,16 +2,29 @@
 // reference every other backend is checked against.
 #pragma once
 
+#include <mutex>
+#include <unordered_map>
+
 #include "backend/backend.h"
 
 namespace tidal {
 
+struct CpuBackendOptions {
+  // 0: memory_info() reports the host's memory. Otherwise the backend acts as a device of this
+  // many bytes: free is the limit less what it has allocated, so sizing from device memory (and
+  // its order: weights, worst-case step, then the KV cache) runs, exactly, on a CPU.
+  size_t memory_limit_bytes = 0;
+};
+
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(CpuBackendOptions options = {}) : options_(options) {}
+
   DeviceKind device() const override { return DeviceKind::kCpu; }
   std::string name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::kF32; }
   bool shares_host_memory() const override { return true; }
+  MemoryInfo memory_info() const override;
 
   void copy_from_host(void* device_dst, const void* host_src, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override;
@@ -52,6 +65,13 @@ class CpuBackend final : public Backend {
  protected:
   void* raw_allocate(size_t bytes) override;
   void raw_free(void* data) noexcept override;
+
+ private:
+  CpuBackendOptions options_;
+  // Live allocations, kept only under a memory limit.
+  mutable std::mutex mutex_;
+  std::unordered_map<void*, size_t> allocations_;
+  size_t allocated_bytes_ = 0;
 };
 
 }  // namespace tidal

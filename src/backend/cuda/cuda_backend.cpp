@@ -141,6 +141,14 @@ std::string CudaBackend::name() const {
   return cat("cuda:", device_index_);
 }
 
+MemoryInfo CudaBackend::memory_info() const {
+  activate();
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+  TIDAL_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return {.total_bytes = total_bytes, .free_bytes = free_bytes};
+}
+
 void CudaBackend::activate() const {
   TIDAL_CUDA_CHECK(cudaSetDevice(device_index_));
 }

@@ -27,6 +27,7 @@ class CudaBackend final : public Backend {
   DeviceKind device() const override { return DeviceKind::kCuda; }
   std::string name() const override;
   DType activation_dtype() const override { return DType::kBF16; }
+  MemoryInfo memory_info() const override;
   int device_index() const { return device_index_; }
   CUstream_st* stream() const { return stream_; }
 
