@@ -306,6 +306,18 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
       config.epoch = transition->epoch;
       config.placements = transition->next_placements;
       config.joining = true;
+      // The group's cache size, so that a joining rank allocates its cache as it joins, before
+      // the commit point (sizing from its device's memory needs the collective worst-case step,
+      // which only the commit runs); one that cannot fit it fails its join and the scale rolls
+      // back instead of running out of memory after the commit.
+      if (config.engine.num_kv_blocks == 0) {
+        int64_t blocks = 0;
+        for (const int id : ranks_) {
+          const int64_t held = members_.at(id).load.num_kv_blocks;
+          if (held > 0) blocks = blocks == 0 ? held : std::min(blocks, held);
+        }
+        config.engine.num_kv_blocks = blocks;
+      }
     }
     log_info("rank ", place->place, place->joining ? " (joining)" : "",
              " said hello; sending its configuration");
@@ -319,6 +331,7 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
   if (type == protocol::kReady) {
     sender->ready = true;
     sender->warm_ups = message.at("warm_ups").get<int64_t>();
+    sender->load = protocol::load_from_json(message.at("load"));
     sender->max_model_len = message.at("max_model_len").get<int64_t>();
     // A joining rank's limit counts once its transition commits (it may still roll back).
     if (!sender->joining) {

@@ -511,10 +511,12 @@ int run_rank_worker(const RankWorkerOptions& options) {
     rank_idx = config.rank;  // assigned by the coordinator when not asked for
     if (config.joining) stall_for_tests("TIDAL_TEST_JOIN_STALL_MS");
     std::unique_ptr<RankState> rank = join_rank(config, &heartbeat.lost_epoch());
+    // With its load, so /metrics shows the rank's KV cache capacity before any traffic.
     control.send({{"type", protocol::kReady},
                   {"rank", rank_idx},
                   {"max_model_len", rank->engine->max_model_len()},
-                  {"warm_ups", rank->engine->runner().num_warm_ups()}});
+                  {"warm_ups", rank->engine->runner().num_warm_ups()},
+                  {"load", protocol::to_json(load_of(*rank->engine))}});
     log_info("rank ", rank_idx, "/", config.num_ranks, config.joining ? " joined" : " ready",
              " (epoch ", config.epoch, ")");
     Worker worker(control, std::move(rank));
