@@ -47,6 +47,7 @@ class Clients:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.token_times: list[float] = []
+        self.ttfts: list[tuple[float, float]] = []  # (when the first token came, seconds to it)
         self.finished = 0
         self.failures: list[str] = []
         self.threads = [threading.Thread(target=self.loop, daemon=True) for _ in range(count)]
@@ -56,6 +57,8 @@ class Clients:
                            "temperature": 0, "stream": True, "ignore_eos": True})
         while not self.stop.is_set():
             try:
+                sent = time.monotonic()
+                first = None
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
                 connection.request("POST", "/v1/completions", body,
                                    {"content-type": "application/json"})
@@ -73,6 +76,9 @@ class Clients:
                         if choice.get("text") is not None:
                             with self.lock:
                                 self.token_times.append(now)
+                                if first is None:
+                                    first = now
+                                    self.ttfts.append((now, now - sent))
                 connection.close()
                 if finish != "length":
                     raise RuntimeError(f"finish_reason {finish!r}")

@@ -9,6 +9,9 @@ namespace tidal::cli {
 
 void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
   EngineOptions& engine = setup.engine;
+  // A server batches as many requests as vLLM's does by default (256), so that the default
+  // serves at the engine's decode rate; the engine's own default stays small for embedding.
+  engine.scheduler.max_num_seqs = kServeMaxNumSeqs;
   command.add_option("--device", setup.device, "cpu, cuda or cuda:N");
   command.add_option("--ranks,--data-parallel-size", setup.ranks,
                      "ranks (processes): attention data-parallel, experts expert-parallel");
@@ -67,7 +70,8 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
   command.add_option("--coordinator-port", setup.coordinator_port,
                      "port of the coordinator's control socket (default: any free one)");
   command.add_option("--max-num-seqs", engine.scheduler.max_num_seqs,
-                     "requests per step and rank at most");
+                     "requests per step and rank at most")
+      ->capture_default_str();
   command.add_option("--max-num-batched-tokens", engine.scheduler.max_num_batched_tokens,
                      "tokens per step and rank at most (the prefill chunk size)");
   command.add_option("--max-model-len", engine.max_model_len,

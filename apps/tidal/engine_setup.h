@@ -16,6 +16,9 @@
 
 namespace tidal::cli {
 
+// --max-num-seqs of generate and serve by default.
+inline constexpr int64_t kServeMaxNumSeqs = 256;
+
 struct EngineSetup {
   std::string device = "cpu";
   int ranks = 1;
