@@ -211,11 +211,11 @@ if [ "${BENCH:-1}" = 1 ]; then
     grep -v "^I " "$out/bench_tidal.log" | tail -30
     keep bench_tidal.json bench_tidal.log
     # Served throughput with default flags on one GPU (bench/throughput_bench.py): 64, 256 and
-    # 512 streaming clients beside tidal bench's decode rate at the batch the server ran.
+    # 512 streaming clients, then tidal bench's decode rate at the batches the server ran.
     if [ "${THROUGHPUT:-1}" = 1 ]; then
       if ! with_deps_libs timeout "${THROUGHPUT_TIMEOUT:-420}" python3 bench/throughput_bench.py \
           --binary "$build/tidal" --device cuda --config "$config" --num-layers "$layers" \
-          --clients "${THROUGHPUT_CLIENTS:-64,256,512}" --bench-json "$out/bench_tidal.json" \
+          --clients "${THROUGHPUT_CLIENTS:-64,256,512}" \
           --out "$out/throughput.json" >"$out/throughput.log" 2>&1; then
         echo "[bench] served throughput failed"
         status=1
