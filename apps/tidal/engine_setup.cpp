@@ -69,8 +69,9 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
                      "address the coordinator binds (ranks on other hosts connect to it)");
   command.add_option("--coordinator-port", setup.coordinator_port,
                      "port of the coordinator's control socket (default: any free one)");
-  command.add_option("--max-num-seqs", engine.scheduler.max_num_seqs,
-                     "requests per step and rank at most")
+  command
+      .add_option("--max-num-seqs", engine.scheduler.max_num_seqs,
+                  "requests per step and rank at most")
       ->capture_default_str();
   command.add_option("--max-num-batched-tokens", engine.scheduler.max_num_batched_tokens,
                      "tokens per step and rank at most (the prefill chunk size)");
