@@ -252,6 +252,8 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
   const std::string& known_as = type == protocol::kHeartbeat
                                     ? message.at("identity").get_ref<const std::string&>()
                                     : identity;
+  // A heartbeat speaks only for the control socket its own identity is named after.
+  if (type == protocol::kHeartbeat && identity != known_as + kHeartbeatIdentitySuffix) return;
   Member* sender = nullptr;
   for (auto& [id, member] : members_) {
     if (!known_as.empty() && member.identity == known_as) sender = &member;
