@@ -10,7 +10,7 @@
 #        transitions under load (2 or more GPUs); FAILURE=0 skips a rank's death under load
 #        (scripts/gpu/failure.sh, 2 or more GPUs); EPLB=0 skips expert load balancing under
 #        skewed routing (bench/eplb_bench.py, every GPU a rank);
-#        THROUGHPUT=0 skips the served throughput with default flags (after tidal bench);
+#        THROUGHPUT=0 skips the served throughput with default flags (bench/throughput_bench.py);
 #        TESTS=0 skips the op, model, CLI and rank tests; TIDAL_BENCH=0 skips tidal bench (one GPU
 #        and every GPU); PROFILE=1 first times every kernel of a 2-layer bench under ncu (decode at batch 1 and
 #        256), summed by kernel;
@@ -210,19 +210,6 @@ if [ "${BENCH:-1}" = 1 ]; then
     fi
     grep -v "^I " "$out/bench_tidal.log" | tail -30
     keep bench_tidal.json bench_tidal.log
-    # Served throughput with default flags on one GPU (bench/throughput_bench.py): 64, 256 and
-    # 512 streaming clients, then tidal bench's decode rate at the batches the server ran.
-    if [ "${THROUGHPUT:-1}" = 1 ]; then
-      if ! with_deps_libs timeout "${THROUGHPUT_TIMEOUT:-420}" python3 bench/throughput_bench.py \
-          --binary "$build/tidal" --device cuda --config "$config" --num-layers "$layers" \
-          --clients "${THROUGHPUT_CLIENTS:-64,256,512}" \
-          --out "$out/throughput.json" >"$out/throughput.log" 2>&1; then
-        echo "[bench] served throughput failed"
-        status=1
-      fi
-      grep -v '^{' "$out/throughput.log" | tail -14
-      keep throughput.json
-    fi
     # Expert parallelism over every GPU here: NVLink, the all-to-all, decode per rank.
     if [ "$num_gpus" -ge 2 ]; then
       if ! LD_LIBRARY_PATH="$multi_path" timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench \
@@ -235,6 +222,19 @@ if [ "${BENCH:-1}" = 1 ]; then
       keep bench_ranks.json bench_ranks.log
     fi
   fi  # TIDAL_BENCH
+  # Served throughput with default flags on one GPU (bench/throughput_bench.py): 64, 256 and
+  # 512 streaming clients, then tidal bench's decode rate at the batches the server ran.
+  if [ "${THROUGHPUT:-1}" = 1 ]; then
+    if ! with_deps_libs timeout "${THROUGHPUT_TIMEOUT:-420}" python3 bench/throughput_bench.py \
+        --binary "$build/tidal" --device cuda --config "$config" --num-layers "$layers" \
+        --clients "${THROUGHPUT_CLIENTS:-64,256,512}" \
+        --out "$out/throughput.json" >"$out/throughput.log" 2>&1; then
+      echo "[bench] served throughput failed"
+      status=1
+    fi
+    grep -v '^{' "$out/throughput.log" | tail -14
+    keep throughput.json
+  fi
   if [ "${BENCH_BASELINE:-1}" = 1 ]; then
     if ! PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-300}" python3 tools/bench_transformers.py \
         --config "$config" --num-layers "$layers" --iterations 3 \
