@@ -116,26 +116,39 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
            options_.max_num_ranks, " ranks)");
   const int num_local =
       options_.num_local_ranks < 0 ? options_.num_ranks : options_.num_local_ranks;
-  for (int rank = 0; rank < std::min(num_local, options_.num_ranks); ++rank) {
-    const int pid = spawn_rank(rank, members_.at(ranks_[static_cast<size_t>(rank)]).device);
-    std::lock_guard lock(mutex_);
-    members_.at(ranks_[static_cast<size_t>(rank)]).pid = pid;
-  }
-
-  std::string failure;
-  {
-    std::unique_lock lock(mutex_);
-    const bool all_ready = changed_.wait_for(lock, options_.start_timeout, [&] {
-      return !failure_.empty() || std::all_of(ranks_.begin(), ranks_.end(),
-                                              [&](int id) { return members_.at(id).ready; });
-    });
-    if (!failure_.empty()) {
-      failure = failure_;
-    } else if (!all_ready) {
-      failure = cat("ranks did not all join within ", options_.start_timeout.count(), " ms");
+  for (int attempt = 1;; ++attempt) {
+    for (int rank = 0; rank < std::min(num_local, options_.num_ranks); ++rank) {
+      const int pid = spawn_rank(rank, members_.at(ranks_[static_cast<size_t>(rank)]).device);
+      std::lock_guard lock(mutex_);
+      members_.at(ranks_[static_cast<size_t>(rank)]).pid = pid;
     }
-  }
-  if (!failure.empty()) {
+    std::string failure;
+    {
+      std::unique_lock lock(mutex_);
+      const bool all_ready = changed_.wait_for(lock, options_.start_timeout, [&] {
+        return !failure_.empty() || std::all_of(ranks_.begin(), ranks_.end(),
+                                                [&](int id) { return members_.at(id).ready; });
+      });
+      if (!failure_.empty()) {
+        // A rank that exits after reporting why: its report may trail the exit by a moment.
+        changed_.wait_for(lock, std::chrono::milliseconds(500),
+                          [&] { return failure_.find(kReportedFailure) != std::string::npos; });
+        failure = failure_;
+      } else if (!all_ready) {
+        failure = cat("ranks did not all join within ", options_.start_timeout.count(), " ms");
+      }
+    }
+    if (failure.empty()) break;
+    // A connection refused while the first communicator forms (seen once in a loaded CI run)
+    // is retried once, by every rank, at a fresh epoch: a rendezvous cannot be resumed by one
+    // rank alone. Only a group this process started whole can be started again.
+    const bool refused = failure.find("Connection refused") != std::string::npos;
+    if (attempt == 1 && refused && num_local >= options_.num_ranks) {
+      log_warning("starting ", options_.num_ranks, " ranks: ", failure,
+                  "; starting them again at a fresh epoch");
+      restart_first_ranks();
+      continue;
+    }
     shutdown();
     TIDAL_FAIL("starting ", options_.num_ranks, " ranks failed: ", failure);
   }
@@ -145,6 +158,29 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
     started_ = true;
   }
   supervisor_thread_ = std::thread([this] { supervise(); });
+}
+
+void RankGroup::restart_first_ranks() {
+  std::vector<int> pids;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, member] : members_) {
+      if (member.pid > 0) {
+        ::kill(member.pid, SIGKILL);
+        pids.push_back(member.pid);
+      }
+    }
+    members_.clear();
+    ranks_.clear();
+    for (int rank = 0; rank < options_.num_ranks; ++rank) {
+      ranks_.push_back(add_member_locked(
+          rank, is_cuda_device(options_.device) ? cat("cuda:", rank) : options_.device, false));
+    }
+    epoch_ = next_epoch_++;  // the failed rendezvous's keys are never read again
+    failure_.clear();
+    max_model_len_ = 0;
+  }
+  for (const int pid : pids) reap(pid, std::chrono::seconds(10));
 }
 
 RankGroup::~RankGroup() {
@@ -352,7 +388,7 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
       changed_.notify_all();
       return;
     }
-    rank_lost_locked(*sender, cat("reported a failure: ", reported));
+    rank_lost_locked(*sender, cat(kReportedFailure, reported));
   } else if (type == protocol::kBroken || type == protocol::kRecovered) {
     handle_failure_message_locked(*sender, type, message);
   } else if (type == protocol::kSubmitted) {

@@ -173,6 +173,9 @@ class RankGroup final : public EngineClient, public ScaleControl {
   // To the rank's heartbeat thread, which reads it even while the stepping thread is blocked.
   void send_heartbeat_locked(int member_id, const nlohmann::json& message);
   int spawn_rank(int place, const std::string& device);  // returns the pid
+  // Before the group first serves: kills the ranks started so far and makes fresh places for a
+  // new attempt at a new epoch.
+  void restart_first_ranks();
   int add_member_locked(int place, const std::string& device, bool joining);
   // The device a new rank takes: the first GPU no live member uses (cuda), else the group's.
   std::string free_device_locked() const;

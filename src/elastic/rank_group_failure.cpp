@@ -77,8 +77,11 @@ void RankGroup::watch_ranks_locked() {
 void RankGroup::rank_lost_locked(Member& member, const std::string& cause) {
   if (member.failed) return;
   if (!started_) {
-    // Still starting: the group never served, so there is nothing to recover; the start fails.
-    if (failure_.empty()) failure_ = cat("rank ", member.place, " ", cause);
+    // Still starting: the group never served, so there is nothing to recover; the start fails,
+    // with the rank's own report of why when there is one (its exit may be seen first).
+    if (failure_.empty() || cause.starts_with(kReportedFailure)) {
+      failure_ = cat("rank ", member.place, " ", cause);
+    }
     changed_.notify_all();
     return;
   }

@@ -16,6 +16,9 @@
 
 namespace tidal {
 
+// How the cause of a failure the rank reported itself begins (its process exits right after).
+inline constexpr char kReportedFailure[] = "reported a failure: ";
+
 // Seconds from `from` to `to`, for the operation records.
 inline double seconds_between(std::chrono::steady_clock::time_point from,
                               std::chrono::steady_clock::time_point to) {

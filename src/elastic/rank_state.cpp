@@ -2,6 +2,8 @@
 #include "elastic/rank_state.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "comm/gloo_communicator.h"
 #include "comm/nccl_communicator.h"
@@ -71,6 +73,13 @@ std::unique_ptr<RankState> join_rank(const rank_protocol::RankConfig& config,
   rank->store = std::make_unique<KvStoreClient>(
       KvStoreClientOptions{.endpoint = config.store_endpoint,
                            .timeout = std::chrono::milliseconds(config.comm_timeout_ms)});
+  // TEST-ONLY: TIDAL_TEST_REFUSE_RENDEZVOUS_EPOCH=E makes rank 0's rendezvous of epoch E fail as
+  // a refused connection does, for the front's retry; unset, it does nothing.
+  if (const char* refuse = std::getenv("TIDAL_TEST_REFUSE_RENDEZVOUS_EPOCH");
+      refuse != nullptr && config.rank == 0 && std::to_string(config.epoch) == refuse) {
+    throw CommError(cat("rendezvous failed (epoch ", config.epoch,
+                        ", TIDAL_TEST_REFUSE_RENDEZVOUS_EPOCH): Connection refused"));
+  }
   rank->group =
       make_epoch_group(*rank->backend, *rank->store, config.rank, config.num_ranks, config.epoch,
                        std::chrono::milliseconds(config.comm_timeout_ms), lost_epoch);

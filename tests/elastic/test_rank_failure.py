@@ -408,6 +408,17 @@ def test_20_random_kills_lose_nothing():
         server.assert_alive()
 
 
+def test_a_refused_first_rendezvous_is_retried(monkeypatch):
+    """A connection refused while the first communicator forms (rank 0's, made to fail by a
+    test knob) starts every rank again at a fresh epoch, once, instead of failing the start."""
+    monkeypatch.setenv("TIDAL_TEST_REFUSE_RENDEZVOUS_EPOCH", "0")
+    with start_server("--ranks", "2", "--expert-slots", "4") as server:
+        assert "starting them again at a fresh epoch" in server.log(100_000), server.log()
+        assert topology(server.url)["epoch"] == 1
+        check_reference_prompts(server.url)
+        server.assert_alive()
+
+
 def test_killing_the_front_takes_its_ranks_within_2_s():
     port = free_port()
     with tempfile.TemporaryFile() as log:
