@@ -49,7 +49,9 @@ void RankGroup::watch_ranks_locked() {
       int status = 0;
       if (::waitpid(member.pid, &status, WNOHANG) == member.pid) {
         member.pid = -1;
-        if (!member.failed && !member.exit_expected) {
+        // A leaving rank exits cleanly right after its hand-over, which may still be on its way.
+        const bool left = member.leaving && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!member.failed && !member.exit_expected && !left) {
           if (member.joining && member.failure.empty()) {
             // Its transition rolls back on this (see run_transition_steps).
             const bool preparing = running_ != nullptr && running_->phase == "preparing";

@@ -183,6 +183,8 @@ def checked_transition(url: str, traffic: Traffic, ranks: int, **body) -> dict:
     assert operation["result"] == "ok", operation
     after = {rank["member"]: rank["warm_and_capture"] for rank in operation["ranks_after"]}
     assert len(after) == ranks and topology(url)["num_ranks"] == ranks
+    # Planned transitions lose no rank: leaving ranks exit cleanly and are not counted as failed.
+    assert topology(url)["rank_failures"] == 0, topology(url)
     for member, count in after.items():
         expected = before[member] + 1 if member in before else 1
         assert count == expected, (
