@@ -141,12 +141,11 @@ void RankGroup::handle_failure_message_locked(Member& sender, const std::string&
     if (sender.leaving) {
       sender.exit_expected = true;
       send_locked(sender.id, {{"type", protocol::kShutdown}});
-    } else if (!recovering_ && !sender.failed) {
-      // A peer's failure seen from here first (e.g. a rank on another host with no pid to watch).
-      recovering_ = true;
-      failed_at_ = Clock::now();
-      recovery_cause_ =
-          cat("member ", sender.id, " lost its group: ", message.at("message").get<std::string>());
+    } else if (!sender.failed) {
+      // A peer's failure seen from here first (the watch has not seen the exit yet, or a rank on
+      // another host has no pid to watch).
+      begin_recovery_locked(
+          cat("member ", sender.id, " lost its group: ", message.at("message").get<std::string>()));
     }
   } else if (type == protocol::kRecovered) {
     sender.recovered_op = message.at("op").get<uint64_t>();
