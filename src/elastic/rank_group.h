@@ -195,7 +195,8 @@ class RankGroup final : public EngineClient, public ScaleControl {
                                      const nlohmann::json& message);
   // A rank is lost: killed (if local and alive), logged, and a recovery is called for (or, for a
   // joining rank, its transition rolls back).
-  void rank_lost_locked(Member& member, const std::string& cause);
+  // `what` happened (e.g. "exited"), with `detail` (e.g. "signal 9") in parentheses after it.
+  void rank_lost_locked(Member& member, const std::string& what, const std::string& detail = "");
   // Recovery is called for (once per failure): /health turns 503, new requests wait, and every
   // rank hears that its epoch is lost.
   void begin_recovery_locked(const std::string& cause);

@@ -52,14 +52,7 @@ void RankGroup::watch_ranks_locked() {
         // A leaving rank exits cleanly right after its hand-over, which may still be on its way.
         const bool left = member.leaving && WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (!member.failed && !member.exit_expected && !left) {
-          if (member.joining && member.failure.empty()) {
-            // Its transition rolls back on this (see run_transition_steps).
-            const bool preparing = running_ != nullptr && running_->phase == "preparing";
-            member.failure = cat("joining rank ", member.place, " (member ", member.id, ") exited ",
-                                 preparing ? "before the commit" : "during the commit", " (",
-                                 exit_description(status), ")");
-          }
-          rank_lost_locked(member, cat("exited (", exit_description(status), ")"));
+          rank_lost_locked(member, "exited", exit_description(status));
         }
         continue;
       }
@@ -70,14 +63,20 @@ void RankGroup::watch_ranks_locked() {
       continue;
     }
     rank_lost_locked(member,
-                     cat("sent no heartbeat for ", seconds_between(member.last_heard, now),
-                         " s (stopped, hung or unreachable; --rank-timeout ",
-                         std::chrono::duration<double>(options_.rank_timeout).count(), " s)"));
+                     cat("sent no heartbeat for ", seconds_between(member.last_heard, now), " s"),
+                     cat("stopped, hung or unreachable; --rank-timeout ",
+                         std::chrono::duration<double>(options_.rank_timeout).count(), " s"));
   }
 }
 
-void RankGroup::rank_lost_locked(Member& member, const std::string& cause) {
+void RankGroup::rank_lost_locked(Member& member, const std::string& what,
+                                 const std::string& detail) {
   if (member.failed) return;
+  // A joining rank's failure also says where its transition was (it rolls back before the commit).
+  const bool preparing = running_ != nullptr && running_->phase == "preparing";
+  const std::string cause =
+      cat(what, member.joining ? (preparing ? " before the commit" : " during the commit") : "",
+          detail.empty() ? std::string() : cat(" (", detail, ")"));
   if (!started_) {
     // Still starting: the group never served, so there is nothing to recover; the start fails,
     // with the rank's own report of why when there is one (its exit may be seen first).
@@ -100,11 +99,7 @@ void RankGroup::rank_lost_locked(Member& member, const std::string& cause) {
   changed_.notify_all();
   if (member.joining) {
     // Its transition rolls back (or, past the commit point, the recovery handles the rest).
-    if (member.failure.empty()) {
-      const bool preparing = running_ != nullptr && running_->phase == "preparing";
-      member.failure =
-          cat(who, " ", cause, preparing ? " before the commit" : " during the commit");
-    }
+    if (member.failure.empty()) member.failure = cat(who, " ", cause);
     log_line(LogLevel::kError, cat("rank failure: ", member.failure));
     return;
   }
