@@ -184,8 +184,8 @@ class RankGroup final : public EngineClient, public ScaleControl {
   // Continues a handed-back request on a staying rank; false when it was aborted or is gone.
   bool adopt_handoff_locked(const nlohmann::json& request);
   // Continues a live request on the least loaded rank from the ledger (its rank is gone or
-  // dropped it); ends it with kAbort instead when its client gave up.
-  void resubmit_from_ledger_locked(const std::string& id);
+  // dropped it), through adopt_handoff_locked; false when it is gone or its client gave up.
+  bool resubmit_from_ledger_locked(const std::string& id);
 
   // Failure detection and recovery (rank_group_failure.cpp).
   // On the I/O thread: reaps exited local ranks and declares silent ones failed.

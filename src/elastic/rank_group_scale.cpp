@@ -323,8 +323,7 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
   }
   for (const std::string& id : orphans) {
     // Its leaving rank died before handing it back: it continues from the ledger.
-    resubmit_from_ledger_locked(id);
-    ++op.requests_migrated;
+    if (resubmit_from_ledger_locked(id)) ++op.requests_migrated;
   }
   desired_num_ranks_ = static_cast<int>(ranks_.size());
   op.total_seconds = seconds_between(op.started, Clock::now());
@@ -440,7 +439,10 @@ bool RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
     end_aborted_locked(it, "");  // the client gave up
     return false;
   }
-  members_.at(live.member).outstanding_tokens -= live.tokens;
+  // Its rank may be gone already (a lost rank's requests continue from the ledger).
+  if (const auto member = members_.find(live.member); member != members_.end()) {
+    member->second.outstanding_tokens -= live.tokens;
+  }
   const int target = least_loaded_member_locked();
   live.member = target;
   members_.at(target).outstanding_tokens += live.tokens;
@@ -448,20 +450,11 @@ bool RankGroup::adopt_handoff_locked(const nlohmann::json& request) {
   return true;
 }
 
-void RankGroup::resubmit_from_ledger_locked(const std::string& id) {
+bool RankGroup::resubmit_from_ledger_locked(const std::string& id) {
   const auto it = live_.find(id);
-  if (it == live_.end()) return;
-  Live& live = it->second;
-  if (live.abort_requested) {
-    end_aborted_locked(it, "");  // the client gave up
-    return;
-  }
-  if (const auto member = members_.find(live.member); member != members_.end()) {
-    member->second.outstanding_tokens -= live.tokens;
-  }
-  const int target = least_loaded_member_locked();
-  live.member = target;
-  members_.at(target).outstanding_tokens += live.tokens;
+  if (it == live_.end()) return false;
+  const Live& live = it->second;
+  // What a leaving rank would have handed back, from what the client has been sent.
   const RequestHandoff handoff{.id = id,
                                .prompt_ids = live.prompt_ids,
                                .params = live.params,
@@ -469,7 +462,7 @@ void RankGroup::resubmit_from_ledger_locked(const std::string& id) {
                                .text_sent = live.text_sent,
                                .seed = live.params.seed.value_or(0),
                                .num_preemptions = 0};
-  send_locked(target, {{"type", protocol::kAdopt}, {"request", protocol::to_json(handoff)}});
+  return adopt_handoff_locked(protocol::to_json(handoff));
 }
 
 std::optional<nlohmann::json> RankGroup::scale_operation(const std::string& id) const {
