@@ -62,7 +62,7 @@ def rank_steps(samples) -> float:
     return largest(samples, "tidal_engine_steps_total")
 
 
-PHASES = ("schedule", "agree", "forward", "outputs", "balance")
+PHASES = ("schedule", "agree", "forward", "prefill", "outputs", "balance")
 
 
 def phase_seconds(samples) -> dict[str, float]:

@@ -9,6 +9,7 @@ import http.client
 import json
 import lzma
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,22 +41,41 @@ def http_json(port: int, method: str, path: str, body: dict | None = None, timeo
 
 
 class Clients:
-    """Streaming completion clients; every received token's arrival time is recorded."""
+    """Streaming completion clients; every received token's arrival time is recorded.
 
-    def __init__(self, port: int, count: int, max_tokens: int, prompt_ids: list[int]):
+    By default every request sends `prompt_ids` greedily, so all sequences in a batch are the same
+    tokens and route to the same experts. `random_ids_below=N` gives each request its own prompt
+    of that length, ids drawn from [100, N), and samples at temperature 1 with its own seed: the
+    batch's tokens then differ as the random tokens of `tidal bench` do, and touch as many
+    experts."""
+
+    def __init__(self, port: int, count: int, max_tokens: int, prompt_ids: list[int],
+                 random_ids_below: int = 0):
         self.port, self.max_tokens, self.prompt_ids = port, max_tokens, prompt_ids
+        self.random_ids_below = random_ids_below
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.token_times: list[float] = []
         self.ttfts: list[tuple[float, float]] = []  # (when the first token came, seconds to it)
         self.finished = 0
         self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self.loop, daemon=True) for _ in range(count)]
+        self.threads = [threading.Thread(target=self.loop, args=(index,), daemon=True)
+                        for index in range(count)]
 
-    def loop(self) -> None:
-        body = json.dumps({"model": "bench", "prompt": self.prompt_ids, "max_tokens": self.max_tokens,
-                           "temperature": 0, "stream": True, "ignore_eos": True})
+    def body(self, draw: random.Random) -> str:
+        request = {"model": "bench", "prompt": self.prompt_ids, "max_tokens": self.max_tokens,
+                   "temperature": 0, "stream": True, "ignore_eos": True}
+        if self.random_ids_below:
+            request["prompt"] = [draw.randrange(100, self.random_ids_below)
+                                 for _ in self.prompt_ids]
+            request["temperature"] = 1.0
+            request["seed"] = draw.randrange(2**31)
+        return json.dumps(request)
+
+    def loop(self, index: int) -> None:
+        draw = random.Random(index)
         while not self.stop.is_set():
+            body = self.body(draw)
             try:
                 sent = time.monotonic()
                 first = None

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Served throughput with default flags: starts `tidal serve` with dummy weights and nothing but
 the model's flags (the KV cache, batch limits and graphs all at their defaults), then, for each
-client count, streams greedy completions from that many clients and reports the served output
+client count, streams completions from that many clients and reports the served output
 tokens/s in steady state, the time to first token (p50/p99), the batch the server ran, and the KV
 cache's capacity line from the log. Then, with the server stopped, `tidal bench` measures the
 engine's decode (its served-step column: inputs up, graph replayed, tokens down) at each batch
 the server ran and at the clients' mean context (prompt + half the output), and the table gives
 the served rate's ratio to it.
+
+Each request has its own random prompt and samples at temperature 1 with its own seed, so the
+batch's tokens differ as tidal bench's random tokens do and touch as many experts. (Identical
+greedy streams would all route each step to the same 8 of 128 experts and read a sixteenth of the
+expert weights: on dummy weights that served 2.6x tidal bench's rate at batch 64.)
 
 Standard library only (the GPU machine has no package registry). Prints a table, writes JSON.
 
@@ -41,6 +46,14 @@ def percentile(values: list[float], q: float) -> float:
 def metric_values(text: str, name: str) -> list[float]:
     return [float(line.split()[-1]) for line in text.splitlines()
             if line.startswith(name + "{") or line.startswith(name + " ")]
+
+
+def prefill_seconds(text: str) -> float:
+    """Seconds the ranks' steps with prompt tokens took (tidal_step_seconds_total, phase prefill),
+    averaged over the ranks."""
+    values = [float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("tidal_step_seconds_total{") and 'phase="prefill"' in line]
+    return sum(values) / max(len(values), 1)
 
 
 def engine_rates(args, batches: list[int], context: int, workdir: Path) -> dict[int, float]:
@@ -89,9 +102,13 @@ def main() -> int:
         server.wait_healthy()
         capacity_lines = sorted({m.group(0) for m in re.finditer(
             r"KV cache: [^\n]*", server.log_path.read_text(errors="replace"))})
+        # Ordinary text ids: below the model's vocabulary and Qwen3's special tokens (151643 on).
+        vocab_size = json.loads(Path(args.config).read_text())["vocab_size"]
+        text_ids_below = min(vocab_size, 151643)
         for count in counts:
             prompt = [100 + (i % 1000) for i in range(args.prompt_tokens)]
-            clients = Clients(server.port, count, args.max_tokens, prompt)
+            clients = Clients(server.port, count, args.max_tokens, prompt,
+                              random_ids_below=text_ids_below)
             started = time.monotonic()
             clients.start()
             if args.warmup > 0:
@@ -104,12 +121,14 @@ def main() -> int:
                         if len(clients.ttfts) >= count:
                             break
                     time.sleep(0.1)
+            prefill_before = prefill_seconds(server.metrics())
             begin = time.monotonic()
             running = []
             while time.monotonic() < begin + args.measure:
                 time.sleep(0.5)
                 running.append(sum(metric_values(server.metrics(), "tidal_num_requests_running")))
             end = time.monotonic()
+            prefill = prefill_seconds(server.metrics()) - prefill_before
             clients.finish()
             served = clients.tokens_between(begin, end) / (end - begin)
             ttfts = [seconds for _, seconds in clients.ttfts]
@@ -121,6 +140,9 @@ def main() -> int:
                 "ttft_p99_s": percentile(ttfts, 0.99),
                 "mean_running": sum(running) / max(len(running), 1),
                 "requests_finished": clients.finished,
+                # The share of the window spent in steps with prompt tokens: time tidal bench's
+                # decode-only rate does not include.
+                "prefill_share": min(prefill / (end - begin), 1.0),
             }
             row["batch"] = batch
             rows.append(row)
@@ -147,23 +169,30 @@ def main() -> int:
                 row["engine_context"] = context
                 row["engine_tokens_per_s"] = rates[row["batch"]]
                 row["served_vs_engine"] = row["served_output_tokens_per_s"] / rates[row["batch"]]
+                row["served_outside_prefill_vs_engine"] = row["served_vs_engine"] / max(
+                    1.0 - row["prefill_share"], 1e-9)
 
     print(f"\nserved throughput with default flags on {result['card']}, {result['date']}, dummy "
           f"{Path(args.config).name} ({args.num_layers or 'all'} layers), prompts of "
-          f"{args.prompt_tokens} tokens, {args.max_tokens} output tokens, greedy")
+          f"{args.prompt_tokens} tokens, {args.max_tokens} output tokens, random prompts sampled "
+          f"at temperature 1")
     for line in result["kv_cache"]:
         print(f"  {line}")
     print(f"\n{'clients':>8} {'running':>8} {'tokens/s':>10} {'TTFT p50 s':>10} "
-          f"{'TTFT p99 s':>10} {'batch':>6} {'engine tok/s':>12} {'ratio':>6}")
+          f"{'TTFT p99 s':>10} {'batch':>6} {'engine tok/s':>12} {'ratio':>6} {'prefill':>8} "
+          f"{'ratio outside prefill':>21}")
     for row in rows:
         print(f"{row['clients']:>8} {row['mean_running']:>8.1f} "
               f"{row['served_output_tokens_per_s']:>10.1f} {row['ttft_p50_s']:>10.3f} "
               f"{row['ttft_p99_s']:>10.3f} {row['batch']:>6} "
               f"{row.get('engine_tokens_per_s', float('nan')):>12.1f} "
-              f"{row.get('served_vs_engine', float('nan')):>6.3f}")
+              f"{row.get('served_vs_engine', float('nan')):>6.3f} "
+              f"{100 * row['prefill_share']:>7.1f}% "
+              f"{row.get('served_outside_prefill_vs_engine', float('nan')):>21.3f}")
     if not args.no_engine_bench:
         print(f"(engine: tidal bench's served-step decode at the batch the server ran, context "
-              f"{context}, the clients' mean)")
+              f"{context}, the clients' mean; prefill: the share of the window in steps with prompt "
+              f"tokens, which that decode-only rate leaves out)")
     print()
     return finish_report(result, args.out)
 

@@ -176,7 +176,7 @@ nlohmann::json to_json(const EngineLoad& load) {
           load.num_decode_graphs,
           load.num_graph_steps,
           {load.step_seconds.schedule, load.step_seconds.agree, load.step_seconds.forward,
-           load.step_seconds.outputs, load.step_seconds.balance}};
+           load.step_seconds.outputs, load.step_seconds.balance, load.step_seconds.prefill}};
 }
 
 EngineLoad load_from_json(const nlohmann::json& value) {
@@ -201,6 +201,7 @@ EngineLoad load_from_json(const nlohmann::json& value) {
   load.step_seconds = {.schedule = seconds.at(0).get<double>(),
                        .agree = seconds.at(1).get<double>(),
                        .forward = seconds.at(2).get<double>(),
+                       .prefill = seconds.at(5).get<double>(),
                        .outputs = seconds.at(3).get<double>(),
                        .balance = seconds.at(4).get<double>()};
   return load;

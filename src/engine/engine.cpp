@@ -292,7 +292,12 @@ std::vector<RequestOutput> Engine::step() {
   }
   const StepSamples samples =
       options_.dp_group == nullptr ? runner_.run(batch) : runner_.run(batch, group_step);
-  step_seconds_.forward += clock.lap();
+  // Prompt (or preemption recompute) steps apart from pure decode: a served rate's gap to the
+  // engine's decode rate is mostly the prefill time, and this says how much.
+  const bool decode_only = std::ranges::all_of(batch, [](const ScheduledRequest& s) {
+    return s.num_new_tokens == 1 && s.request->num_computed_tokens == s.request->num_tokens() - 1;
+  });
+  (decode_only ? step_seconds_.forward : step_seconds_.prefill) += clock.lap();
   for (size_t row = 0; row < samples.requests.size(); ++row) {
     Request& request = *samples.requests[row];
     const SampledToken& sampled = samples.tokens[row];

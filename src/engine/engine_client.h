@@ -19,6 +19,7 @@ struct StepSeconds {
   double schedule = 0;  // choosing the batch
   double agree = 0;     // agreeing with the group: whether to step, then the step's shape
   double forward = 0;   // the model's step and the draw, until the tokens are on the host
+  double prefill = 0;   // the same for steps that computed more than each sequence's next token
   double outputs = 0;   // stop checks, detokenizing, handing the outputs over
   double balance = 0;   // expert load: reading the counters, planning, moving weights
 
@@ -26,6 +27,7 @@ struct StepSeconds {
     schedule += other.schedule;
     agree += other.agree;
     forward += other.forward;
+    prefill += other.prefill;
     outputs += other.outputs;
     balance += other.balance;
     return *this;

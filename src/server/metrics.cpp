@@ -141,12 +141,14 @@ std::string ServerMetrics::render(const std::vector<EngineLoad>& loads,
   }
   header(out, "tidal_step_seconds_total", "counter",
          "Wall seconds of each rank's steps by phase: schedule, agree (with the group), forward "
-         "(the model and the draw), outputs, balance (expert load balancing).");
+         "(the model and the draw in decode-only steps), prefill (the same in steps with prompt "
+         "tokens), outputs, balance (expert load balancing).");
   for (size_t rank = 0; rank < loads.size(); ++rank) {
     const StepSeconds& seconds = loads[rank].step_seconds;
     for (const auto& [phase, value] : {std::pair<const char*, double>{"schedule", seconds.schedule},
                                        {"agree", seconds.agree},
                                        {"forward", seconds.forward},
+                                       {"prefill", seconds.prefill},
                                        {"outputs", seconds.outputs},
                                        {"balance", seconds.balance}}) {
       out += "tidal_step_seconds_total{rank=\"" + std::to_string(rank) + "\",phase=\"" + phase +
