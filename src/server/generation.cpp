@@ -36,16 +36,22 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(
     EngineClient& engine, ServerMetrics& metrics, const GenerationRequest& request,
     const std::vector<std::vector<int32_t>>& prompts, const std::string& id) {
   const int64_t max_len = engine.max_model_len();
+  const int64_t wanted = request.max_tokens_given ? request.params.max_tokens : 0;
+  if (wanted > max_len) {
+    return ApiError::bad_request(
+        cat("'", request.max_tokens_field, "' is ", wanted,
+            ", more than this model's maximum context length of ", max_len, " tokens"),
+        request.max_tokens_field);
+  }
   for (const std::vector<int32_t>& prompt : prompts) {
     const auto prompt_len = static_cast<int64_t>(prompt.size());
     if (prompt_len == 0) return ApiError::bad_request("the prompt is empty", "prompt");
-    const int64_t wanted = request.max_tokens_given ? request.params.max_tokens : 16;
-    if (prompt_len >= max_len || (request.max_tokens_given && prompt_len + wanted > max_len)) {
+    // wanted is at most max_len here, so the sum cannot overflow.
+    if (prompt_len >= max_len || prompt_len + wanted > max_len) {
       return ApiError::bad_request(
           cat("This model's maximum context length is ", max_len,
-              " tokens. However, you requested ",
-              prompt_len + (request.max_tokens_given ? wanted : 0), " tokens (", prompt_len,
-              " in the prompt, ", request.max_tokens_given ? wanted : 0,
+              " tokens. However, you requested ", prompt_len + wanted, " tokens (", prompt_len,
+              " in the prompt, ", wanted,
               " in the completion). Please reduce the prompt or max_tokens."),
           "prompt");
     }
@@ -61,7 +67,8 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(
       choice.prompt_ids = prompts[p];
       SamplingParams params = request.params;
       if (!request.max_tokens_given) {
-        // Completions default to 16 tokens (OpenAI); chat to the rest of the context (vLLM).
+        // Completions default to 16 tokens (OpenAI); chat to the rest of the context (the parser
+        // leaves it at int64 max).
         params.max_tokens = std::min<int64_t>(
             params.max_tokens, max_len - static_cast<int64_t>(choice.prompt_ids.size()));
       }

@@ -1,11 +1,13 @@
 // Parsing and validation of OpenAI completion and chat requests.
 #include "server/openai_protocol.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
 
 #include "common/error.h"
+#include "server/request_json.h"
 
 namespace tidal {
 namespace {
@@ -36,6 +38,10 @@ std::optional<float> number_field(const nlohmann::json& body, const char* name) 
 std::optional<int64_t> integer_field(const nlohmann::json& body, const char* name) {
   const nlohmann::json* value = field(body, name);
   if (value == nullptr) return std::nullopt;
+  if (value->is_number_unsigned() &&
+      value->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    fail(name, cat("'", name, "' is too large: ", value->get<uint64_t>()));
+  }
   if (value->is_number_integer()) return value->get<int64_t>();
   if (value->is_number_float()) {
     const double number = value->get<double>();
@@ -44,6 +50,18 @@ std::optional<int64_t> integer_field(const nlohmann::json& body, const char* nam
     }
   }
   fail(name, cat("'", name, "' must be an integer"));
+}
+
+// An integer field that must lie in [low, high]; the message says the range.
+std::optional<int64_t> bounded_field(const nlohmann::json& body, const char* name, int64_t low,
+                                     int64_t high) {
+  const std::optional<int64_t> value = integer_field(body, name);
+  if (value && (*value < low || *value > high)) {
+    fail(name, high == std::numeric_limits<int64_t>::max()
+                   ? cat("'", name, "' must be at least ", low, ", got ", *value)
+                   : cat("'", name, "' must be between ", low, " and ", high, ", got ", *value));
+  }
+  return value;
 }
 
 std::optional<bool> bool_field(const nlohmann::json& body, const char* name) {
@@ -61,52 +79,162 @@ int32_t token_id(const nlohmann::json& value, const char* param) {
   return static_cast<int32_t>(value.get<int64_t>());
 }
 
+using Json = nlohmann::json;
+
+// Whether a field's value is neutral, given the whole body. A null value counts as absent and is
+// never asked about.
+using NeutralTest = bool (*)(const Json& value, const Json& body);
+
+bool only_null(const Json&, const Json&) {
+  return false;
+}
+bool is_false(const Json& value, const Json&) {
+  return value == false;
+}
+bool is_zero(const Json& value, const Json&) {
+  return value.is_number() && value == 0;
+}
+bool is_one(const Json& value, const Json&) {
+  return value.is_number() && value == 1;
+}
+bool is_empty(const Json& value, const Json&) {
+  return value.is_structured() && value.empty();
+}
+// Tools reach the chat template and the model's reply stays text (no tool_calls are parsed):
+// that is what "auto" may give and all that "none" allows.
+bool is_none_or_auto(const Json& value, const Json&) {
+  return value == "none" || value == "auto";
+}
+bool is_text_format(const Json& value, const Json&) {
+  return value == Json{{"type", "text"}};
+}
+bool is_text_modality(const Json& value, const Json&) {
+  return value == Json::array({"text"});
+}
+bool is_empty_string(const Json& value, const Json&) {
+  return value == "";
+}
+bool allows_parallel_calls(const Json& value, const Json& body) {
+  const Json* tools = field(body, "tools");
+  return value == true || (value == false && (tools == nullptr || is_empty(*tools, body)));
+}
+
+// Fields of the OpenAI API (and vLLM's extensions of it) that tidal does not implement. Clients
+// and harnesses send some of them with their neutral value, which changes nothing and is
+// accepted; any other value would be silently ignored, so it is refused by name instead.
+struct Unimplemented {
+  const char* name;
+  const char* neutral;  // what is accepted, for the message
+  NeutralTest is_neutral;
+};
+
+constexpr Unimplemented kUnimplemented[] = {
+    {"presence_penalty", "0", is_zero},
+    {"frequency_penalty", "0", is_zero},
+    {"repetition_penalty", "1", is_one},
+    {"min_p", "0", is_zero},
+    {"logit_bias", "{}", is_empty},
+    {"response_format", R"({"type": "text"})", is_text_format},
+    {"tool_choice", R"("none" or "auto")", is_none_or_auto},
+    {"parallel_tool_calls", "true, or false without tools", allows_parallel_calls},
+    {"functions", "[]", is_empty},
+    {"function_call", R"("none" or "auto")", is_none_or_auto},
+    {"suffix", R"("")", is_empty_string},
+    {"echo", "false", is_false},
+    {"modalities", R"(["text"])", is_text_modality},
+    {"audio", "null", only_null},
+    {"prediction", "null", only_null},
+    // vLLM's extensions that change what is generated.
+    {"use_beam_search", "false", is_false},
+    {"include_stop_str_in_output", "false", is_false},
+    {"prompt_logprobs", "null", only_null},
+    {"bad_words", "[]", is_empty},
+    {"allowed_token_ids", "null", only_null},
+    {"truncate_prompt_tokens", "null", only_null},
+    {"guided_json", "null", only_null},
+    {"guided_regex", "null", only_null},
+    {"guided_choice", "null", only_null},
+    {"guided_grammar", "null", only_null},
+    {"structured_outputs", "null", only_null},
+};
+
+void refuse_unimplemented(const nlohmann::json& body) {
+  for (const Unimplemented& entry : kUnimplemented) {
+    const nlohmann::json* value = field(body, entry.name);
+    if (value != nullptr && !entry.is_neutral(*value, body)) {
+      fail(entry.name, cat("tidal does not implement '", entry.name, "' yet; only ", entry.neutral,
+                           " is accepted"));
+    }
+  }
+}
+
+// default_max_tokens: what an absent max_tokens means for this endpoint.
 void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
+                  const RequestLimits& limits, int64_t default_max_tokens,
                   GenerationRequest& request) {
   if (!body.is_object()) fail("", "the request body must be a JSON object");
   const nlohmann::json* model = field(body, "model");
   if (model == nullptr) fail("model", "'model' is required");
   if (!model->is_string()) fail("model", "'model' must be a string");
   request.model = model->get<std::string>();
+  refuse_unimplemented(body);
 
   SamplingParams& params = request.params;
   params.temperature = number_field(body, "temperature").value_or(defaults.temperature.value_or(1));
   params.top_p = number_field(body, "top_p").value_or(defaults.top_p.value_or(1));
   params.top_k =
-      static_cast<int32_t>(integer_field(body, "top_k").value_or(defaults.top_k.value_or(0)));
-  if (const auto seed = integer_field(body, "seed")) params.seed = static_cast<uint64_t>(*seed);
-  // max_completion_tokens is the newer OpenAI name of max_tokens.
-  std::optional<int64_t> max_tokens = integer_field(body, "max_completion_tokens");
-  if (!max_tokens) max_tokens = integer_field(body, "max_tokens");
-  if (max_tokens) {
-    if (*max_tokens < 1)
-      fail("max_tokens", cat("'max_tokens' must be at least 1, got ", *max_tokens));
-    params.max_tokens = *max_tokens;
-    request.max_tokens_given = true;
-  }
-  params.min_tokens = integer_field(body, "min_tokens").value_or(0);
+      static_cast<int32_t>(bounded_field(body, "top_k", -1, std::numeric_limits<int32_t>::max())
+                               .value_or(defaults.top_k.value_or(0)));
+  // A seed is any 64-bit pattern: take the unsigned ones above int64 as they are.
+  if (const nlohmann::json* seed = field(body, "seed");
+      seed != nullptr && seed->is_number_unsigned())
+    params.seed = seed->get<uint64_t>();
+  else if (const auto signed_seed = integer_field(body, "seed"))
+    params.seed = static_cast<uint64_t>(*signed_seed);
+  // max_completion_tokens is the newer OpenAI name of max_tokens. Its bound, the context length,
+  // is checked by Generation::start against the prompt.
+  const char* max_tokens_name =
+      field(body, "max_completion_tokens") != nullptr ? "max_completion_tokens" : "max_tokens";
+  request.max_tokens_given = field(body, max_tokens_name) != nullptr;
+  request.max_tokens_field = max_tokens_name;
+  params.max_tokens = bounded_field(body, max_tokens_name, 1, std::numeric_limits<int64_t>::max())
+                          .value_or(default_max_tokens);
+  params.min_tokens =
+      bounded_field(body, "min_tokens", 0, std::numeric_limits<int64_t>::max()).value_or(0);
   params.ignore_eos = bool_field(body, "ignore_eos").value_or(false);
   params.skip_special_tokens = bool_field(body, "skip_special_tokens").value_or(true);
   if (const nlohmann::json* stop = field(body, "stop")) {
-    if (stop->is_string()) {
-      params.stop = {stop->get<std::string>()};
-    } else if (stop->is_array()) {
-      for (const nlohmann::json& item : *stop) {
-        if (!item.is_string()) fail("stop", "'stop' must be a string or a list of strings");
-        params.stop.push_back(item.get<std::string>());
+    auto add_stop = [&](const nlohmann::json& item) {
+      if (!item.is_string()) fail("stop", "'stop' must be a string or a list of strings");
+      const auto& text = item.get_ref<const std::string&>();
+      if (text.size() > static_cast<size_t>(limits.max_stop_bytes)) {
+        fail("stop", cat("'stop' strings may be ", limits.max_stop_bytes,
+                         " bytes long at most; one is ", text.size()));
       }
+      params.stop.push_back(text);
+    };
+    if (stop->is_array()) {
+      if (stop->size() > static_cast<size_t>(limits.max_stop)) {
+        fail("stop", cat("'stop' holds ", stop->size(), " strings; at most ", limits.max_stop,
+                         " are allowed"));
+      }
+      for (const nlohmann::json& item : *stop) add_stop(item);
     } else {
-      fail("stop", "'stop' must be a string or a list of strings");
+      add_stop(*stop);
     }
   }
   if (const nlohmann::json* ids = field(body, "stop_token_ids")) {
     if (!ids->is_array()) fail("stop_token_ids", "'stop_token_ids' must be a list of token ids");
+    const size_t max_ids =
+        std::min(static_cast<size_t>(std::max(limits.max_stop_token_ids, 0)), kMaxStopTokenIds);
+    if (ids->size() > max_ids) {
+      fail("stop_token_ids",
+           cat("'stop_token_ids' holds ", ids->size(), " ids; at most ", max_ids, " are allowed"));
+    }
     for (const nlohmann::json& item : *ids)
       params.stop_token_ids.push_back(token_id(item, "stop_token_ids"));
   }
-  const int64_t n = integer_field(body, "n").value_or(1);
-  if (n < 1 || n > 128) fail("n", cat("'n' must be between 1 and 128, got ", n));
-  request.n = static_cast<int32_t>(n);
+  request.n = static_cast<int32_t>(bounded_field(body, "n", 1, limits.max_choices).value_or(1));
   request.stream = bool_field(body, "stream").value_or(false);
   if (const nlohmann::json* options = field(body, "stream_options")) {
     if (!options->is_object()) fail("stream_options", "'stream_options' must be an object");
@@ -115,13 +243,9 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
     request.include_usage = bool_field(*options, "include_usage").value_or(false);
   }
   request.return_token_ids = bool_field(body, "return_token_ids").value_or(false);
-  if (field(body, "suffix") != nullptr) fail("suffix", "'suffix' is not supported by tidal");
-  if (const nlohmann::json* bias = field(body, "logit_bias");
-      bias != nullptr && !(bias->is_object() && bias->empty())) {
-    fail("logit_bias", "'logit_bias' is not supported by tidal");
-  }
-  if (const auto best_of = integer_field(body, "best_of"); best_of && *best_of != n) {
-    fail("best_of", "'best_of' other than n is not supported by tidal");
+  if (const auto best_of = integer_field(body, "best_of"); best_of && *best_of != request.n) {
+    fail("best_of", cat("tidal does not implement 'best_of' yet; only best_of = n (", request.n,
+                        ") is accepted"));
   }
   // The engine's own checks (ranges of temperature, top_p, top_k, ...) run here too, so the
   // error names the field before any work is queued.
@@ -132,11 +256,10 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
   }
 }
 
-nlohmann::json parse_body(const std::string& text) {
-  nlohmann::json body = nlohmann::json::parse(text, nullptr, false);
-  if (body.is_discarded())
-    throw ParseFailure{ApiError::bad_request("the request body is not valid JSON")};
-  return body;
+nlohmann::json parse_body(std::string_view text, const RequestLimits& limits) {
+  std::variant<nlohmann::json, ApiError> body = parse_request_json(text, limits.max_json_depth);
+  if (auto* error = std::get_if<ApiError>(&body)) throw ParseFailure{std::move(*error)};
+  return std::move(std::get<nlohmann::json>(body));
 }
 
 // Chat content: a string, or a list of {"type":"text","text":...} parts joined together.
@@ -195,15 +318,22 @@ SamplingDefaults SamplingDefaults::from_model_dir(const std::string& directory) 
   return defaults;
 }
 
-std::variant<CompletionRequest, ApiError> parse_completion_request(
-    const std::string& text, const SamplingDefaults& defaults) {
+std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view text,
+                                                                   const SamplingDefaults& defaults,
+                                                                   const RequestLimits& limits) {
   try {
-    const nlohmann::json body = parse_body(text);
+    const nlohmann::json body = parse_body(text, limits);
     CompletionRequest request;
-    parse_common(body, defaults, request);
-    if (!request.max_tokens_given) request.params.max_tokens = 16;  // OpenAI's default
+    parse_common(body, defaults, limits, /*default_max_tokens=*/16, request);  // OpenAI's default
     const nlohmann::json* prompt = field(body, "prompt");
     if (prompt == nullptr) fail("prompt", "'prompt' is required");
+    // Each prompt of a list runs n choices: bound them before any is tokenized.
+    if (prompt->is_array() && !prompt->empty() && !(*prompt)[0].is_number() &&
+        prompt->size() * static_cast<size_t>(request.n) > static_cast<size_t>(limits.max_choices)) {
+      fail(prompt->size() > static_cast<size_t>(limits.max_choices) ? "prompt" : "n",
+           cat("a request may run ", limits.max_choices, " choices at most; ", prompt->size(),
+               " prompts x n = ", request.n, " make ", prompt->size() * request.n));
+    }
     if (prompt->is_string()) {
       request.prompts.emplace_back(prompt->get<std::string>());
     } else if (prompt->is_array() && !prompt->empty() && (*prompt)[0].is_number()) {
@@ -225,11 +355,8 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(
     } else {
       fail("prompt", "'prompt' must be a non-empty string, list of strings, or token ids");
     }
-    if (const auto logprobs = integer_field(body, "logprobs")) {
-      if (*logprobs < 0 || *logprobs > 20) fail("logprobs", "'logprobs' must be between 0 and 20");
+    if (const auto logprobs = bounded_field(body, "logprobs", 0, limits.max_logprobs))
       request.params.logprobs = static_cast<int32_t>(*logprobs);
-    }
-    if (bool_field(body, "echo").value_or(false)) fail("echo", "'echo' is not supported by tidal");
     return request;
   } catch (const ParseFailure& failure) {
     return failure.error;
@@ -239,12 +366,15 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(
   }
 }
 
-std::variant<ChatRequest, ApiError> parse_chat_request(const std::string& text,
-                                                       const SamplingDefaults& defaults) {
+std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
+                                                       const SamplingDefaults& defaults,
+                                                       const RequestLimits& limits) {
   try {
-    const nlohmann::json body = parse_body(text);
+    const nlohmann::json body = parse_body(text, limits);
     ChatRequest request;
-    parse_common(body, defaults, request);
+    // Chat without max_tokens runs to EOS or the end of the context (OpenAI, vLLM):
+    // Generation::start bounds it by what the prompt leaves.
+    parse_common(body, defaults, limits, std::numeric_limits<int64_t>::max(), request);
     const nlohmann::json* messages = field(body, "messages");
     if (messages == nullptr) fail("messages", "'messages' is required");
     if (!messages->is_array() || messages->empty())
@@ -270,7 +400,9 @@ std::variant<ChatRequest, ApiError> parse_chat_request(const std::string& text,
     request.add_generation_prompt = bool_field(body, "add_generation_prompt").value_or(true);
     if (const nlohmann::json* tools = field(body, "tools")) {
       if (!tools->is_array()) fail("tools", "'tools' must be a list");
-      request.template_kwargs["tools"] = nlohmann::ordered_json::parse(tools->dump());
+      // An empty list is no tools: it must not pick a template's tool_use variant.
+      if (!tools->empty())
+        request.template_kwargs["tools"] = nlohmann::ordered_json::parse(tools->dump());
     }
     if (const nlohmann::json* kwargs = field(body, "chat_template_kwargs")) {
       if (!kwargs->is_object())
@@ -280,8 +412,7 @@ std::variant<ChatRequest, ApiError> parse_chat_request(const std::string& text,
       }
     }
     request.logprobs = bool_field(body, "logprobs").value_or(false);
-    if (const auto top = integer_field(body, "top_logprobs")) {
-      if (*top < 0 || *top > 20) fail("top_logprobs", "'top_logprobs' must be between 0 and 20");
+    if (const auto top = bounded_field(body, "top_logprobs", 0, limits.max_logprobs)) {
       if (!request.logprobs) fail("top_logprobs", "'top_logprobs' needs 'logprobs': true");
       request.params.logprobs = static_cast<int32_t>(*top);
     } else if (request.logprobs) {

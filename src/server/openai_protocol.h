@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -34,13 +35,28 @@ struct SamplingDefaults {
   static SamplingDefaults from_model_dir(const std::string& directory);
 };
 
+// What one request may ask for. Each bound keeps a single request from costing the server far more
+// than its share (memory, time, or the engine's fixed-size buffers); a request past one gets a
+// 400 that names the field and the limit. `tidal serve` flags set them.
+struct RequestLimits {
+  int32_t max_json_depth = 64;   // nesting of arrays and objects in the body (its object is 1)
+  int32_t max_stop = 16;         // stop strings
+  int32_t max_stop_bytes = 256;  // bytes of one stop string
+  int32_t max_stop_token_ids = static_cast<int32_t>(kMaxStopTokenIds);  // at most that (engine)
+  int32_t max_choices = 128;  // n, and prompts x n of a completion
+  int32_t max_logprobs = 20;  // logprobs / top_logprobs; the engine takes 20 at most
+};
+
 using Prompt = std::variant<std::string, std::vector<int32_t>>;
 
 // The fields both endpoints share.
 struct GenerationRequest {
   std::string model;
   SamplingParams params;
-  bool max_tokens_given = false;  // chat fills in the rest of the context when absent
+  // When absent, completions take 16 tokens (OpenAI's default) and chat runs to EOS or the end of
+  // the context (params.max_tokens is then int64 max until Generation::start bounds it).
+  bool max_tokens_given = false;
+  std::string max_tokens_field = "max_tokens";  // or max_completion_tokens, as the client named it
   int32_t n = 1;
   bool stream = false;
   bool include_usage = false;
@@ -58,10 +74,13 @@ struct ChatRequest : GenerationRequest {
   bool logprobs = false;  // chat's logprobs is a bool plus top_logprobs
 };
 
-// Parse and validate; on failure the ApiError names the field.
+// Parse and validate; on failure the ApiError names the field. Fields of the OpenAI API that
+// tidal does not implement are refused unless they hold their neutral value (presence_penalty 0,
+// logit_bias {}, ...); fields nobody defines are ignored, as vLLM does.
 std::variant<CompletionRequest, ApiError> parse_completion_request(
-    const std::string& body, const SamplingDefaults& defaults);
-std::variant<ChatRequest, ApiError> parse_chat_request(const std::string& body,
-                                                       const SamplingDefaults& defaults);
+    std::string_view body, const SamplingDefaults& defaults, const RequestLimits& limits = {});
+std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view body,
+                                                       const SamplingDefaults& defaults,
+                                                       const RequestLimits& limits = {});
 
 }  // namespace tidal

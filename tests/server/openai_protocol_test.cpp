@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
+#include "common/error.h"
 #include "server/openai_protocol.h"
 
 namespace tidal {
@@ -142,6 +145,200 @@ TEST(OpenAiProtocol, ChatErrors) {
       chat_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2})")
           .param,
       "top_logprobs");
+}
+
+ChatRequest chat_ok(const std::string& body) {
+  auto parsed = parse_chat_request(body, {});
+  if (auto* error = std::get_if<ApiError>(&parsed)) {
+    ADD_FAILURE() << "unexpected error: " << error->message;
+    return {};
+  }
+  return std::get<ChatRequest>(parsed);
+}
+
+std::string completion_with(const std::string& fields) {
+  return R"({"model":"m","prompt":"x",)" + fields + "}";
+}
+
+std::string list_of(const std::string& item, size_t count) {
+  std::string text = "[";
+  for (size_t i = 0; i < count; ++i) text += (i ? "," : "") + item;
+  return text + "]";
+}
+
+TEST(OpenAiProtocol, ChatWithoutMaxTokensRunsToTheEndOfTheContext) {
+  const ChatRequest request =
+      chat_ok(R"({"model":"m","messages":[{"role":"user","content":"x"}]})");
+  EXPECT_FALSE(request.max_tokens_given);
+  EXPECT_EQ(request.params.max_tokens, std::numeric_limits<int64_t>::max());
+  // min_tokens is checked against the context left, by the engine, not against 16.
+  EXPECT_EQ(chat_ok(R"({"model":"m","messages":[{"role":"user","content":"x"}],"min_tokens":100})")
+                .params.min_tokens,
+            100);
+  EXPECT_EQ(parse_ok(R"({"model":"m","prompt":"x"})").params.max_tokens, 16);
+}
+
+TEST(OpenAiProtocol, MaxTokensMustBeAPositiveInt64) {
+  EXPECT_EQ(parse_ok(completion_with(R"("max_tokens":9223372036854775807)")).params.max_tokens,
+            std::numeric_limits<int64_t>::max());  // Generation::start holds it to the context
+  ApiError error = parse_error(completion_with(R"("max_tokens":18446744073709551615)"));
+  EXPECT_EQ(error.param, "max_tokens");
+  EXPECT_THAT(error.message, HasSubstr("too large"));
+  EXPECT_EQ(parse_error(completion_with(R"("max_tokens":1e300)")).param, "max_tokens");
+  EXPECT_EQ(parse_error(completion_with(R"("max_tokens":-1)")).param, "max_tokens");
+  EXPECT_EQ(parse_error(completion_with(R"("max_completion_tokens":0)")).param,
+            "max_completion_tokens");
+  EXPECT_EQ(parse_error(completion_with(R"("min_tokens":-1)")).param, "min_tokens");
+  EXPECT_EQ(parse_error(completion_with(R"("top_k":4294967297)")).param, "top_k");
+  // Seeds are 64-bit patterns: every unsigned one is taken as it is.
+  EXPECT_EQ(parse_ok(completion_with(R"("seed":18446744073709551615)")).params.seed,
+            std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(parse_ok(completion_with(R"("seed":-1)")).params.seed,
+            std::numeric_limits<uint64_t>::max());
+}
+
+TEST(OpenAiProtocol, StopLimits) {
+  const std::string sixteen = list_of(R"("s")", 16);
+  EXPECT_EQ(parse_ok(completion_with(R"("stop":)" + sixteen)).params.stop.size(), 16u);
+  ApiError error = parse_error(completion_with(R"("stop":)" + list_of(R"("s")", 17)));
+  EXPECT_EQ(error.param, "stop");
+  EXPECT_THAT(error.message, HasSubstr("at most 16"));
+  error = parse_error(completion_with(R"("stop":")" + std::string(257, 'a') + R"(")"));
+  EXPECT_EQ(error.param, "stop");
+  EXPECT_THAT(error.message, HasSubstr("256 bytes"));
+  EXPECT_EQ(parse_ok(completion_with(R"("stop":[")" + std::string(256, 'a') + R"("])"))
+                .params.stop[0]
+                .size(),
+            256u);
+  error = parse_error(completion_with(R"("stop_token_ids":)" + list_of("1", 65)));
+  EXPECT_EQ(error.param, "stop_token_ids");
+  EXPECT_THAT(error.message, HasSubstr("at most 64"));
+}
+
+TEST(OpenAiProtocol, ChoiceAndLogprobLimits) {
+  EXPECT_EQ(parse_ok(completion_with(R"("n":128)")).n, 128);
+  ApiError error = parse_error(completion_with(R"("n":129)"));
+  EXPECT_EQ(error.param, "n");
+  EXPECT_THAT(error.message, HasSubstr("128"));
+  const std::string prompts = list_of(R"("p")", 129);
+  EXPECT_EQ(parse_error(R"({"model":"m","prompt":)" + prompts + "}").param, "prompt");
+  error = parse_error(R"({"model":"m","n":100,"prompt":["a","b"]})");
+  EXPECT_EQ(error.param, "n");
+  EXPECT_THAT(error.message, HasSubstr("200"));
+  EXPECT_EQ(parse_ok(R"({"model":"m","n":64,"prompt":["a","b"]})").prompts.size(), 2u);
+  EXPECT_EQ(parse_error(completion_with(R"("logprobs":21)")).param, "logprobs");
+  EXPECT_EQ(
+      chat_error(
+          R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21})")
+          .param,
+      "top_logprobs");
+}
+
+TEST(OpenAiProtocol, LimitsComeFromTheCaller) {
+  const RequestLimits limits{.max_json_depth = 3,
+                             .max_stop = 2,
+                             .max_stop_bytes = 4,
+                             .max_stop_token_ids = 1,
+                             .max_choices = 3,
+                             .max_logprobs = 2};
+  auto error_with = [&](const std::string& body) {
+    auto parsed = parse_completion_request(body, {}, limits);
+    return std::holds_alternative<ApiError>(parsed) ? std::get<ApiError>(parsed).param : "(none)";
+  };
+  EXPECT_EQ(error_with(completion_with(R"("stop":["a","b","c"])")), "stop");
+  EXPECT_EQ(error_with(completion_with(R"("stop":"abcde")")), "stop");
+  EXPECT_EQ(error_with(completion_with(R"("stop_token_ids":[1,2])")), "stop_token_ids");
+  EXPECT_EQ(error_with(completion_with(R"("n":4)")), "n");
+  EXPECT_EQ(error_with(completion_with(R"("n":2,"prompt":["a","b"])")), "n");
+  EXPECT_EQ(error_with(completion_with(R"("logprobs":3)")), "logprobs");
+  EXPECT_EQ(error_with(completion_with(R"("x":[[[1]]])")), "x");
+  EXPECT_EQ(error_with(completion_with(R"("stop":["abcd","b"],"n":3,"logprobs":2,"x":[[1]])")),
+            "(none)");
+  // The engine's buffer bounds stop_token_ids whatever the limit says.
+  auto parsed = parse_completion_request(completion_with(R"("stop_token_ids":)" + list_of("1", 65)),
+                                         {}, {.max_stop_token_ids = 1000});
+  ASSERT_TRUE(std::holds_alternative<ApiError>(parsed));
+  EXPECT_EQ(std::get<ApiError>(parsed).param, "stop_token_ids");
+}
+
+TEST(OpenAiProtocol, DeepNestingIsRefusedBeforeAnythingElse) {
+  std::string deep;
+  for (int i = 0; i < 100000; ++i) deep += "[";
+  for (int i = 0; i < 100000; ++i) deep += "]";
+  ApiError error =
+      chat_error(R"({"model":"m","messages":[{"role":"user","content":)" + deep + "}]}");
+  EXPECT_EQ(error.param, "messages");
+  EXPECT_THAT(error.message, HasSubstr("64 levels"));
+  EXPECT_EQ(parse_error(completion_with(R"("stop":)" + deep)).param, "stop");
+  EXPECT_EQ(
+      chat_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],"tools":)" + deep + "}")
+          .param,
+      "tools");
+}
+
+// Fields tidal does not implement: the neutral value passes, anything else names the field.
+TEST(OpenAiProtocol, UnimplementedFieldsAreRefusedUnlessNeutral) {
+  struct Case {
+    const char* field;
+    const char* neutral;
+    const char* other;
+  };
+  const Case cases[] = {
+      {"presence_penalty", "0", "0.5"},
+      {"frequency_penalty", "0.0", "-1"},
+      {"repetition_penalty", "1", "1.1"},
+      {"min_p", "0", "0.05"},
+      {"logit_bias", "{}", R"({"5":-100})"},
+      {"response_format", R"({"type":"text"})", R"({"type":"json_object"})"},
+      {"tool_choice", R"("none")", R"("required")"},
+      {"tool_choice", R"("auto")", R"({"type":"function","function":{"name":"f"}})"},
+      {"parallel_tool_calls", "true", R"("yes")"},
+      {"functions", "[]", R"([{"name":"f"}])"},
+      {"function_call", R"("none")", R"({"name":"f"})"},
+      {"suffix", R"("")", R"("tail")"},
+      {"echo", "false", "true"},
+      {"best_of", "1", "2"},
+      {"modalities", R"(["text"])", R"(["text","audio"])"},
+      {"audio", "null", R"({"voice":"alloy"})"},
+      {"prediction", "null", R"({"type":"content","content":"x"})"},
+      {"use_beam_search", "false", "true"},
+      {"include_stop_str_in_output", "false", "true"},
+      {"prompt_logprobs", "null", "0"},
+      {"bad_words", "[]", R"(["x"])"},
+      {"guided_json", "null", "{}"},
+      {"guided_choice", "null", R"(["a"])"},
+  };
+  for (const Case& c : cases) {
+    const std::string neutral = cat(R"(")", c.field, R"(":)", c.neutral);
+    const std::string other = cat(R"(")", c.field, R"(":)", c.other);
+    parse_ok(completion_with(neutral));
+    chat_ok(R"({"model":"m","messages":[{"role":"user","content":"x"}],)" + neutral + "}");
+    const ApiError error = parse_error(completion_with(other));
+    EXPECT_EQ(error.param, c.field) << other;
+    EXPECT_THAT(error.message, HasSubstr(cat("tidal does not implement '", c.field, "' yet")));
+    EXPECT_EQ(
+        chat_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],)" + other + "}")
+            .param,
+        c.field);
+  }
+  // parallel_tool_calls=false asks something of tool calls: fine without tools, not with them.
+  chat_ok(
+      R"({"model":"m","messages":[{"role":"user","content":"x"}],"parallel_tool_calls":false})");
+  EXPECT_EQ(chat_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+                           "tools":[{"type":"function","function":{"name":"f"}}],
+                           "parallel_tool_calls":false})")
+                .param,
+            "parallel_tool_calls");
+  // Fields nobody defines, and OpenAI's bookkeeping ones, are ignored.
+  parse_ok(completion_with(R"("user":"u","store":false,"metadata":{"a":"b"},"whatever":[1])"));
+}
+
+TEST(OpenAiProtocol, EmptyToolsAreNoTools) {
+  EXPECT_FALSE(chat_ok(R"({"model":"m","messages":[{"role":"user","content":"x"}],"tools":[]})")
+                   .template_kwargs.contains("tools"));
+  EXPECT_TRUE(chat_ok(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+                          "tools":[{"type":"function","function":{"name":"f"}}]})")
+                  .template_kwargs.contains("tools"));
 }
 
 TEST(OpenAiProtocol, ErrorBodyHasTheOpenAiShape) {
