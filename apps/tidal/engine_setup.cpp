@@ -1,7 +1,11 @@
 // Starting the engine for the CLI: in-process for one rank, a RankGroup for several.
 #include "apps/tidal/engine_setup.h"
 
+#include <cstdlib>
+
+#include "common/logging.h"
 #include "elastic/rank_group.h"
+#include "elastic/rank_secret.h"
 #include "engine/engine_loop.h"
 #include "model/load_model.h"
 
@@ -48,6 +52,12 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
                   "seconds without a heartbeat after which a rank (stopped, hung, unreachable) is "
                   "declared failed, killed and recovered from")
       ->check(CLI::PositiveNumber);
+  command.add_option(
+      "--rank-secret-file", setup.rank_secret_file,
+      "the rank secret, which ranks started elsewhere (--scale-spawn external, --local-ranks) "
+      "must give to join (`tidal rank --rank-secret-file PATH`, or TIDAL_RANK_SECRET): read from "
+      "PATH, or a new one written there (mode 0600) when PATH does not exist. Without it, "
+      "TIDAL_RANK_SECRET is the secret; ranks this server starts are always given it");
   command
       .add_option("--on-rank-failure", setup.on_rank_failure,
                   "after recovering from a lost rank: shrink (serve with the survivors) or "
@@ -125,6 +135,18 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
     running.client = std::make_unique<EngineLoop>(*running.engine);
     return running;
   }
+  // Ranks of ours hear the secret from us; ranks started elsewhere must be given it.
+  const bool external_ranks = setup.scale_spawn == "external" ||
+                              (setup.local_ranks >= 0 && setup.local_ranks < setup.ranks);
+  const Result<FrontRankSecret> secret =
+      front_rank_secret(setup.rank_secret_file, std::getenv(kRankSecretEnv), external_ranks);
+  if (!secret.is_ok()) TIDAL_FAIL(secret.status().message());
+  if (external_ranks) {
+    log_info("rank secret ", secret.value().where, ": ranks started elsewhere join with it ",
+             "(`tidal rank --rank-secret-file PATH` or ", kRankSecretEnv, ")");
+  } else {
+    log_info("rank secret ", secret.value().where);
+  }
   running.client = std::make_unique<RankGroup>(RankGroupOptions{
       .model_directory = model_directory,
       .device = setup.device,
@@ -145,7 +167,8 @@ RunningEngine start_engine(const EngineSetup& setup, const std::string& model_di
       .eplb_layers_per_step = setup.eplb_layers_per_step,
       .rank_timeout = std::chrono::milliseconds(static_cast<int64_t>(setup.rank_timeout_s * 1000)),
       .on_rank_failure =
-          setup.on_rank_failure == "shrink" ? OnRankFailure::kShrink : OnRankFailure::kReplace});
+          setup.on_rank_failure == "shrink" ? OnRankFailure::kShrink : OnRankFailure::kReplace,
+      .rank_secret = secret.value().secret});
   return running;
 }
 

@@ -35,6 +35,8 @@ struct EngineSetup {
   std::string scale_spawn = "local";        // who starts a scale-up's ranks: local or external
   double rank_timeout_s = 5;                // a rank silent this long is declared failed
   std::string on_rank_failure = "replace";  // shrink, or replace the lost ranks
+  // Where the rank secret is kept for ranks started elsewhere (see elastic/rank_secret.h).
+  std::string rank_secret_file = {};
   // --load-format dummy: random weights of --config's shapes (benchmarks at real model sizes);
   // the model directory then only provides the tokenizer.
   std::string load_format = "auto";
@@ -49,7 +51,8 @@ struct EngineSetup {
 // --block-size, --num-kv-blocks, --kv-cache-memory, --gpu-memory-utilization,
 // --cpu-kvcache-space, --num-redundant-experts, --enable-eplb,
 // --eplb-window, --eplb-interval, --enable-elastic-ep, --max-ranks, --scale-prepare-timeout,
-// --load-format, --config and --num-layers.
+// --scale-spawn, --rank-timeout, --on-rank-failure, --rank-secret-file, --load-format, --config
+// and --num-layers.
 void add_engine_setup_options(CLI::App& command, EngineSetup& setup);
 
 // Members are destroyed in reverse order: the client (which may own a thread or rank processes)

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <random>
+#include <string_view>
 #include <zmq.hpp>
 
 #include "backend/backend.h"
@@ -19,6 +20,7 @@
 #include "elastic/rank_group_operation.h"
 #include "elastic/rank_heartbeat.h"
 #include "elastic/rank_protocol.h"
+#include "elastic/rank_secret.h"
 #include "eplb/placement_policy.h"
 #include "model/load_model.h"
 
@@ -48,6 +50,38 @@ int count_host_gpus() {
     ::closedir(dir);
   }
   return count;
+}
+
+// Peers that are no rank of ours are remembered (to warn about each once) up to this many.
+constexpr size_t kMaxWarnedPeers = 1024;
+
+// A peer-chosen identity as it can go into the log: printable, and not too long.
+std::string printable(std::string_view bytes) {
+  constexpr size_t kMaxShown = 64;
+  std::string shown;
+  for (const char c : bytes.substr(0, kMaxShown)) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      shown.push_back(c);
+    } else {
+      constexpr char kDigits[] = "0123456789abcdef";
+      const auto byte = static_cast<unsigned char>(c);
+      shown += {'\\', 'x', kDigits[byte >> 4], kDigits[byte & 0xf]};
+    }
+  }
+  if (bytes.size() > kMaxShown) shown += "...";
+  return shown;
+}
+
+// This process's environment with `name` set to `value` (replacing any value it had).
+std::vector<std::string> environment_with(const std::string& name, const std::string& value) {
+  std::vector<std::string> environment;
+  const std::string prefix = name + "=";
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    if (std::string_view(*entry).starts_with(prefix)) continue;
+    environment.emplace_back(*entry);
+  }
+  environment.push_back(prefix + value);
+  return environment;
 }
 
 }  // namespace
@@ -102,6 +136,10 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
   // the write end closes and they exit (PR_SET_PDEATHSIG alone fires when the forking *thread*
   // exits, and joining ranks are forked by a transition's thread).
   TIDAL_CHECK(::pipe2(lifeline_, O_CLOEXEC) == 0, "cannot create the ranks' lifeline pipe");
+  if (options_.rank_secret.empty()) options_.rank_secret = make_rank_secret();
+  // In the environment, not on the command line: any user of the host can read another's
+  // command line (ps), only its owner its environment.
+  rank_environment_ = environment_with(kRankSecretEnv, options_.rank_secret);
   desired_num_ranks_ = options_.num_ranks;
   {
     std::lock_guard lock(mutex_);
@@ -206,6 +244,9 @@ int RankGroup::spawn_rank(int place, const std::string& device) {
   (void)device;  // the configuration names the device; the process only asks for its place
   const std::string place_arg = std::to_string(place);
   const std::string lifeline_arg = std::to_string(lifeline_[0]);
+  std::vector<const char*> envp;
+  for (const std::string& entry : rank_environment_) envp.push_back(entry.c_str());
+  envp.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) TIDAL_FAIL("cannot start rank ", place, ": fork failed");
   if (pid == 0) {
@@ -222,7 +263,8 @@ int RankGroup::spawn_rank(int place, const std::string& device) {
                           "--rank",        place_arg.c_str(),
                           "--lifeline-fd", lifeline_arg.c_str(),
                           nullptr};
-    ::execv(options_.rank_binary.c_str(), const_cast<char* const*>(argv));
+    ::execve(options_.rank_binary.c_str(), const_cast<char* const*>(argv),
+             const_cast<char* const*>(envp.data()));
     ::_exit(127);
   }
   return pid;
@@ -253,10 +295,17 @@ void RankGroup::io_loop() {
       zmq::message_t identity, payload;
       if (!socket.recv(identity, zmq::recv_flags::dontwait)) break;
       if (!socket.recv(payload, zmq::recv_flags::dontwait)) break;
+      std::string peer = "address unknown";
       try {
-        handle(identity.to_string(), payload.to_string());
+        peer = payload.gets("Peer-Address");
+      } catch (const zmq::error_t&) {  // not over TCP
+      }
+      try {
+        handle(identity.to_string(), peer, payload.to_string());
       } catch (const std::exception& error) {
-        log_warning("dropped a malformed control message: ", error.what());
+        std::lock_guard lock(mutex_);
+        warn_peer_once_locked(identity.to_string(), peer,
+                              cat("dropped a malformed control message: ", error.what()));
       }
     }
     std::deque<Outgoing> outbox;
@@ -265,8 +314,8 @@ void RankGroup::io_loop() {
       outbox.swap(outbox_);
     }
     for (const Outgoing& outgoing : outbox) {
-      std::string identity;
-      {
+      std::string identity = outgoing.peer_identity;
+      if (identity.empty()) {
         std::lock_guard lock(mutex_);
         const auto it = members_.find(outgoing.member);
         if (it != members_.end()) identity = it->second.identity;
@@ -279,12 +328,66 @@ void RankGroup::io_loop() {
   }
 }
 
-void RankGroup::handle(const std::string& identity, const std::string& payload) {
+void RankGroup::warn_peer_once_locked(const std::string& identity, const std::string& peer,
+                                      const std::string& warning) {
+  // A rank's heartbeat socket counts as the rank: one warning for both.
+  std::string_view key = identity;
+  if (key.ends_with(kHeartbeatIdentitySuffix)) {
+    key.remove_suffix(std::string_view(kHeartbeatIdentitySuffix).size());
+  }
+  if (warned_peers_.contains(std::string(key))) return;
+  if (warned_peers_.size() >= kMaxWarnedPeers) {
+    if (warned_peers_.size() == kMaxWarnedPeers) {
+      log_warning("more than ", kMaxWarnedPeers,
+                  " peers that are no ranks of this server; not logging the others");
+      warned_peers_.insert("");  // no peer has an empty identity: a marker that this was said
+    }
+    return;
+  }
+  warned_peers_.emplace(key);
+  log_warning("peer '", printable(identity), "' (", peer, "): ", warning);
+}
+
+bool RankGroup::admits_locked(const std::string& identity, const std::string& peer,
+                              const char* what, const nlohmann::json& message) {
+  const auto secret = message.find("secret");
+  const bool has_secret = secret != message.end() && secret->is_string();
+  if (has_secret &&
+      rank_secrets_equal(options_.rank_secret, secret->get_ref<const std::string&>())) {
+    return true;
+  }
+  const std::string why = has_secret ? "wrong rank secret" : "no rank secret";
+  warn_peer_once_locked(identity, peer,
+                        cat("refused its ", what, " (", why, "): it is no rank of this server"));
+  if (std::string_view(what) == protocol::kHello) {
+    refuse_hello_locked(identity,
+                        cat(why, ": give this server's with --rank-secret-file PATH or in ",
+                            kRankSecretEnv, " (its log says where it keeps it)"));
+  }
+  return false;
+}
+
+void RankGroup::refuse_hello_locked(const std::string& identity, const std::string& why) {
+  outbox_.push_back({.member = -1,
+                     .to_heartbeat = false,
+                     .payload = protocol::encode({{"type", protocol::kRefused}, {"message", why}}),
+                     .peer_identity = identity});
+}
+
+void RankGroup::handle(const std::string& identity, const std::string& peer,
+                       const std::string& payload) {
   const nlohmann::json message = protocol::decode(payload);
   const std::string type = message.at("type").get<std::string>();
   std::unique_lock lock(mutex_);
-  // After its hello, a rank is known by its socket identity, never by what it claims; a
-  // heartbeat comes from the rank's own second socket, named after the first.
+  // Only a hello or heartbeat with the rank secret is heard from a peer that is no member; after
+  // its hello, a rank is known by its socket identity, never by what it claims; a heartbeat comes
+  // from the rank's own second socket, named after the first, and carries the secret each time
+  // (anyone could name that socket after a rank whose heartbeat has gone quiet).
+  if ((type == protocol::kHello || type == protocol::kHeartbeat) &&
+      !admits_locked(identity, peer,
+                     type == protocol::kHello ? protocol::kHello : protocol::kHeartbeat, message)) {
+    return;
+  }
   const std::string& known_as = type == protocol::kHeartbeat
                                     ? message.at("identity").get_ref<const std::string&>()
                                     : identity;
@@ -315,7 +418,13 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
       if (fits && (place == nullptr || member.place < place->place)) place = &member;
     }
     if (place == nullptr) {
-      log_warning("refused a rank hello (rank ", asked, "): no free place");
+      const std::string why = asked >= 0
+                                  ? cat("rank ", asked, " is not free")
+                                  : std::string(
+                                        "no place is free (a rank started by hand joins a scale-up "
+                                        "with --scale-spawn external while it prepares)");
+      log_warning("refused a rank hello from '", printable(identity), "' (", peer, "): ", why);
+      refuse_hello_locked(identity, why);
       return;
     }
     place->identity = identity;
@@ -363,7 +472,9 @@ void RankGroup::handle(const std::string& identity, const std::string& payload) 
     return;
   }
   if (sender == nullptr) {
-    log_warning("dropped a '", type, "' message from an unknown rank");
+    warn_peer_once_locked(
+        identity, peer,
+        cat("dropped its '", printable(type), "' message: it is no member of the group"));
     return;
   }
   if (type == protocol::kReady) {

@@ -42,6 +42,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -96,6 +97,9 @@ struct RankGroupOptions {
   std::chrono::milliseconds rank_timeout = std::chrono::seconds(5);
   // After recovering from a failure: stay smaller, or scale back up to the size asked for.
   OnRankFailure on_rank_failure = OnRankFailure::kReplace;
+  // What a rank must show to be admitted (rank_secret.h); ranks this process starts get it in
+  // their environment. Empty: a new one, which only they know.
+  std::string rank_secret = {};
 };
 
 class RankGroup final : public EngineClient, public ScaleControl {
@@ -166,7 +170,18 @@ class RankGroup final : public EngineClient, public ScaleControl {
   struct Operation;  // one scale operation's record (rank_group_scale.cpp)
 
   void io_loop();
-  void handle(const std::string& identity, const std::string& payload);
+  // `peer` is the sender's address, for the log.
+  void handle(const std::string& identity, const std::string& peer, const std::string& payload);
+  // Whether a hello or heartbeat carries the rank secret; when not, the peer is refused (logged
+  // once per peer) and false is returned.
+  bool admits_locked(const std::string& identity, const std::string& peer, const char* what,
+                     const nlohmann::json& message);
+  // Tells the sender of a hello that it is no rank of ours, and why; it exits.
+  void refuse_hello_locked(const std::string& identity, const std::string& why);
+  // A warning about a peer that is no rank of ours, logged the first time only: anyone who
+  // reaches the control port could otherwise fill the log.
+  void warn_peer_once_locked(const std::string& identity, const std::string& peer,
+                             const std::string& warning);
   void handle_transition_message_locked(Member& sender, const std::string& type,
                                         const nlohmann::json& message);
   void send_locked(int member_id, const nlohmann::json& message);
@@ -261,6 +276,7 @@ class RankGroup final : public EngineClient, public ScaleControl {
     int member = 0;
     bool to_heartbeat = false;  // to the rank's heartbeat socket instead of its control socket
     std::string payload;
+    std::string peer_identity = {};  // set: to this peer, no member (a refused hello)
   };
   std::deque<Outgoing> outbox_;
   std::unordered_map<std::string, std::promise<Status>> pending_submits_;
@@ -287,6 +303,11 @@ class RankGroup final : public EngineClient, public ScaleControl {
   bool replace_pending_ = false;
   std::chrono::steady_clock::time_point last_watch_{};
   int lifeline_[2] = {-1, -1};  // the ranks we start hold the read end; only we hold the write end
+  // The environment of the ranks we start: ours with the rank secret, made before any fork (the
+  // child of a threaded process may not allocate).
+  std::vector<std::string> rank_environment_;
+  // Peers that are no rank of ours and have been warned about (warn_peer_once_locked), bounded.
+  std::set<std::string> warned_peers_;
   std::thread supervisor_thread_;
 };
 

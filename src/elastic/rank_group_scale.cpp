@@ -237,7 +237,7 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
   } else if (!op.joining.empty()) {
     log_info("scale ", op.id, ": waiting ", options_.prepare_timeout.count(), " ms for ",
              op.joining.size(), " rank(s) started with `tidal rank --coordinator ",
-             control_endpoint_, "`");
+             control_endpoint_, "` and the rank secret");
   }
   error = wait(
       [&] {

@@ -29,8 +29,9 @@ void RankHeartbeat::run() {
     // A front that cannot take heartbeats for a while must not make them pile up here.
     socket.set(zmq::sockopt::sndhwm, 16);
     socket.connect(options_.control_endpoint);
-    const std::string beat = rank_protocol::encode(
-        {{"type", rank_protocol::kHeartbeat}, {"identity", options_.identity}});
+    const std::string beat = rank_protocol::encode({{"type", rank_protocol::kHeartbeat},
+                                                    {"identity", options_.identity},
+                                                    {"secret", options_.secret}});
     std::vector<zmq::pollitem_t> items = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
     if (options_.lifeline_fd >= 0) items.push_back({nullptr, options_.lifeline_fd, ZMQ_POLLIN, 0});
     auto next_beat = std::chrono::steady_clock::now();

@@ -19,6 +19,7 @@ inline constexpr char kHeartbeatIdentitySuffix[] = "-heartbeat";
 struct RankHeartbeatOptions {
   std::string control_endpoint;  // the front's ROUTER
   std::string identity;          // the rank's control socket identity, which the front knows
+  std::string secret = {};       // the rank secret, in every beat (see rank_secret.h)
   // The read end of a pipe whose write end only the front holds; -1 for a rank started by hand.
   int lifeline_fd = -1;
   std::chrono::milliseconds period = std::chrono::milliseconds(100);

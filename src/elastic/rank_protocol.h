@@ -19,7 +19,12 @@
 namespace tidal::rank_protocol {
 
 // Message types.
-inline constexpr char kHello[] = "hello";          // rank -> front: {rank}
+// rank -> front: {rank, secret}. The front admits a rank only with its rank secret (see
+// rank_secret.h); after that it knows the rank by its socket identity. A hello without it, or
+// with a wrong one, gets kRefused and takes no place in the group (as does one that finds no
+// free place).
+inline constexpr char kHello[] = "hello";
+inline constexpr char kRefused[] = "refused";      // front -> refused peer: {message}; it exits
 inline constexpr char kConfig[] = "config";        // front -> rank: RankConfig
 inline constexpr char kReady[] = "ready";          // rank -> front: {rank, max_model_len}
 inline constexpr char kFailed[] = "failed";        // rank -> front: {rank, message}
@@ -42,10 +47,11 @@ inline constexpr char kHandoff[] = "handoff";    // leaving rank -> front: {op, 
 inline constexpr char kRollback[] = "rollback";  // front -> old ranks: {op}
 inline constexpr char kAdopt[] = "adopt";        // front -> rank: {request}
 // Failure and recovery. Heartbeats come on a socket of their own (see rank_heartbeat.h), naming
-// the rank's control identity. A rank whose communicator fails (a peer died or hung) drops every
-// request (the front continues them from its ledger) and reports what its expert slots hold;
-// the front then forms the survivors' epoch with one kRecover per survivor.
-inline constexpr char kHeartbeat[] = "heartbeat";  // rank -> front: {identity}
+// the rank's control identity; each carries the rank secret, so that nobody else can keep a
+// silent rank alive by speaking for it. A rank whose communicator fails (a peer died or hung)
+// drops every request (the front continues them from its ledger) and reports what its expert
+// slots hold; the front then forms the survivors' epoch with one kRecover per survivor.
+inline constexpr char kHeartbeat[] = "heartbeat";  // rank -> front: {identity, secret}
 inline constexpr char kBreak[] = "break";          // front -> rank: {reason}; give up the epoch
 // front -> a rank's heartbeat socket: {epoch}; that epoch (and older) is lost: a communicator wait
 // of it gives up now (the stepping thread may be stuck in one and read no message)

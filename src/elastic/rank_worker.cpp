@@ -18,6 +18,7 @@
 #include "elastic/rank_heartbeat.h"
 #include "elastic/rank_protocol.h"
 #include "elastic/rank_rebalance.h"
+#include "elastic/rank_secret.h"
 #include "elastic/rank_state.h"
 #include "elastic/rank_transition.h"
 
@@ -30,9 +31,11 @@ using Clock = std::chrono::steady_clock;
 class ControlChannel {
  public:
   ControlChannel(const std::string& endpoint, int rank)
-      : identity_(cat("rank-", rank, "-pid-", ::getpid())),
+      : identity_(cat("rank-", rank, "-pid-", ::getpid(), "-", random_hex(8))),
         socket_(context_, zmq::socket_type::dealer) {
-    // Unique per process: ranks started by hand all ask for "any rank" (-1).
+    // Unique per process: ranks started by hand all ask for "any rank" (-1). The front trusts an
+    // admitted rank's messages by this identity; its random part keeps anyone else from taking
+    // it over should the rank's connection drop.
     socket_.set(zmq::sockopt::routing_id, identity_);
     socket_.set(zmq::sockopt::linger, 2000);  // a leaving rank's last messages still go out
     socket_.connect(endpoint);
@@ -498,11 +501,18 @@ int run_rank_worker(const RankWorkerOptions& options) {
   // From before the hello on: the front's death ends this process even while it loads.
   const RankHeartbeat heartbeat({.control_endpoint = options.control_endpoint,
                                  .identity = control.identity(),
+                                 .secret = options.secret,
                                  .lifeline_fd = options.lifeline_fd});
-  control.send({{"type", protocol::kHello}, {"rank", options.rank}});
+  control.send({{"type", protocol::kHello}, {"rank", options.rank}, {"secret", options.secret}});
   int rank_idx = options.rank;
   try {
     std::optional<nlohmann::json> message = control.receive(std::chrono::seconds(120));
+    if (message && message->at("type") == protocol::kRefused) {
+      // Not a member: nothing to report back, the front has forgotten this process already.
+      log_line(LogLevel::kError, cat("the front at ", options.control_endpoint,
+                                     " refused this rank: ", message->value("message", "")));
+      return kRankExitRefused;
+    }
     if (!message || message->at("type") != protocol::kConfig) {
       TIDAL_FAIL("rank ", options.rank, ": no configuration from the front at ",
                  options.control_endpoint);
@@ -525,7 +535,7 @@ int run_rank_worker(const RankWorkerOptions& options) {
   } catch (const std::exception& error) {
     log_line(LogLevel::kError, cat("rank ", rank_idx, " failed: ", error.what()));
     control.send({{"type", protocol::kFailed}, {"rank", rank_idx}, {"message", error.what()}});
-    return 1;
+    return kRankExitFailed;
   }
 }
 

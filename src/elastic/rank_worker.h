@@ -12,10 +12,14 @@ struct RankWorkerOptions {
   int rank = 0;
   // The read end of the front's lifeline pipe (ranks the front starts); -1: none.
   int lifeline_fd = -1;
+  std::string secret = {};  // the front's rank secret (rank_secret.h), sent in hello and heartbeats
 };
 
-// Returns the process exit code: 0 after a clean shutdown, 1 when joining or serving failed (the
-// front is told why before the rank exits).
+// Exit codes of run_rank_worker besides 0 (a clean shutdown).
+inline constexpr int kRankExitFailed = 1;   // joining or serving failed; the front was told why
+inline constexpr int kRankExitRefused = 2;  // the front refused it: no or a wrong secret, no place
+
+// Returns the process exit code (above).
 int run_rank_worker(const RankWorkerOptions& options);
 
 }  // namespace tidal

@@ -78,8 +78,13 @@ TEST(MultiRankErrors, TooFewSlotsNamesTheMinimum) {
 }
 
 // One rank started by the front, the other by hand (as Slurm or ssh would), pointed at the
-// coordinator: they form one group and give the same tokens.
+// coordinator and given the rank secret (both read TIDAL_RANK_SECRET): they form one group and
+// give the same tokens.
 TEST(MultiRankJoin, ARankStartedByHandJoins) {
+  ::setenv("TIDAL_RANK_SECRET", "a-secret-for-this-test-only", 1);
+  struct Unset {
+    ~Unset() { ::unsetenv("TIDAL_RANK_SECRET"); }
+  } unset;
   const auto reference = testing_util::load_reference("default");
   const int port = free_port();
   std::thread by_hand([port] {

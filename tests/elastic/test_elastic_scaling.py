@@ -414,11 +414,21 @@ def test_dummy_weights_are_the_same_on_every_rank_and_epoch():
         server.assert_alive()
 
 
-def test_scale_up_with_ranks_started_elsewhere():
+def waiting_for_external_ranks(server, operation_id: str) -> None:
+    """Waits until the scale-up `operation_id` has its plan and waits for ranks started
+    elsewhere: a rank that says hello before has no place to take and is refused."""
+    wait_for(lambda: f"scale {operation_id}: waiting" in server.log(tail=1 << 20), TIMEOUT_S,
+             what=f"{operation_id} to wait for ranks started elsewhere")
+
+
+def test_scale_up_with_ranks_started_elsewhere(tmp_path):
     """--scale-spawn external (ranks on other hosts, started by a scheduler): the scale-up waits
-    for `tidal rank --coordinator ADDRESS` started by hand, and rolls back when none comes."""
+    for `tidal rank --coordinator ADDRESS` started by hand with the server's rank secret, and
+    rolls back when none comes."""
+    secret_file = tmp_path / "rank-secret"
     with start_server("--ranks", "2", "--expert-slots", "4", "--scale-spawn", "external",
-                      "--scale-prepare-timeout", "3") as server:
+                      "--scale-prepare-timeout", "3",
+                      "--rank-secret-file", str(secret_file)) as server:
         url = server.url
         coordinator = topology(url)["coordinator"]
         # Nobody starts a rank: the prepare times out and the server stays at 2.
@@ -430,7 +440,9 @@ def test_scale_up_with_ranks_started_elsewhere():
         response = httpx.post(url + "/v1/admin/scale", json={"ranks": 3}, timeout=10)
         assert response.status_code == 202, response.text
         operation_id = response.json()["id"]
-        rank = subprocess.Popen([str(BINARY), "rank", "--coordinator", coordinator],
+        waiting_for_external_ranks(server, operation_id)
+        rank = subprocess.Popen([str(BINARY), "rank", "--coordinator", coordinator,
+                                 "--rank-secret-file", str(secret_file)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         try:
