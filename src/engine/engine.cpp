@@ -157,7 +157,7 @@ void Engine::warm_up() {
   const MemoryInfo before = sizing ? backend_->memory_info() : MemoryInfo{};
   // The order a GPU needs: the worst case sizes the workspace on a placeholder cache, the KV
   // cache takes what it left, and only then are graphs captured (they bake its addresses in).
-  runner_.warm_up_workspace(max_num_seqs, max_num_tokens);
+  runner_.warm_up_workspace(max_num_seqs, max_num_tokens, max_model_len_);
   if (sizing) size_kv_from_device_memory(before);
   runner_.capture_decode_graphs(std::min(max_num_seqs, max_num_tokens));
   log_info("warm-up done: workspace locked at ", runner_.workspace().capacity_bytes(), " bytes, ",
@@ -170,6 +170,21 @@ Status Engine::add_request(const std::string& id, std::vector<int32_t> prompt_id
                            SamplingParams params) {
   if (live_ids_.contains(id))
     return Status::invalid_argument(cat("duplicate request id '", id, "'"));
+  if (Status status = check_request(prompt_ids, params); !status.is_ok()) return status;
+  auto request = std::make_unique<Request>();
+  request->id = id;
+  request->prompt_ids = std::move(prompt_ids);
+  request->seed = params.seed ? *params.seed : (uint64_t{entropy_()} << 32) ^ entropy_();
+  request->detokenizer =
+      std::make_unique<IncrementalDetokenizer>(*tokenizer_, params.skip_special_tokens);
+  request->params = std::move(params);
+  live_ids_.insert(id);
+  scheduler_.add(std::move(request));
+  return Status::ok();
+}
+
+Status Engine::check_request(const std::vector<int32_t>& prompt_ids,
+                             const SamplingParams& params) const {
   if (prompt_ids.empty()) return Status::invalid_argument("the prompt is empty");
   const int32_t vocab = static_cast<int32_t>(model_->config().vocab_size);
   for (const int32_t token : prompt_ids) {
@@ -183,18 +198,7 @@ Status Engine::add_request(const std::string& id, std::vector<int32_t> prompt_id
                                         " tokens; the maximum model length is ", max_model_len_,
                                         " tokens including the output"));
   }
-  if (Status status = params.validate(vocab); !status.is_ok()) return status;
-
-  auto request = std::make_unique<Request>();
-  request->id = id;
-  request->prompt_ids = std::move(prompt_ids);
-  request->seed = params.seed ? *params.seed : (uint64_t{entropy_()} << 32) ^ entropy_();
-  request->detokenizer =
-      std::make_unique<IncrementalDetokenizer>(*tokenizer_, params.skip_special_tokens);
-  request->params = std::move(params);
-  live_ids_.insert(id);
-  scheduler_.add(std::move(request));
-  return Status::ok();
+  return params.validate(vocab);
 }
 
 void Engine::append_token(Request& request, const SampledToken& sampled) {

@@ -56,6 +56,9 @@ class Engine {
   // Queues a request; an invalid_argument Status names what is wrong (empty or too long
   // prompt, bad sampling values, duplicate id).
   Status add_request(const std::string& id, std::vector<int32_t> prompt_ids, SamplingParams params);
+  // add_request's checks of the prompt and the sampling values, without queueing: it reads only
+  // what is fixed once the engine serves, so any thread may call it.
+  Status check_request(const std::vector<int32_t>& prompt_ids, const SamplingParams& params) const;
   // Runs one step; returns an output for every request that produced tokens or finished. In a
   // data-parallel group every rank calls it in lockstep (it is collective), even without work.
   std::vector<RequestOutput> step();

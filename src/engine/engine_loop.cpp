@@ -14,12 +14,27 @@ std::optional<RequestOutput> OutputQueue::pop(std::chrono::milliseconds timeout)
   return output;
 }
 
+std::optional<RequestOutput> OutputQueue::try_pop() {
+  std::lock_guard lock(mutex_);
+  if (outputs_.empty()) return std::nullopt;
+  RequestOutput output = std::move(outputs_.front());
+  outputs_.pop_front();
+  return output;
+}
+
 void OutputQueue::push(RequestOutput output) {
   {
     std::lock_guard lock(mutex_);
     outputs_.push_back(std::move(output));
   }
   ready_.notify_all();
+  std::lock_guard lock(listener_mutex_);
+  if (listener_) listener_();
+}
+
+void OutputQueue::set_listener(std::function<void()> listener) {
+  std::lock_guard lock(listener_mutex_);
+  listener_ = std::move(listener);
 }
 
 EngineLoop::EngineLoop(Engine& engine) : engine_(&engine), max_model_len_(engine.max_model_len()) {
@@ -51,16 +66,17 @@ EngineLoop::~EngineLoop() {
 
 Status EngineLoop::submit(const std::string& id, std::vector<int32_t> prompt_ids,
                           SamplingParams params, std::shared_ptr<OutputQueue> queue) {
-  std::future<Status> verdict;
+  // Checked here, on the caller's thread, so a submission never waits for the engine's step to
+  // end (a step of a large batch takes a while; an HTTP worker must not).
+  if (Status status = engine_->check_request(prompt_ids, params); !status.is_ok()) return status;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return Status(StatusCode::kUnavailable, "the engine is shutting down");
-    Submission& submission = submissions_.emplace_back(
-        Submission{id, std::move(prompt_ids), std::move(params), std::move(queue), {}});
-    verdict = submission.verdict.get_future();
+    submissions_.push_back(
+        Submission{id, std::move(prompt_ids), std::move(params), std::move(queue)});
   }
   wake_.notify_all();
-  return verdict.get();
+  return Status::ok();
 }
 
 void EngineLoop::abort(const std::string& id) {
@@ -76,6 +92,17 @@ std::vector<EngineLoad> EngineLoop::loads() const {
   return {load_};
 }
 
+void EngineLoop::fail_submission(Submission& submission, const std::string& why) {
+  submission.queue->push({.request_id = submission.id,
+                          .new_token_ids = {},
+                          .new_text = {},
+                          .new_logprobs = {},
+                          .finish_reason = FinishReason::kAbort,
+                          .num_prompt_tokens = 0,
+                          .num_output_tokens = 0,
+                          .error = why});
+}
+
 void EngineLoop::take_commands() {
   std::vector<Submission> submissions;
   std::vector<std::string> aborts;
@@ -87,8 +114,12 @@ void EngineLoop::take_commands() {
   for (Submission& submission : submissions) {
     Status status = engine_->add_request(submission.id, std::move(submission.prompt_ids),
                                          std::move(submission.params));
-    if (status.is_ok()) queues_[submission.id] = submission.queue;
-    submission.verdict.set_value(std::move(status));
+    if (status.is_ok()) {
+      queues_[submission.id] = submission.queue;
+    } else {
+      // Checked at submit; only what needs the engine's state (a duplicate id) fails here.
+      fail_submission(submission, status.message());
+    }
   }
   for (const std::string& id : aborts) deliver(engine_->abort(id));
 }
@@ -134,9 +165,8 @@ void EngineLoop::run() {
     for (RequestOutput& output : engine_->abort(id)) queue->push(std::move(output));
   }
   std::lock_guard lock(mutex_);
-  for (Submission& submission : submissions_) {
-    submission.verdict.set_value(Status(StatusCode::kUnavailable, "the engine is shutting down"));
-  }
+  for (Submission& submission : submissions_)
+    fail_submission(submission, "the engine is shutting down");
 }
 
 }  // namespace tidal

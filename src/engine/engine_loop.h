@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -45,10 +44,11 @@ class EngineLoop final : public EngineClient {
     std::vector<int32_t> prompt_ids;
     SamplingParams params;
     std::shared_ptr<OutputQueue> queue;
-    std::promise<Status> verdict;
   };
   void run();
   void take_commands();
+  // A submission the engine could not take ends with kAbort and the reason.
+  static void fail_submission(Submission& submission, const std::string& why);
   void deliver(std::vector<RequestOutput> outputs);
   // The engine's numbers into load_ (under mutex_ once the thread runs), all but num_steps.
   void refresh_load();

@@ -254,8 +254,9 @@ StepSamples ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
   return sample_eager(std::move(sampling), logits);
 }
 
-void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
-  warm_up_workspace(max_num_seqs, max_num_batched_tokens);
+void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens,
+                          int64_t max_context_len) {
+  warm_up_workspace(max_num_seqs, max_num_batched_tokens, max_context_len);
   capture_decode_graphs(std::min(max_num_seqs, max_num_batched_tokens));
 }
 
@@ -263,7 +264,8 @@ bool ModelRunner::captures_graphs() const {
   return backend_->supports_graphs() && graph_options_.enabled && model_->capturable();
 }
 
-void ModelRunner::warm_up_workspace(int64_t max_num_seqs, int64_t max_num_batched_tokens) {
+void ModelRunner::warm_up_workspace(int64_t max_num_seqs, int64_t max_num_batched_tokens,
+                                    int64_t max_context_len) {
   // The old graphs read the workspace and kernel scratch this warm-up may move.
   release_graphs();
   workspace_.unlock();
@@ -274,9 +276,10 @@ void ModelRunner::warm_up_workspace(int64_t max_num_seqs, int64_t max_num_batche
   // In a group, a step may carry one padding sequence more (run_eager), which samples nothing.
   const int64_t with_padding = std::min(max_num_seqs + 1, max_num_batched_tokens);
   const int64_t block_size = kv_cache_->block_size();
-  // The longest sequence decides the block table width.
+  // The block table is as wide as the longest context in the step: a decode step of many
+  // sequences near max_model_len is wider than any step whose tokens are all new.
   const int64_t longest = max_num_batched_tokens - (with_padding - 1);
-  host.max_blocks = (longest + block_size - 1) / block_size;
+  host.max_blocks = (std::max(longest, max_context_len) + block_size - 1) / block_size;
   for (int64_t s = 0; s < with_padding; ++s) {
     const int64_t length = s == 0 ? longest : 1;
     for (int64_t i = 0; i < length; ++i) {

@@ -60,13 +60,16 @@ class ModelRunner {
   void run_dummy(const GroupStep& step);
   // warm_up_workspace, then capture_decode_graphs: what a warm-up does when the KV cache is
   // already sized.
-  void warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens);
+  void warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens, int64_t max_context_len = 0);
   // Releases the decode graphs, grows the workspace with the worst case (max_num_seqs sequences
   // sharing max_num_batched_tokens tokens, all sampling, plus the largest decode graph's step
   // where graphs are captured) and locks it. It writes nothing to the KV cache and reads only
   // block 0, so it may run on a one-block cache: everything a step needs besides the cache is
   // allocated when it returns, and the engine sizes the cache from what is left.
-  void warm_up_workspace(int64_t max_num_seqs, int64_t max_num_batched_tokens);
+  // `max_context_len`: the longest context a step may attend over (the engine's max_model_len),
+  // which sets the widest block table.
+  void warm_up_workspace(int64_t max_num_seqs, int64_t max_num_batched_tokens,
+                         int64_t max_context_len = 0);
   // Captures the decode graphs afresh on the KV cache as it is now (its addresses are baked in).
   // After warm_up_workspace with at least this max_num_seqs.
   void capture_decode_graphs(int64_t max_num_seqs);
