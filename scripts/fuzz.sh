@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang \
   -DCMAKE_CXX_COMPILER=clang++ -DTIDAL_FUZZ=ON -DTIDAL_TESTS=OFF >/dev/null
-cmake --build build-fuzz --target jinja_fuzz request_fuzz
-for target in jinja request; do
+cmake --build build-fuzz --target jinja_fuzz request_fuzz http_fuzz
+for target in jinja request http; do
   work="build-fuzz/corpus-$target"
   mkdir -p "$work"
   echo "+ ${target}_fuzz for ${seconds} s"

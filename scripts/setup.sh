@@ -9,7 +9,8 @@ packages=(
   libgtest-dev         # unit tests
   libcli11-dev         # command-line parsing of the tidal CLI
   libgloo-dev libzmq3-dev cppzmq-dev  # CPU data plane (Gloo) and control plane (ZeroMQ)
-  libcpp-httplib-dev   # the HTTP server of the OpenAI-compatible API
+  libboost1.81-dev     # Boost.Beast on Asio (header-only): the event-driven HTTP server
+  zlib1g-dev           # gzip and deflate request bodies
   clang-14 libclang-rt-14-dev  # libFuzzer targets (request parser, Jinja), run in CI
   python3 python3-venv # test tooling only, never a runtime dependency
 )

@@ -1,7 +1,6 @@
 // `tidal scale N`: ask a running server to scale to N ranks and follow the operation to its end.
-#include <httplib.h>
-
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -9,6 +8,7 @@
 
 #include "apps/tidal/commands.h"
 #include "common/error.h"
+#include "server/http/http_client.h"
 
 namespace tidal::cli {
 namespace {
@@ -19,27 +19,36 @@ struct ScaleOptions {
   std::vector<int> remove_ranks;
   bool wait = true;
   int timeout_s = 600;
+  std::string admin_api_key;
 };
 
-nlohmann::json parse_reply(const httplib::Result& reply, const std::string& what) {
-  if (!reply) TIDAL_FAIL(what, ": no reply (", httplib::to_string(reply.error()), ")");
-  nlohmann::json body = nlohmann::json::parse(reply->body, nullptr, false);
-  if (body.is_discarded()) TIDAL_FAIL(what, ": HTTP ", reply->status, ", not JSON: ", reply->body);
-  if (reply->status >= 400) {
+nlohmann::json parse_reply(const HttpReply& reply, const std::string& what) {
+  nlohmann::json body = nlohmann::json::parse(reply.body, nullptr, false);
+  if (body.is_discarded()) TIDAL_FAIL(what, ": HTTP ", reply.status, ", not JSON: ", reply.body);
+  if (reply.status >= 400) {
     const std::string message =
-        body.contains("error") ? body["error"].value("message", reply->body) : reply->body;
-    TIDAL_FAIL(what, ": HTTP ", reply->status, ": ", message);
+        body.contains("error") ? body["error"].value("message", reply.body) : reply.body;
+    TIDAL_FAIL(what, ": HTTP ", reply.status, ": ", message);
   }
   return body;
 }
 
 int run_scale(const ScaleOptions& options) {
-  httplib::Client client(options.server);
-  client.set_read_timeout(std::chrono::seconds(30));
+  std::string key = options.admin_api_key;
+  if (const char* from_env = std::getenv("TIDAL_ADMIN_API_KEY"); key.empty() && from_env) {
+    key = from_env;
+  }
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!key.empty()) headers.emplace_back("Authorization", "Bearer " + key);
+  const auto call = [&](const std::string& method, const std::string& path,
+                        const std::string& body) {
+    return parse_reply(
+        http_call(options.server, method, path, body, headers, std::chrono::seconds(30)),
+        method + " " + path);
+  };
   nlohmann::json request = {{"ranks", options.ranks}};
   if (!options.remove_ranks.empty()) request["remove_ranks"] = options.remove_ranks;
-  nlohmann::json operation = parse_reply(
-      client.Post("/v1/admin/scale", request.dump(), "application/json"), "POST /v1/admin/scale");
+  nlohmann::json operation = call("POST", "/v1/admin/scale", request.dump());
   const std::string id = operation.at("id").get<std::string>();
   std::cerr << "scale " << id << ": " << operation.at("from_ranks") << " -> " << options.ranks
             << " ranks\n";
@@ -51,7 +60,7 @@ int run_scale(const ScaleOptions& options) {
       return 1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    operation = parse_reply(client.Get("/v1/admin/scale/" + id), "GET /v1/admin/scale/" + id);
+    operation = call("GET", "/v1/admin/scale/" + id, "");
     phase = operation.at("phase").get<std::string>();
   }
   std::cout << operation.dump(2) << "\n";
@@ -72,6 +81,8 @@ Command add_scale_command(CLI::App& app) {
       ->delimiter(',');
   command->add_flag("!--no-wait", options->wait, "return once the operation has started");
   command->add_option("--timeout", options->timeout_s, "seconds to wait for the outcome");
+  command->add_option("--admin-api-key", options->admin_api_key,
+                      "the server's --admin-api-key (default: $TIDAL_ADMIN_API_KEY)");
   return [options]() { return run_scale(*options); };
 }
 

@@ -2,6 +2,7 @@
 // SIGINT or SIGTERM.
 #include <signal.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -24,11 +25,24 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string served_model_name;
-  size_t max_request_bytes = size_t{8} << 20;
-  int http_threads = 256;
+  HttpLimits limits;
+  double read_timeout_s = 30;
+  double keep_alive_timeout_s = 5;
+  int http_threads = 2;
+  int http_workers = 4;
+  int64_t max_queued_requests = 4096;
+  AccessOptions access;
+  RequestLimits request_limits;
   std::string generation_config = "auto";
   EngineSetup setup;
 };
+
+// A flag's value, else the environment variable's (keys stay out of `ps` that way).
+std::string flag_or_env(const std::string& flag, const char* variable) {
+  if (!flag.empty()) return flag;
+  const char* value = std::getenv(variable);
+  return value != nullptr ? value : "";
+}
 
 int run_serve(const ServeOptions& options) {
   // Signals go to one waiting thread, not to whichever thread happens to run.
@@ -62,7 +76,8 @@ int run_serve(const ServeOptions& options) {
       .engine = client,
       .defaults = options.generation_config == "auto" ? SamplingDefaults::from_model_dir(model_dir)
                                                       : SamplingDefaults{},
-      .kv_block_size = options.setup.engine.block_size};
+      .kv_block_size = options.setup.engine.block_size,
+      .max_num_seqs = options.setup.engine.scheduler.max_num_seqs};
   if (context.defaults.temperature || context.defaults.top_p || context.defaults.top_k) {
     log_info("sampling defaults from generation_config.json: temperature=",
              context.defaults.temperature.value_or(1.0f),
@@ -70,10 +85,28 @@ int run_serve(const ServeOptions& options) {
              " top_k=", context.defaults.top_k.value_or(0),
              " (requests override them; --generation-config none ignores them)");
   }
-  ApiServer server(context, {.host = options.host,
-                             .port = options.port,
-                             .max_request_bytes = options.max_request_bytes,
-                             .http_threads = options.http_threads});
+  HttpLimits limits = options.limits;
+  limits.read_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(options.read_timeout_s * 1e3));
+  limits.keep_alive_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(options.keep_alive_timeout_s * 1e3));
+  AccessOptions access = options.access;
+  access.api_key = flag_or_env(access.api_key, "TIDAL_API_KEY");
+  access.admin_api_key = flag_or_env(access.admin_api_key, "TIDAL_ADMIN_API_KEY");
+  TIDAL_CHECK(!access.metrics_need_key || !access.api_key.empty() || !access.admin_api_key.empty(),
+              "--metrics-need-key needs --api-key or --admin-api-key (or TIDAL_API_KEY)");
+  log_info("access: /v1 ", access.api_key.empty() ? "open" : "needs the API key", ", admin routes ",
+           access.admin_api_key.empty() ? "loopback clients only" : "need the admin key",
+           ", /metrics ", access.metrics_need_key ? "needs a key" : "open", ", CORS ",
+           access.allowed_origins.empty() ? "off" : "on");
+  ApiServer server(context, {.http = {.host = options.host,
+                                      .port = options.port,
+                                      .io_threads = options.http_threads,
+                                      .worker_threads = options.http_workers,
+                                      .limits = limits},
+                             .access = access,
+                             .request_limits = options.request_limits,
+                             .max_queued_requests = options.max_queued_requests});
   std::thread signal_waiter([&] {
     int received = 0;
     sigwait(&signals, &received);
@@ -109,10 +142,72 @@ Command add_serve_command(CLI::App& app) {
   command->add_option("--served-model-name", options->served_model_name,
                       "the model name clients use (default: --model as given)");
   add_engine_setup_options(*command, options->setup);
-  command->add_option("--max-request-bytes", options->max_request_bytes,
-                      "largest request body accepted");
-  command->add_option("--http-threads", options->http_threads,
-                      "HTTP worker threads (each open stream holds one)");
+  HttpLimits& limits = options->limits;
+  command
+      ->add_option("--max-request-bytes", limits.max_body_bytes,
+                   "largest request body accepted (after chunked and gzip/deflate decoding)")
+      ->capture_default_str();
+  command
+      ->add_option("--max-header-bytes", limits.max_header_bytes,
+                   "largest request line and headers together")
+      ->capture_default_str();
+  command->add_option("--max-headers", limits.max_headers, "most header fields in a request")
+      ->capture_default_str();
+  command
+      ->add_option("--max-request-line", limits.max_request_line,
+                   "longest request line (method, target, version)")
+      ->capture_default_str();
+  command
+      ->add_option("--http-read-timeout", options->read_timeout_s,
+                   "seconds a request may take to arrive whole once it has started")
+      ->capture_default_str();
+  command
+      ->add_option("--http-keep-alive-timeout", options->keep_alive_timeout_s,
+                   "seconds an idle kept-alive connection stays open")
+      ->capture_default_str();
+  command
+      ->add_option("--max-connections", limits.max_connections,
+                   "open connections; one more gets 503 and is closed")
+      ->capture_default_str();
+  command
+      ->add_option("--max-queued-requests", options->max_queued_requests,
+                   "requests waiting beyond what the ranks run at once; more get 503 with "
+                   "Retry-After")
+      ->capture_default_str();
+  command
+      ->add_option("--http-threads", options->http_threads,
+                   "I/O threads serving every connection (event-driven)")
+      ->capture_default_str();
+  command
+      ->add_option("--http-workers", options->http_workers,
+                   "threads parsing, templating and tokenizing requests")
+      ->capture_default_str();
+  RequestLimits& requests = options->request_limits;
+  command
+      ->add_option("--max-json-depth", requests.max_json_depth,
+                   "deepest nesting of arrays and objects in a request body")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1000));
+  command->add_option("--max-stop", requests.max_stop, "most stop strings in a request")
+      ->capture_default_str();
+  command->add_option("--max-stop-bytes", requests.max_stop_bytes, "longest stop string, in bytes")
+      ->capture_default_str();
+  command
+      ->add_option("--max-choices", requests.max_choices,
+                   "most choices in a request (n, times the prompts of a completion)")
+      ->capture_default_str();
+  command->add_option("--api-key", options->access.api_key,
+                      "clients of /v1/* must send 'Authorization: Bearer <key>' (default: "
+                      "$TIDAL_API_KEY; none: open)");
+  command->add_option("--admin-api-key", options->access.admin_api_key,
+                      "the key of the admin routes (default: $TIDAL_ADMIN_API_KEY; none: they "
+                      "serve loopback clients only)");
+  command->add_flag("--metrics-need-key", options->access.metrics_need_key,
+                    "/metrics needs the API or the admin key");
+  command
+      ->add_option("--allowed-origins", options->access.allowed_origins,
+                   "CORS: origins browsers may call from ('*' for any; default: none)")
+      ->delimiter(',');
   command
       ->add_option("--generation-config", options->generation_config,
                    "auto: sampling defaults from generation_config.json; none: OpenAI's")

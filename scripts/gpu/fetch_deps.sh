@@ -7,9 +7,8 @@ deps="$repo_root/.deps"
 # Headers, CMake/pkg-config files and link-time .so symlinks of every find_package in the tree.
 dev_packages=(
   nlohmann-json3-dev libpcre2-dev libutf8proc-dev libgtest-dev libgmock-dev libcli11-dev
-  libgloo-dev libzmq3-dev cppzmq-dev libcpp-httplib-dev
-  # httplib.h includes these (Debian builds it with TLS, zlib and brotli support).
-  libssl-dev zlib1g-dev libbrotli-dev
+  libgloo-dev libzmq3-dev cppzmq-dev
+  libboost1.81-dev zlib1g-dev  # the HTTP server: Boost.Beast (headers, pruned below) and zlib
 )
 # The shared libraries those link to (and theirs), for linking and running the tests there.
 runtime_packages=(
@@ -17,7 +16,7 @@ runtime_packages=(
   libgloo0 libhiredis0.14 libibverbs1 libnl-3-200 libnl-route-3-200
   libzmq5 libsodium23 libpgm-5.3-0 libnorm1 libbsd0 libmd0
   libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1
-  libcpp-httplib0.11 libbrotli1
+  zlib1g
 )
 # CMake's FindPkgConfig needs a pkg-config; the GPU image may have none.
 tool_packages=(pkgconf-bin libpkgconf3)
@@ -34,11 +33,25 @@ rm -f "$deps"/root/usr/lib/x86_64-linux-gnu/libzmq.a "$deps"/root/usr/lib/x86_64
 # prefix like the other exports, or CMake there finds no /usr/lib/libgloo.so.0.5.0.
 sed -i 's|"/usr/lib/libgloo|"${_IMPORT_PREFIX}/lib/libgloo|g' "$deps"/root/usr/share/cmake/Gloo/GlooTargets-*.cmake
 
-# Private requirements of libzmq.pc and cpp-httplib.pc that we link dynamically and never need
-# the flags of: empty .pc files keep pkg-config from failing on them without more -dev packages.
+# Boost's headers are 180 MB unpacked, more than may be carried: keep the libraries (whole
+# folders, so another compiler's choices of headers still find theirs) that the two sources
+# including Boost reach, found by the compiler's own dependency scan.
+boost_include="$deps/root/usr/include"
+keep="$(mktemp)"
+for source in src/server/http/http_server.cpp src/server/http/http_client.cpp; do
+  c++ -std=c++20 -MM -DBOOST_ASIO_NO_DEPRECATED \
+    -I"$repo_root/src" -I"$boost_include" "$repo_root/$source"
+done | tr ' \\' '\n\n' | grep -o "$boost_include/boost/[^ ]*" |
+  sed "s|$boost_include/boost/||" | awk -F/ '{ print ($2 == "" ? $1 : $1 "/") }' | sort -u >"$keep"
+(cd "$boost_include/boost" && for entry in *; do
+  grep -qxF "$entry" "$keep" || grep -qxF "$entry/" "$keep" || rm -rf "$entry"
+done)
+rm -f "$keep"
+
+# Private requirements of libzmq.pc that we link dynamically and never need the flags of: empty
+# .pc files keep pkg-config from failing on them without more -dev packages.
 pc_dir="$deps/root/usr/lib/x86_64-linux-gnu/pkgconfig"
-for name in krb5-gssapi libsodium openpgm-5.3 norm libbsd openssl zlib libbrotlicommon \
-  libbrotlidec libbrotlienc; do
+for name in krb5-gssapi libsodium openpgm-5.3 norm libbsd; do
   [ -e "$pc_dir/$name.pc" ] || printf 'Name: %s\nDescription: stub\nVersion: 99\n' "$name" \
     >"$pc_dir/$name.pc"
 done

@@ -1,11 +1,10 @@
 // The admin API: elastic scaling (ours and vLLM's aliases) and the topology.
 #pragma once
 
-#include "engine/engine_client.h"
+#include <vector>
 
-namespace httplib {
-class Server;
-}
+#include "engine/engine_client.h"
+#include "server/http/http_server.h"
 
 namespace tidal {
 
@@ -16,6 +15,6 @@ namespace tidal {
 // GET /v1/admin/topology: epoch, ranks, placement summary;
 // POST /scale_elastic_ep {"new_data_parallel_size": N}: vLLM's, waits for the outcome;
 // POST /is_scaling_elastic_ep: vLLM's, {"is_scaling_elastic_ep": bool}.
-void register_admin_routes(httplib::Server& http, EngineClient& engine);
+void add_admin_routes(std::vector<HttpRoute>& routes, EngineClient& engine);
 
 }  // namespace tidal

@@ -1,21 +1,21 @@
-// ApiServer: the OpenAI-compatible HTTP API (completions, chat, models, health, metrics) over an
-// EngineClient. No exception crosses it: every failure becomes an OpenAI-style error body.
+// ApiServer: the OpenAI-compatible HTTP API (completions, chat, models, health, metrics, admin)
+// over an EngineClient, on the event-driven HttpServer. No exception crosses it: every failure
+// becomes an OpenAI-style error body.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "engine/engine_client.h"
 #include "model/tokenizer/tokenizer.h"
+#include "server/access_policy.h"
 #include "server/chat_template.h"
+#include "server/http/http_server.h"
 #include "server/metrics.h"
 #include "server/openai_protocol.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace tidal {
 
@@ -27,13 +27,16 @@ struct ServingContext {
   EngineClient* engine = nullptr;
   SamplingDefaults defaults;
   int64_t kv_block_size = 0;  // tokens per KV block on every rank (0: no capacity in /metrics)
+  int64_t max_num_seqs = 0;   // sequences each rank runs at once (0: no queue limit)
 };
 
 struct ApiServerOptions {
-  std::string host = "127.0.0.1";
-  int port = 8000;
-  size_t max_request_bytes = size_t{8} << 20;
-  int http_threads = 256;  // each streaming client holds one for its whole stream
+  HttpServerOptions http;
+  AccessOptions access;
+  RequestLimits request_limits;
+  // Choices waiting beyond what the ranks run at once; past it a request gets 503 with
+  // Retry-After instead of an unbounded wait.
+  int64_t max_queued_requests = 4096;
 };
 
 class ApiServer {
@@ -41,21 +44,24 @@ class ApiServer {
   ApiServer(ServingContext context, ApiServerOptions options);
   ~ApiServer();
 
-  // Binds, then serves until stop(); throws tidal::Error naming the address if binding fails.
-  // `on_listening` runs once the socket is bound, with the port (useful when port 0 was asked).
+  // Binds (throws tidal::Error naming the address when it cannot), runs `on_listening` with the
+  // port, then serves until stop().
   void serve(const std::function<void(int port)>& on_listening = {});
   void stop();
 
   ServerMetrics& metrics() { return metrics_; }
 
  private:
-  void register_routes();
+  std::vector<HttpRoute> routes();
+  HttpHooks hooks();
+  void generate(HttpRequest request, const std::shared_ptr<HttpExchange>& exchange, bool chat);
 
   ServingContext context_;
   ApiServerOptions options_;
   ServerMetrics metrics_;
-  std::unique_ptr<httplib::Server> http_;
   std::atomic<uint64_t> next_request_id_{0};
+  std::atomic<int64_t> choices_in_flight_{0};
+  std::unique_ptr<HttpServer> http_;
 };
 
 }  // namespace tidal

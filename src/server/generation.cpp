@@ -29,6 +29,7 @@ Generation::Generation(EngineClient& engine, ServerMetrics& metrics, std::string
       queue_(std::make_shared<OutputQueue>()) {}
 
 Generation::~Generation() {
+  queue_->set_listener(nullptr);
   abort();
 }
 
@@ -95,7 +96,8 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(
 }
 
 std::optional<Generation::Update> Generation::next(std::chrono::milliseconds timeout) {
-  std::optional<RequestOutput> output = queue_->pop(timeout);
+  std::optional<RequestOutput> output =
+      timeout.count() == 0 ? queue_->try_pop() : queue_->pop(timeout);
   if (!output) return std::nullopt;
   // Request ids end in "-<choice index>".
   const size_t index = std::stoul(output->request_id.substr(output->request_id.rfind('-') + 1));

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,6 +54,8 @@ class Generation {
   const std::string& server_error() const { return server_error_; }
   // Aborts every unfinished choice (the client went away).
   void abort();
+  // Called on the engine's thread whenever an output arrives for next() (nullptr: no more).
+  void set_listener(std::function<void()> listener) { queue_->set_listener(std::move(listener)); }
 
   const std::vector<Choice>& choices() const { return choices_; }
   const std::string& id() const { return id_; }

@@ -64,6 +64,15 @@ void ServerMetrics::count_finish(const std::string& reason) {
   ++finishes_by_reason_[reason];
 }
 
+void ServerMetrics::render_front(size_t open_connections, int64_t choices_in_flight,
+                                 std::string& out) {
+  header(out, "tidal_http_connections", "gauge", "Open HTTP connections.");
+  out += "tidal_http_connections " + std::to_string(open_connections) + "\n";
+  header(out, "tidal_http_choices_in_flight", "gauge",
+         "Generation choices admitted and not finished (running or queued).");
+  out += "tidal_http_choices_in_flight " + std::to_string(choices_in_flight) + "\n";
+}
+
 std::string ServerMetrics::render(const std::vector<EngineLoad>& loads,
                                   const std::optional<ScaleStats>& scaling,
                                   const KvCacheShape& kv_cache) const {

@@ -54,6 +54,8 @@ class ServerMetrics {
   std::string render(const std::vector<EngineLoad>& loads,
                      const std::optional<ScaleStats>& scaling = std::nullopt,
                      const KvCacheShape& kv_cache = {}) const;
+  // The HTTP front's own gauges: open connections and generation choices admitted.
+  static void render_front(size_t open_connections, int64_t choices_in_flight, std::string& out);
 
  private:
   static void render_scaling(const ScaleStats& stats, std::string& out);

@@ -76,7 +76,8 @@ def _launch(args: tuple[str, ...], log_path: Path) -> Server | None:
     """Starts `tidal serve` and waits until /health answers; None if the free port was taken
     by someone else before the server could bind it."""
     port = free_port()
-    command = [str(BINARY), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    host = () if "--host" in args else ("--host", "127.0.0.1")  # a test may bind elsewhere
+    command = [str(BINARY), "serve", *host, "--port", str(port), *args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)

@@ -67,7 +67,8 @@ async def one_stream(client: openai.AsyncOpenAI, index: int, prompt: dict) -> di
 
 def test_burst_of_64_connections(server):
     """64 clients connecting in the same instant are all served: the listen backlog must hold
-    them (httplib's own backlog of 5 let the kernel reset most of such a burst)."""
+    them (a backlog of 5, as the earlier HTTP library had, let the kernel reset most of such a
+    burst)."""
     for _ in range(3):
         sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(CLIENTS)]
         try:

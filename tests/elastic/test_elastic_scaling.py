@@ -421,6 +421,25 @@ def waiting_for_external_ranks(server, operation_id: str) -> None:
              what=f"{operation_id} to wait for ranks started elsewhere")
 
 
+def serve_with_hand_started_rank(url: str, operation_id: str, rank: subprocess.Popen) -> None:
+    """A scale-up to 3 that `rank` (started by hand as rank 2) completes: it serves the reference
+    prompts, then a scale-down removes it and the process leaves cleanly."""
+    try:
+        operation = await_operation(url, operation_id, "the scale-up")
+        assert operation["result"] == "ok", operation
+        now = topology(url)
+        assert now["num_ranks"] == 3 and now["ranks"][2]["pid"] == -1  # not one of ours
+        assert now["rank_failures"] == 0
+        check_reference_prompts(url)
+        removed = scale(url, 2, remove_ranks=[2])
+        assert removed["result"] == "ok", removed
+        assert rank.wait(timeout=30) == 0, rank.stderr.read().decode(errors="replace")[-2000:]
+    finally:
+        if rank.poll() is None:
+            rank.kill()
+            rank.wait()
+
+
 def test_scale_up_with_ranks_started_elsewhere(tmp_path):
     """--scale-spawn external (ranks on other hosts, started by a scheduler): the scale-up waits
     for `tidal rank --coordinator ADDRESS` started by hand with the server's rank secret, and
@@ -445,19 +464,7 @@ def test_scale_up_with_ranks_started_elsewhere(tmp_path):
                                  "--rank-secret-file", str(secret_file)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
-        try:
-            operation = await_operation(url, operation_id, "the scale-up")
-            assert operation["result"] == "ok", operation
-            assert topology(url)["ranks"][2]["pid"] == -1  # not one of ours
-            check_reference_prompts(url)
-            # Removing it again: the hand-started process leaves cleanly.
-            removed = scale(url, 2, remove_ranks=[2])
-            assert removed["result"] == "ok", removed
-            assert rank.wait(timeout=30) == 0, rank.stderr.read().decode(errors="replace")[-2000:]
-        finally:
-            if rank.poll() is None:
-                rank.kill()
-                rank.wait()
+        serve_with_hand_started_rank(url, operation_id, rank)
         check_reference_prompts(url)
         server.assert_alive()
 

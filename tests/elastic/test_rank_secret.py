@@ -26,8 +26,9 @@ import openai
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support import BINARY, MODEL, extra, start_server, wait_for  # noqa: E402
-from test_elastic_scaling import (PROMPTS, await_operation, check_reference_prompts,  # noqa: E402
-                                  scale, topology, waiting_for_external_ranks)
+from test_elastic_scaling import (PROMPTS, await_operation,  # noqa: E402
+                                  check_reference_prompts, scale, serve_with_hand_started_rank,
+                                  topology, waiting_for_external_ranks)
 
 TIMEOUT_S = 60
 SECRET_ENV = "TIDAL_RANK_SECRET"
@@ -122,20 +123,7 @@ def test_only_a_rank_with_the_secret_joins(tmp_path):
 
         # The right secret, from the file the front wrote: the scale-up completes with it.
         rank = start_rank(coordinator, "--rank-secret-file", str(secret_file))
-        try:
-            operation = await_operation(url, operation_id, "the scale-up")
-            assert operation["result"] == "ok", operation
-            now = topology(url)
-            assert now["num_ranks"] == 3 and now["ranks"][2]["pid"] == -1
-            assert now["rank_failures"] == 0
-            check_reference_prompts(url)
-            removed = scale(url, 2, remove_ranks=[2])
-            assert removed["result"] == "ok", removed
-            assert rank.wait(timeout=30) == 0, rank.stderr.read().decode(errors="replace")[-2000:]
-        finally:
-            if rank.poll() is None:
-                rank.kill()
-                rank.wait()
+        serve_with_hand_started_rank(url, operation_id, rank)
         assert topology(url)["rank_failures"] == 0
         assert secret not in server.log(tail=1 << 20)  # where it is, never what it is
         server.assert_alive()
