@@ -95,9 +95,8 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(
   return generation;
 }
 
-std::optional<Generation::Update> Generation::next(std::chrono::milliseconds timeout) {
-  std::optional<RequestOutput> output =
-      timeout.count() == 0 ? queue_->try_pop() : queue_->pop(timeout);
+std::optional<Generation::Update> Generation::next() {
+  std::optional<RequestOutput> output = queue_->try_pop();
   if (!output) return std::nullopt;
   // Request ids end in "-<choice index>".
   const size_t index = std::stoul(output->request_id.substr(output->request_id.rfind('-') + 1));

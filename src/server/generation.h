@@ -42,12 +42,13 @@ class Generation {
   Generation(const Generation&) = delete;
   Generation& operator=(const Generation&) = delete;
 
-  // The next output of any choice, applied to that choice; nullopt after `timeout`.
+  // The next output of any choice, applied to that choice; nullopt when none has arrived (it
+  // never waits: set_listener says when one does).
   struct Update {
     size_t choice;
     RequestOutput output;
   };
-  std::optional<Update> next(std::chrono::milliseconds timeout);
+  std::optional<Update> next();
   bool finished() const { return num_finished_ == choices_.size(); }
   // Why the server ended a choice it could not complete (its engine's kAbort with an error);
   // empty when every choice ended normally or the client went away.

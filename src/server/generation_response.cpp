@@ -53,8 +53,7 @@ void GenerationResponse::end() {
 }
 
 void GenerationResponse::drain_stream(std::string& chunk) {
-  while (std::optional<Generation::Update> update =
-             generation_->next(std::chrono::milliseconds(0))) {
+  while (std::optional<Generation::Update> update = generation_->next()) {
     if (!stream_) continue;
     for (const nlohmann::json& event :
          format_.stream_chunks(*generation_, *update, started_choices_, include_usage_)) {
