@@ -17,6 +17,7 @@
 #include "backend/backend.h"
 #include "comm/kv_store.h"
 #include "common/logging.h"
+#include "common/secret_compare.h"
 #include "elastic/rank_group_operation.h"
 #include "elastic/rank_heartbeat.h"
 #include "elastic/rank_protocol.h"
@@ -352,8 +353,7 @@ bool RankGroup::admits_locked(const std::string& identity, const std::string& pe
                               const char* what, const nlohmann::json& message) {
   const auto secret = message.find("secret");
   const bool has_secret = secret != message.end() && secret->is_string();
-  if (has_secret &&
-      rank_secrets_equal(options_.rank_secret, secret->get_ref<const std::string&>())) {
+  if (has_secret && secrets_equal(options_.rank_secret, secret->get_ref<const std::string&>())) {
     return true;
   }
   const std::string why = has_secret ? "wrong rank secret" : "no rank secret";

@@ -119,17 +119,6 @@ std::string make_rank_secret() {
   return random_hex(32);
 }
 
-bool rank_secrets_equal(std::string_view expected, std::string_view given) {
-  // Every byte of `expected` is compared, whatever `given` holds; volatile keeps the compiler
-  // from ending the loop at the first difference.
-  volatile unsigned char difference = expected.size() == given.size() ? 0 : 1;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const auto theirs = static_cast<unsigned char>(i < given.size() ? given[i] : 0);
-    difference = difference | static_cast<unsigned char>(expected[i] ^ theirs);
-  }
-  return difference == 0 && !expected.empty();
-}
-
 Result<std::string> check_rank_secret(std::string_view secret, const std::string& source) {
   const std::string_view kept = trimmed(secret);
   if (kept.size() < kMinRankSecretSize) {

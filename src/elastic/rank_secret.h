@@ -24,10 +24,6 @@ std::string random_hex(size_t num_bytes);
 // A new secret: 32 random bytes as 64 hex digits.
 std::string make_rank_secret();
 
-// Whether `given` is `expected`, in a time that depends only on expected's length (a peer learns
-// nothing from how long a refusal takes).
-bool rank_secrets_equal(std::string_view expected, std::string_view given);
-
 // A secret from a file or the environment: surrounding whitespace (a trailing newline) dropped;
 // an error naming `source` when what is left is shorter than kMinRankSecretSize.
 Result<std::string> check_rank_secret(std::string_view secret, const std::string& source);

@@ -2,44 +2,20 @@
 #include "server/access_policy.h"
 
 #include <algorithm>
-#include <cctype>
 
 #include "common/error.h"
+#include "common/secret_compare.h"
 #include "server/http_json.h"
 
 namespace tidal {
 namespace {
 
-// Compares without stopping at the first difference, so the time taken says nothing about how
-// much of a guessed key was right.
-bool same_secret(std::string_view given, std::string_view expected) {
-  unsigned char difference = given.size() == expected.size() ? 0 : 1;
-  for (size_t i = 0; i < given.size(); ++i) {
-    difference |=
-        static_cast<unsigned char>(given[i] ^ expected[i % std::max<size_t>(expected.size(), 1)]);
-  }
-  return difference == 0 && !expected.empty();
-}
-
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 bool has_key(const HttpRequest& request, const std::string& key) {
   const std::string* authorization = request.header("authorization");
   if (authorization == nullptr) return false;
-  const std::string_view value = trim(*authorization);
-  if (value.size() < 7 || !iequals(value.substr(0, 7), "bearer ")) return false;
-  return same_secret(trim(value.substr(7)), key);
+  const std::string_view value = trim_header_value(*authorization);
+  if (value.size() < 7 || !equals_ignoring_case(value.substr(0, 7), "bearer ")) return false;
+  return secrets_equal(key, trim_header_value(value.substr(7)));
 }
 
 // The Host header names this machine's loopback (or is absent, as in HTTP/1.0): a page that
@@ -47,14 +23,14 @@ bool has_key(const HttpRequest& request, const std::string& key) {
 bool host_is_loopback(const HttpRequest& request) {
   const std::string* host_header = request.header("host");
   if (host_header == nullptr) return true;
-  std::string_view host = trim(*host_header);
+  std::string_view host = trim_header_value(*host_header);
   if (host.starts_with('[')) {
     host =
         host.substr(1, host.find(']') == std::string_view::npos ? host.size() : host.find(']') - 1);
   } else {
     host = host.substr(0, host.find(':'));
   }
-  return iequals(host, "localhost") || host == "::1" || host.starts_with("127.");
+  return equals_ignoring_case(host, "localhost") || host == "::1" || host.starts_with("127.");
 }
 
 ApiError unauthorized(const std::string& message) {
@@ -130,10 +106,10 @@ std::optional<HttpResponse> check_access(const HttpRequest& request, const Acces
   // API takes JSON alone, so such a request never reaches a route.
   if (request.method == "POST" && !request.body.empty()) {
     const std::string* type = request.header("content-type");
-    const std::string_view media = type == nullptr
-                                       ? std::string_view{}
-                                       : trim(std::string_view(*type).substr(0, type->find(';')));
-    if (!iequals(media, "application/json")) {
+    const std::string_view media =
+        type == nullptr ? std::string_view{}
+                        : trim_header_value(std::string_view(*type).substr(0, type->find(';')));
+    if (!equals_ignoring_case(media, "application/json")) {
       return error_response(
           {.status = 415,
            .type = "invalid_request_error",

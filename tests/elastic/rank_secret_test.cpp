@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/secret_compare.h"
+
 namespace tidal {
 namespace {
 
@@ -43,13 +45,13 @@ TEST(RankSecret, IsNewRandomHexEachTime) {
 }
 
 TEST(RankSecret, ComparesWholeStrings) {
-  EXPECT_TRUE(rank_secrets_equal("0123456789abcdef", "0123456789abcdef"));
-  EXPECT_FALSE(rank_secrets_equal("0123456789abcdef", "0123456789abcdeF"));
-  EXPECT_FALSE(rank_secrets_equal("0123456789abcdef", "0123456789abcde"));
-  EXPECT_FALSE(rank_secrets_equal("0123456789abcdef", "0123456789abcdef0"));
-  EXPECT_FALSE(rank_secrets_equal("0123456789abcdef", ""));
+  EXPECT_TRUE(secrets_equal("0123456789abcdef", "0123456789abcdef"));
+  EXPECT_FALSE(secrets_equal("0123456789abcdef", "0123456789abcdeF"));
+  EXPECT_FALSE(secrets_equal("0123456789abcdef", "0123456789abcde"));
+  EXPECT_FALSE(secrets_equal("0123456789abcdef", "0123456789abcdef0"));
+  EXPECT_FALSE(secrets_equal("0123456789abcdef", ""));
   // A secret never matches when there is none to match.
-  EXPECT_FALSE(rank_secrets_equal("", ""));
+  EXPECT_FALSE(secrets_equal("", ""));
 }
 
 TEST(RankSecret, TrimsAndNeedsAMinimumLength) {

@@ -3,22 +3,11 @@
 
 #include <zlib.h>
 
-#include <algorithm>
-#include <cctype>
-
 #include "common/error.h"
+#include "server/http/http_message.h"
 
 namespace tidal {
 namespace {
-
-std::string lower_trimmed(std::string_view text) {
-  const size_t first = text.find_first_not_of(" \t");
-  const size_t last = text.find_last_not_of(" \t");
-  std::string out(first == std::string_view::npos ? std::string_view{}
-                                                  : text.substr(first, last - first + 1));
-  std::ranges::transform(out, out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
 
 DecodedBody inflate_bounded(const std::string& input, int window_bits, size_t limit) {
   z_stream stream{};
@@ -62,15 +51,16 @@ DecodedBody inflate_bounded(const std::string& input, int window_bits, size_t li
 }  // namespace
 
 DecodedBody decode_body(std::string_view encoding, std::string body, size_t max_decoded_bytes) {
-  const std::string coding = lower_trimmed(encoding);
-  if (coding.empty() || coding == "identity") {
+  const std::string_view coding = trim_header_value(encoding);
+  const auto is = [coding](std::string_view name) { return equals_ignoring_case(coding, name); };
+  if (coding.empty() || is("identity")) {
     return {.status = 200, .message = {}, .body = std::move(body)};
   }
   // MAX_WBITS + 16: gzip only; + 32: zlib or gzip, detected from the header.
-  if (coding == "gzip" || coding == "x-gzip") {
+  if (is("gzip") || is("x-gzip")) {
     return inflate_bounded(body, MAX_WBITS + 16, max_decoded_bytes);
   }
-  if (coding == "deflate") return inflate_bounded(body, MAX_WBITS + 32, max_decoded_bytes);
+  if (is("deflate")) return inflate_bounded(body, MAX_WBITS + 32, max_decoded_bytes);
   return {.status = 415,
           .message =
               cat("Content-Encoding '", encoding, "' is not supported (identity, gzip or deflate)"),
