@@ -7,8 +7,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 #include <zmq.hpp>
@@ -80,13 +84,30 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Test-only stalls, so that tests can kill a rank at a chosen point: a joining rank before it
+// Test-only holds, so that tests can kill a rank at a chosen point: a joining rank before it
 // forms its communicator (TIDAL_TEST_JOIN_STALL_MS), every old rank at the start of a commit
 // (TIDAL_TEST_COMMIT_STALL_MS), a leaving rank before it hands its requests back
-// (TIDAL_TEST_HANDOFF_STALL_MS). Unset, they do nothing.
+// (TIDAL_TEST_HANDOFF_STALL_MS). Unset, they do nothing. A number holds for that many
+// milliseconds. "gate:PATH" creates PATH.arrived.<pid> and holds until PATH exists (at most
+// kTestGateLimit): a test then acts while the rank is certainly at that point, where a timer
+// races the test's own delays on a loaded machine.
+constexpr auto kTestGateLimit = std::chrono::seconds(60);
+
 void stall_for_tests(const char* variable) {
   const char* stall = std::getenv(variable);
-  if (stall != nullptr) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(stall)));
+  if (stall == nullptr) return;
+  const std::string_view value(stall);
+  constexpr std::string_view kGate = "gate:";
+  if (!value.starts_with(kGate)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(stall)));
+    return;
+  }
+  const std::filesystem::path gate(value.substr(kGate.size()));
+  std::ofstream(gate.string() + ".arrived." + std::to_string(::getpid())).put('\n');
+  const auto deadline = Clock::now() + kTestGateLimit;
+  while (!std::filesystem::exists(gate) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 // Thrown by step_once when this rank has handed its requests back and leaves the group.

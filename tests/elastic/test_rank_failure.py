@@ -182,9 +182,24 @@ def process_gone(pid: int) -> bool:
         return True
 
 
-def wait_for_phase(url: str, operation_id: str, phase: str) -> None:
-    wait_for(lambda: httpx.get(f"{url}/v1/admin/scale/{operation_id}", timeout=10).json()["phase"]
-             == phase, TIMEOUT_S, interval_s=0.01, what=f"{operation_id} {phase}")
+class TestGate:
+    """A rank's test hold at a chosen point ("gate:PATH", see stall_for_tests in rank_worker.cpp):
+    the rank announces its arrival and waits until the gate opens, so a fault lands exactly
+    there, however slow the machine."""
+
+    __test__ = False  # not a test class, despite its name
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.setting = f"gate:{path}"
+
+    def wait_for_arrival(self, pid: int | None = None) -> None:
+        pattern = f"{self.path.name}.arrived.{pid if pid is not None else '*'}"
+        wait_for(lambda: any(self.path.parent.glob(pattern)), TIMEOUT_S,
+                 interval_s=0.01, what=f"a rank at {self.path.name}")
+
+    def open(self) -> None:
+        self.path.touch()
 
 
 def faulted_run(fault, *extra_args: str, env: dict[str, str] | None = None,
@@ -307,49 +322,58 @@ def test_a_stopped_rank_is_declared_failed_and_killed():
     assert process_gone(stopped[0]), "the stopped rank was not killed"
 
 
-def test_kill_during_a_scale_prepare():
+def test_kill_during_a_scale_prepare(tmp_path):
+    gate = TestGate(tmp_path / "join")
+
     def fault(url):
         response = httpx.post(url + "/v1/admin/scale", json={"ranks": 4}, timeout=10)
         assert response.status_code == 202, response.text
-        time.sleep(0.5)  # the joining rank stalls 3 s before it forms its communicator
+        gate.wait_for_arrival()  # the joining rank holds before it forms its communicator
         os.kill(rank_pid(url, 1), signal.SIGKILL)
+        gate.open()
         operation = await_operation(url, response.json()["id"], "the interrupted scale")
         assert operation["result"] == "failed", operation
 
-    faulted_run(fault, env={"TIDAL_TEST_JOIN_STALL_MS": "3000"}, final_ranks=3)
+    faulted_run(fault, env={"TIDAL_TEST_JOIN_STALL_MS": gate.setting}, final_ranks=3)
 
 
-def test_kill_a_staying_rank_during_the_commit():
+def test_kill_a_staying_rank_during_the_commit(tmp_path):
+    gate = TestGate(tmp_path / "commit")
+
     def fault(url):
         response = httpx.post(url + "/v1/admin/scale", json={"ranks": 4}, timeout=10)
         assert response.status_code == 202, response.text
         operation_id = response.json()["id"]
-        wait_for_phase(url, operation_id, "committing")
-        os.kill(rank_pid(url, 1), signal.SIGKILL)  # every old rank stalls 1.5 s in the commit
+        victim = rank_pid(url, 1)
+        gate.wait_for_arrival(victim)  # every old rank holds at the start of its commit
+        os.kill(victim, signal.SIGKILL)
+        gate.open()
         operation = await_operation(url, operation_id, "the interrupted commit")
         assert operation["result"] == "failed" and "recovering" in operation["error"], operation
 
     # Survivors: old ranks 0 and 2 and the joining rank: 3 ranks, the size asked for before.
-    faulted_run(fault, env={"TIDAL_TEST_COMMIT_STALL_MS": "1500"}, final_ranks=3)
+    faulted_run(fault, env={"TIDAL_TEST_COMMIT_STALL_MS": gate.setting}, final_ranks=3)
 
 
-def test_kill_a_leaving_rank_during_its_handover():
+def test_kill_a_leaving_rank_during_its_handover(tmp_path):
+    gate = TestGate(tmp_path / "handoff")
+
     def fault(url):
         leaving = rank_pid(url, 1)
         response = httpx.post(url + "/v1/admin/scale", json={"ranks": 2, "remove_ranks": [1]},
                               timeout=10)
         assert response.status_code == 202, response.text
         operation_id = response.json()["id"]
-        wait_for_phase(url, operation_id, "committing")
-        time.sleep(0.5)  # its weights have gone out; it stalls 3 s before handing back
+        gate.wait_for_arrival(leaving)  # its weights have gone out; it holds before handing back
         os.kill(leaving, signal.SIGKILL)
+        gate.open()
         operation = await_operation(url, operation_id, "the scale-down")
         assert operation["result"] == "ok", operation
         assert operation["requests_migrated"] > 0, operation
 
     # The staying ranks never noticed: no recovery, the requests continue from the ledger.
     saved = os.environ.get("TIDAL_TEST_HANDOFF_STALL_MS")
-    os.environ["TIDAL_TEST_HANDOFF_STALL_MS"] = "3000"
+    os.environ["TIDAL_TEST_HANDOFF_STALL_MS"] = gate.setting
     try:
         with start_server(*SERVER_ARGS) as server:
             traffic = FaultTraffic(server.url, seeded_references(server.url))
