@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -140,6 +141,9 @@ class Worker {
   // front continues them from its ledger) and every transition in progress, and report what the
   // expert slots hold. Until a kRecover comes, the rank steps no more.
   void break_epoch(const std::string& why);
+  // Returns `code`, or ends the process with it at once when a standby rendezvous still runs a
+  // second after the group stopped (see the definition).
+  int exit_code(int code);
   // kRecover: form the survivors' communicator, read back the lost experts assigned here, take
   // the new placement, warm up once. A failure on the way leaves the rank broken (reported again).
   void recover(const nlohmann::json& message);
@@ -508,11 +512,33 @@ int Worker::run() {
     } catch (const CommError& error) {
       break_epoch(error.what());
     } catch (const LeaveGroup&) {
-      return 0;
+      return exit_code(0);
     }
   }
   log_info("rank ", rank_->config.rank, " shut down after ", steps_, " steps");
-  return 0;
+  return exit_code(0);
+}
+
+int Worker::exit_code(int code) {
+  // A standby whose rendezvous waits on a peer that died in the middle of its handshake (a
+  // joining rank killed by a rollback just after it started connecting) ends only at the
+  // communicator timeout, a minute; destroying it joins its thread. The process is done and the
+  // system frees what that thread holds, so the rank exits without waiting for it.
+  auto lingering = [this] {
+    return (standby_ != nullptr && !standby_->done()) ||
+           std::any_of(
+               abandoned_.begin(), abandoned_.end(),
+               [](const std::unique_ptr<StandbyGroup>& standby) { return !standby->done(); });
+  };
+  const auto deadline = Clock::now() + std::chrono::seconds(1);
+  while (lingering() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (!lingering()) return code;
+  log_warning("rank ", rank_->config.rank,
+              ": a standby rendezvous is still waiting for a peer; exiting without it");
+  std::fflush(nullptr);
+  std::_Exit(code);
 }
 
 }  // namespace
