@@ -1,34 +1,52 @@
 #!/usr/bin/env python3
-"""Build the tiny Qwen3-MoE test fixture and its reference outputs.
+"""Build the tiny MoE test fixtures and their reference outputs.
 
-Writes
-  tests/fixtures/tiny-qwen3-moe/                 the checkpoint (HF layout, bf16, 2 shards)
-  tests/fixtures/tiny-qwen3-moe.reference.json   greedy decodes + top-5 logprobs (fp32 compute)
+Families (--family, default qwen3-moe; `new` = the four after it, `all` = every one):
+  qwen3-moe         tests/fixtures/tiny-qwen3-moe          Qwen3MoeForCausalLM
+  qwen2-moe         tests/fixtures/tiny-qwen2-moe          Qwen2MoeForCausalLM (qkv bias, gated shared expert)
+  mixtral           tests/fixtures/tiny-mixtral            MixtralForCausalLM (block_sparse_moe.*.w1/w2/w3)
+  deepseek-v2-lite  tests/fixtures/tiny-deepseek-v2-lite   DeepseekV2ForCausalLM (MLA without q LoRA, greedy softmax)
+  deepseek-v3       tests/fixtures/tiny-deepseek-v3        DeepseekV3ForCausalLM (MLA with q LoRA, YaRN, noaux_tc)
+Each writes tests/fixtures/<name>/ (the checkpoint: HF layout, bf16, 2 shards) and
+tests/fixtures/<name>.reference.json (greedy decodes + top-5 logprobs, fp32 compute). The
+per-family parts (configs, tensor layout, router losses and margins) are in
+tools/fixture_families.py; the independent forward used to cross-check the files is in
+tools/fixture_plain_forward.py.
 
-1. Trains a byte-level BPE (the Qwen2/Qwen3 tokenizer.json pipeline) on tools/fixture_corpus.txt
-   and adds <|endoftext|> <|im_start|> <|im_end|> (special) and <think> </think> (not special)
-   after the regular vocabulary, as Qwen does.
-2. Trains a tiny Qwen3MoeForCausalLM (fp32, AdamW, fixed step count) on the tokenized corpus.
-   Besides the LM loss it uses a per-layer load-balance loss (every expert gets used) and a
-   hinge on the router-logit gap between the k-th and (k+1)-th expert (no near-ties), then
-   saves the weights as bf16 in 2 safetensors shards and checks the per-expert tensor layout.
-3. Writes config.json in the transformers-4.x published style, config.transformers5.json as
-   transformers 5 writes it, generation_config.json, tokenizer_config.json (Qwen3 chat template).
+1. qwen3-moe trains a byte-level BPE (the Qwen2/Qwen3 tokenizer.json pipeline) on
+   tools/fixture_corpus.txt and adds <|endoftext|> <|im_start|> <|im_end|> (special) and
+   <think> </think> (not special) after the regular vocabulary, as Qwen does. The other
+   families reuse that tokenizer: tokenizer.json, tokenizer_config.json and LICENSE are copied
+   from tests/fixtures/tiny-qwen3-moe into each folder, so each folder is a standalone model.
+2. Trains the tiny model (fp32, AdamW, fixed step count) on the tokenized corpus. Besides the
+   LM loss it uses a per-layer load-balance loss (every expert gets used) and hinges on the
+   gaps that decide the discrete routing choices (no near-ties): for softmax routers the
+   router-logit gap between the k-th and (k+1)-th expert; for DeepSeek-V3's noaux_tc the
+   sigmoid+bias selection-score gap at the k-th/(k+1)-th expert and the group-score gap at the
+   topk_group boundary. Saves the weights as bf16 in 2 safetensors shards (DeepSeek-V3's
+   e_score_correction_bias as F32, as published), checks the published tensor layout and that
+   a reload by transformers 5 gives the logits of the trained (bf16-rounded) model.
+3. Writes config.json in the published (transformers 4.x / hub) style, config.transformers5.json
+   as transformers 5 writes it, generation_config.json, tokenizer_config.json (Qwen3 chat template).
 4. Reloads the checkpoint as fp32 with transformers (eager attention) and greedy-decodes
-   NEW_TOKENS tokens per prompt, with config.norm_topk_prob True and False. Every greedy step
-   must have a top-1/top-2 logit gap > LOGIT_GAP_MIN and every (token, MoE layer) a k-th /
-   (k+1)-th router-probability gap > ROUTER_GAP_MIN, so that an engine computing in fp32 with
-   another summation order makes the same discrete choices. A prompt that fails is replaced by
-   the next alternative of its slot; if a slot runs out, the model is retrained with the next
-   seed (bounded).
-5. Verifies the installed files: tokenizer round-trip, AutoTokenizer + chat template, a fresh
-   transformers reload, and an independent plain-torch forward reading only config.json and
-   the shards, all against the recorded references.
+   NEW_TOKENS tokens per prompt (qwen3-moe: with config.norm_topk_prob True and False). Every
+   greedy step must have a top-1/top-2 logit gap > LOGIT_GAP_MIN and every (token, MoE layer)
+   router gap (above) > ROUTER_GAP_MIN, so that an engine computing in fp32 with another
+   summation order makes the same discrete choices. A prompt that fails is replaced by the next
+   alternative of its slot; if a slot runs out, the model is retrained with the next seed
+   (bounded). The new families also record the minimum margins, the expert usage and a
+   config_summary (the numbers an implementer needs: softmax scale, YaRN factors, layouts).
+5. Verifies the installed files: tokenizer round-trip, AutoTokenizer + chat template, tensor
+   names / shapes / dtypes of the shards, a fresh transformers reload (default attention) of
+   each config style (config.json and config.transformers5.json give identical logits), and an
+   independent plain-torch forward reading only config.json and the shards, all against the
+   recorded references.
 
 Deterministic (fixed seeds, one CPU thread, fixed step counts); rerunning rewrites identical
-files. Takes about a minute on one CPU core.
+files (given the same library versions). Takes about a minute per family on one CPU core.
 
-Usage: /opt/fixenv/bin/python tools/make_fixture.py [--qwen-tokenizer-dir DIR]
+Usage: /opt/fixenv/bin/python tools/make_fixture.py [--family F ...] [--qwen-tokenizer-dir DIR]
+                                                    [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -45,7 +63,7 @@ import hashlib
 import json
 import math
 import shutil
-import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,11 +74,13 @@ from safetensors import safe_open
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
 from tokenizers import pre_tokenizers, processors, trainers
 
+import fixture_families as fam
+from fixture_families import MAX_POS, BALANCE_COEF, ROUTER_MARGIN_COEF
+from fixture_plain_forward import MUTATIONS, PlainForward
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
-MODEL_NAME = "tiny-qwen3-moe"
-OUT_DIR = FIXTURES / MODEL_NAME
-REF_PATH = FIXTURES / f"{MODEL_NAME}.reference.json"
+QWEN3_NAME = "tiny-qwen3-moe"  # owner of the shared tokenizer
 CORPUS_PATH = REPO / "tools" / "fixture_corpus.txt"
 DEFAULT_QWEN_TOK_DIR = Path("/work/shared/tokenizers/qwen3")
 
@@ -73,34 +93,17 @@ BPE_VOCAB = 1531  # + 5 added tokens = 1536
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 NONSPECIAL_ADDED = ["<think>", "</think>"]
 
-# ---------------------------------------------------------------- model
-HIDDEN = 64
-LAYERS = 4
-DENSE_I = 128
-EXPERTS = 8
-TOPK = 2
-MOE_I = 32
-HEADS = 4
-KV_HEADS = 2
-HEAD_DIM = 16
-ROPE_THETA = 1_000_000.0
-MAX_POS = 2048
-RMS_EPS = 1e-6
-
 # ---------------------------------------------------------------- training
-SEEDS = [1234, 2345, 3456, 4567]  # tried in order if the checks can't be met
 TRAIN_STEPS = 600
 SEQ_LEN = 96
 BATCH = 12
 LR = 4e-3
 WARMUP = 30
 WEIGHT_DECAY = 0.01
-BALANCE_COEF = 1.0  # per-layer load balance, so that every expert gets exercised
-# Hinge on the router-logit gap between the k-th and (k+1)-th expert: without it the
-# routers of a briefly trained tiny model are near-uniform and ~0.5% of tokens have
-# nearly tied experts, which would make the fixture fragile under fp32 reordering.
-ROUTER_MARGIN = 0.5
-ROUTER_MARGIN_COEF = 0.5
+# BALANCE_COEF (per-layer load balance, so that every expert gets exercised) and the router
+# margin hinges (fixture_families): without the hinges the routers of a briefly trained tiny
+# model are near-uniform and ~0.5% of tokens have nearly tied experts, which would make the
+# fixture fragile under fp32 reordering.
 
 # ---------------------------------------------------------------- references
 NEW_TOKENS = 32
@@ -296,28 +299,16 @@ def tokenizer_config(tok: Tokenizer, qwen_tok_dir: Path) -> dict:
     }
 
 
+
+
 # ============================================================================ model
-def make_config(vocab: int, ids: dict) -> transformers.Qwen3MoeConfig:
-    return transformers.Qwen3MoeConfig(
-        vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=DENSE_I, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM,
-        hidden_act="silu", max_position_embeddings=MAX_POS, initializer_range=0.02,
-        rms_norm_eps=RMS_EPS, use_cache=True, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
-        attention_bias=False, use_sliding_window=False, attention_dropout=0.0,
-        decoder_sparse_step=1, moe_intermediate_size=MOE_I, num_experts_per_tok=TOPK,
-        num_experts=EXPERTS, norm_topk_prob=True, output_router_logits=False,
-        router_aux_loss_coef=0.001, mlp_only_layers=[0],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=None,
-        architectures=["Qwen3MoeForCausalLM"],
-    )
-
-
-def train_model(config, data: torch.Tensor, seed: int):
+def train_model(family, config, data: torch.Tensor, seed: int):
     torch.manual_seed(seed)
-    model = transformers.Qwen3MoeForCausalLM(config).float()
+    model = family.model_class(config).float()
+    family.prepare_model(model, seed)
     model.config._attn_implementation = "eager"
     model.train()
+    gates = family.moe_gates(model)
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
@@ -336,19 +327,17 @@ def train_model(config, data: torch.Tensor, seed: int):
         batch = torch.stack([data[s:s + SEQ_LEN + 1] for s in starts.tolist()])
         out = model(input_ids=batch[:, :-1], labels=batch[:, :-1].clone(),
                     output_router_logits=True)
-        # out.loss = CE + router_aux_loss_coef * (HF balance loss). The HF loss pools all layers,
-        # so each layer can still collapse onto its own pair of experts; replace it by a
-        # per-layer Switch-style balance loss plus the router-margin hinge.
-        ce = out.loss - config.router_aux_loss_coef * out.aux_loss
-        balance, hinge = 0.0, 0.0
-        for r in out.router_logits:
-            probs = torch.softmax(r, dim=-1)
-            top = torch.topk(r, TOPK + 1, dim=-1)
-            chosen = torch.zeros_like(probs).scatter_(1, top.indices[:, :TOPK], 1.0)
-            balance = balance + EXPERTS * (chosen.mean(0) / TOPK * probs.mean(0)).sum()
-            hinge = hinge + torch.relu(ROUTER_MARGIN - (top.values[:, TOPK - 1] - top.values[:, TOPK])).mean()
-        balance = balance / len(out.router_logits)
-        hinge = hinge / len(out.router_logits)
+        # Where the class adds its own balance loss (Qwen, Mixtral: out.loss = CE +
+        # router_aux_loss_coef * aux_loss), take it out again: the HF loss pools all layers, so
+        # each layer can still collapse onto its own pair of experts. The per-layer balance loss
+        # and the router-margin hinges come from the family.
+        if getattr(out, "aux_loss", None) is not None:
+            ce = out.loss - config.router_aux_loss_coef * out.aux_loss
+        else:
+            ce = out.loss
+        if len(out.router_logits) != len(gates):
+            raise SystemExit(f"{len(out.router_logits)} router outputs for {len(gates)} MoE layers")
+        balance, hinge = family.routing.router_losses(gates, out.router_logits)
         loss = ce + BALANCE_COEF * balance + ROUTER_MARGIN_COEF * hinge
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -364,66 +353,30 @@ def train_model(config, data: torch.Tensor, seed: int):
 
 
 # ============================================================================ checkpoint
-
-def expected_tensor_shapes(vocab: int) -> dict:
-    shapes = {
-        "model.embed_tokens.weight": [vocab, HIDDEN],
-        "lm_head.weight": [vocab, HIDDEN],
-        "model.norm.weight": [HIDDEN],
-    }
-    for n in range(LAYERS):
-        p = f"model.layers.{n}."
-        shapes[p + "input_layernorm.weight"] = [HIDDEN]
-        shapes[p + "post_attention_layernorm.weight"] = [HIDDEN]
-        shapes[p + "self_attn.q_proj.weight"] = [HEADS * HEAD_DIM, HIDDEN]
-        shapes[p + "self_attn.k_proj.weight"] = [KV_HEADS * HEAD_DIM, HIDDEN]
-        shapes[p + "self_attn.v_proj.weight"] = [KV_HEADS * HEAD_DIM, HIDDEN]
-        shapes[p + "self_attn.o_proj.weight"] = [HIDDEN, HEADS * HEAD_DIM]
-        shapes[p + "self_attn.q_norm.weight"] = [HEAD_DIM]
-        shapes[p + "self_attn.k_norm.weight"] = [HEAD_DIM]
-        if n == 0:
-            shapes[p + "mlp.gate_proj.weight"] = [DENSE_I, HIDDEN]
-            shapes[p + "mlp.up_proj.weight"] = [DENSE_I, HIDDEN]
-            shapes[p + "mlp.down_proj.weight"] = [HIDDEN, DENSE_I]
-        else:
-            shapes[p + "mlp.gate.weight"] = [EXPERTS, HIDDEN]
-            for j in range(EXPERTS):
-                shapes[p + f"mlp.experts.{j}.gate_proj.weight"] = [MOE_I, HIDDEN]
-                shapes[p + f"mlp.experts.{j}.up_proj.weight"] = [MOE_I, HIDDEN]
-                shapes[p + f"mlp.experts.{j}.down_proj.weight"] = [HIDDEN, MOE_I]
-    return shapes
+SHARD_FILES = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+DTYPE_BYTES = {"BF16": 2, "F32": 4}
 
 
-def save_checkpoint(model, stage: Path, vocab: int, ids: dict) -> dict:
-    """save_pretrained as bf16 into 2 shards; verify layout; return the transformers-5 config."""
-    model = model.to(torch.bfloat16)
-    total = sum(p.numel() * p.element_size() for p in model.parameters())
-    tmp = stage / "_save"
-    model.save_pretrained(tmp, max_shard_size=int(total * 0.6), safe_serialization=True)
-    model.to(torch.float32)
-
-    files = sorted(p.name for p in tmp.iterdir())
-    want_files = ["config.json", "generation_config.json", "model-00001-of-00002.safetensors",
-                  "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
-    if files != want_files:
-        raise SystemExit(f"save_pretrained wrote {files}, expected {want_files}")
-
-    index = json.loads((tmp / "model.safetensors.index.json").read_text())
-    expected = expected_tensor_shapes(vocab)
+def check_shards(family, model_dir: Path, vocab: int) -> tuple[dict, int]:
+    """Tensor names, shapes and dtypes of the two shards against the published layout; the
+    index must map each tensor to its shard. Returns (weight_map as found, total bytes)."""
+    index = json.loads((model_dir / "model.safetensors.index.json").read_text())
+    expected = family.expected_tensor_shapes(vocab)
     seen = {}
     total_bytes = 0
-    for shard in want_files[2:4]:
-        with safe_open(str(tmp / shard), "pt") as f:
+    for shard in SHARD_FILES:
+        with safe_open(str(model_dir / shard), "pt") as f:
             for k in f.keys():
                 sl = f.get_slice(k)
-                if sl.get_dtype() != "BF16":
-                    raise SystemExit(f"{k}: dtype {sl.get_dtype()}, expected BF16")
+                want_dtype = family.tensor_dtypes.get(k, "BF16")
+                if sl.get_dtype() != want_dtype:
+                    raise SystemExit(f"{k}: dtype {sl.get_dtype()}, expected {want_dtype}")
                 seen[k] = (shard, list(sl.get_shape()))
-                total_bytes += math.prod(sl.get_shape()) * 2
+                total_bytes += math.prod(sl.get_shape()) * DTYPE_BYTES[want_dtype]
     missing = sorted(set(expected) - set(seen))
     extra = sorted(set(seen) - set(expected))
     if missing or extra:
-        raise SystemExit("checkpoint tensor names are not the per-expert HF layout:\n"
+        raise SystemExit("checkpoint tensor names are not the published layout:\n"
                          f"  missing: {missing[:12]}{' ...' if len(missing) > 12 else ''}\n"
                          f"  unexpected: {extra[:12]}{' ...' if len(extra) > 12 else ''}")
     for k, shape in expected.items():
@@ -436,77 +389,80 @@ def save_checkpoint(model, stage: Path, vocab: int, ids: dict) -> dict:
         raise SystemExit("index weight_map has extra entries")
     if index["metadata"].get("total_size") != total_bytes:
         raise SystemExit(f"index total_size {index['metadata'].get('total_size')} != {total_bytes}")
+    return index["weight_map"], total_bytes
 
-    for shard in want_files[2:4]:
+
+def roundtrip_probe_ids(vocab: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(99)
+    return torch.randint(0, vocab, (1, 200), generator=g)
+
+
+def save_checkpoint(family, model, stage: Path, vocab: int) -> dict:
+    """save_pretrained as bf16 into 2 shards; verify layout and that transformers reloads the
+    saved names into the same model; return the transformers-5 config."""
+    model = model.to(torch.bfloat16)
+    family.before_save(model)
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    tmp = stage / "_save"
+    model.save_pretrained(tmp, max_shard_size=int(total * 0.6), safe_serialization=True)
+    model.to(torch.float32)
+
+    files = sorted(p.name for p in tmp.iterdir())
+    want_files = ["config.json", "generation_config.json", *SHARD_FILES, "model.safetensors.index.json"]
+    if files != want_files:
+        raise SystemExit(f"save_pretrained wrote {files}, expected {want_files}")
+    weight_map, total_bytes = check_shards(family, tmp, vocab)
+
+    # the saved (published) names must load back into the same model: same logits as the
+    # trained model rounded to bf16, both in fp32 (a fresh module for the trained weights: the
+    # bf16 round trip above also rounded the non-persistent RoPE inv_freq buffers)
+    with torch.no_grad(), torch.random.fork_rng():
+        trained = family.model_class(model.config).float().eval()
+        trained.load_state_dict(model.state_dict())
+        probe = roundtrip_probe_ids(vocab)
+        want = trained(input_ids=probe).logits
+        del trained
+        back = load_fp32(tmp)
+        family.check_loaded(back, "default")
+        got = back(input_ids=probe).logits
+        del back
+    diff = (want - got).abs().max().item()
+    if diff > 1e-5:
+        raise SystemExit(f"reload of the saved names differs from the trained model by {diff:.3g}")
+    log(f"  saved {len(weight_map)} tensors, {total_bytes:,} B; transformers reload of the saved "
+        f"names matches the trained model (max |dlogit| {diff:.2e})")
+
+    for shard in SHARD_FILES:
         shutil.move(str(tmp / shard), str(stage / shard))
     # the standard index form: {"metadata": {"total_size": N}, "weight_map": {...}}
     write_json(stage / "model.safetensors.index.json",
-               {"metadata": {"total_size": total_bytes},
-                "weight_map": dict(sorted(index["weight_map"].items()))})
+               {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))})
 
     cfg5 = json.loads((tmp / "config.json").read_text())
     shutil.rmtree(tmp)
     return cfg5
 
 
-def write_configs(stage: Path, cfg5: dict, ids: dict) -> None:
+def write_configs(family, stage: Path, cfg5: dict, vocab: int, ids: dict) -> dict:
     if cfg5.get("dtype") != "bfloat16":
         log(f"  note: save_pretrained wrote dtype={cfg5.get('dtype')!r}; setting bfloat16")
         cfg5["dtype"] = "bfloat16"
-    for key, want in (("num_local_experts", EXPERTS), ("rope_parameters",
-                      {"rope_theta": ROPE_THETA, "rope_type": "default"})):
-        if cfg5.get(key) != want:
-            raise SystemExit(f"transformers-5 config {key} = {cfg5.get(key)!r}, expected {want!r}")
-    write_json(stage / "config.transformers5.json", cfg5)
-
-    # transformers 4.x published style (as Qwen/Qwen3-30B-A3B's config.json)
-    cfg4 = {
-        "architectures": ["Qwen3MoeForCausalLM"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "bos_token_id": ids["<|endoftext|>"],
-        "decoder_sparse_step": 1,
-        "eos_token_id": ids["<|im_end|>"],
-        "head_dim": HEAD_DIM,
-        "hidden_act": "silu",
-        "hidden_size": HIDDEN,
-        "initializer_range": 0.02,
-        "intermediate_size": DENSE_I,
-        "max_position_embeddings": MAX_POS,
-        "max_window_layers": LAYERS,
-        "mlp_only_layers": [0],
-        "model_type": "qwen3_moe",
-        "moe_intermediate_size": MOE_I,
-        "norm_topk_prob": True,
-        "num_attention_heads": HEADS,
-        "num_experts": EXPERTS,
-        "num_experts_per_tok": TOPK,
-        "num_hidden_layers": LAYERS,
-        "num_key_value_heads": KV_HEADS,
-        "output_router_logits": False,
-        "rms_norm_eps": RMS_EPS,
-        "rope_scaling": None,
-        "rope_theta": ROPE_THETA,
-        "router_aux_loss_coef": 0.001,
-        "sliding_window": None,
-        "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
-        "transformers_version": "4.51.0",
-        "use_cache": True,
-        "use_sliding_window": False,
-        "vocab_size": cfg5["vocab_size"],
-    }
-    # every model field of the 5.x file must be present (renamed where 4.x differs)
-    renamed = {"num_local_experts": "num_experts", "dtype": "torch_dtype",
-               "rope_parameters": "rope_theta"}
-    for k in cfg5:
-        if k in ("transformers_version", "pad_token_id"):
+    cfg4 = family.published_config(vocab, ids)
+    # every field of the 5.x file must be the published value, or (renamed / derived by
+    # transformers 5) the value the family expects
+    expected5 = family.cfg5_expected(cfg4)
+    for k, v in cfg5.items():
+        if k == "transformers_version":
             continue
-        k4 = renamed.get(k, k)
-        if k4 not in cfg4:
-            raise SystemExit(f"4.x-style config lacks field {k4!r} (from 5.x {k!r})")
-        if k4 == k and cfg4[k] != cfg5[k]:
-            raise SystemExit(f"config field {k}: 4.x {cfg4[k]!r} != 5.x {cfg5[k]!r}")
+        if k in expected5:
+            want = expected5[k]
+        elif k in cfg4:
+            want = cfg4[k]
+        else:
+            raise SystemExit(f"published config lacks field {k!r} of the transformers-5 config")
+        if v != want:
+            raise SystemExit(f"transformers-5 config {k} = {v!r}, expected {want!r}")
+    write_json(stage / "config.transformers5.json", cfg5)
     write_json(stage / "config.json", cfg4)
 
     write_json(stage / "generation_config.json", {
@@ -519,39 +475,43 @@ def write_configs(stage: Path, cfg5: dict, ids: dict) -> None:
         "top_p": 0.95,
         "transformers_version": "4.51.0",
     })
+    return cfg4
 
 
 # ============================================================================ references
 class RouterProbe:
-    """Forward hooks on every mlp.gate: min gap between k-th and (k+1)-th router probability."""
+    """Forward hooks on every MoE router: the minimum of each routing gap of the family
+    (softmax: k-th minus (k+1)-th probability; V3: also the group-score gap)."""
 
-    def __init__(self, model):
+    def __init__(self, family, model):
+        self.family = family
         self.handles = []
-        self.min_gap = math.inf
-        self.where = None
-        self.n_checked = {}
+        self.kinds = family.routing.gap_kinds
+        self.reset()
+        gates = {}
         for i, layer in enumerate(model.model.layers):
             gate = getattr(layer.mlp, "gate", None)
             if gate is not None and hasattr(gate, "top_k"):
+                gates[i] = gate
                 self.handles.append(gate.register_forward_hook(self._hook(i)))
-        if len(self.handles) != LAYERS - 1:
-            raise SystemExit(f"found {len(self.handles)} router modules, expected {LAYERS - 1}")
+        if sorted(gates) != list(family.moe_layers):
+            raise SystemExit(f"found routers in layers {sorted(gates)}, expected {family.moe_layers}")
 
     def _hook(self, layer):
-        def fn(_module, _inputs, output):
+        def fn(module, _inputs, output):
             logits = output[0] if isinstance(output, tuple) else output
-            probs = torch.softmax(logits.detach().float(), dim=-1)
-            top = torch.topk(probs, TOPK + 1, dim=-1).values
-            gaps = top[:, TOPK - 1] - top[:, TOPK]
-            g, pos = torch.min(gaps, dim=0)
-            self.n_checked[layer] = gaps.numel()  # last forward covers every position
-            if g.item() < self.min_gap:
-                self.min_gap = g.item()
-                self.where = (layer, int(pos))
+            for kind, gaps in self.family.routing.gaps(module, logits).items():
+                g, pos = torch.min(gaps, dim=0)
+                self.n_checked[(kind, layer)] = gaps.numel()  # last forward covers every position
+                if g.item() < self.min_gap[kind]:
+                    self.min_gap[kind] = g.item()
+                    self.where[kind] = (layer, int(pos))
         return fn
 
     def reset(self):
-        self.min_gap, self.where, self.n_checked = math.inf, None, {}
+        self.min_gap = {k: math.inf for k in self.kinds}
+        self.where = {k: None for k in self.kinds}
+        self.n_checked = {}
 
     def remove(self):
         for h in self.handles:
@@ -573,9 +533,12 @@ def greedy_reference(model, probe: RouterProbe, ids: list[int]) -> dict:
         nxt = int(i[0])
         out_ids.append(nxt)
         seq.append(nxt)
+    checked = {}
+    for (kind, _layer), n in probe.n_checked.items():
+        checked[kind] = checked.get(kind, 0) + n
     return {"greedy_token_ids": out_ids, "top_logprobs": tops, "min_logit_gap": min_logit_gap,
-            "min_router_gap": probe.min_gap, "router_where": probe.where,
-            "router_checked": sum(probe.n_checked.values())}
+            "router_gaps": dict(probe.min_gap), "router_where": dict(probe.where),
+            "router_checked": checked}
 
 
 def load_fp32(model_dir: Path, **overrides):
@@ -595,20 +558,16 @@ def make_long_prompt(tok: Tokenizer, source: str) -> str:
     raise SystemExit(f"long prompt source too short ({len(tok.encode(text).ids)} tokens)")
 
 
-def compute_references(stage: Path, tok: Tokenizer) -> tuple[dict, dict] | None:
+def compute_references(family, stage: Path, tok: Tokenizer) -> tuple[dict, dict] | None:
     """Returns (variants, stats) or None if some slot has no passing prompt."""
-    models_ = {"default": load_fp32(stage),
-               "norm_topk_prob_false": load_fp32(stage, norm_topk_prob=False)}
-    for m in models_.values():
-        for layer in m.model.layers[1:]:
-            assert layer.mlp.gate.norm_topk_prob == m.config.norm_topk_prob
-    assert models_["default"].config.norm_topk_prob is True
-    assert models_["norm_topk_prob_false"].config.norm_topk_prob is False
-    probes = {k: RouterProbe(m) for k, m in models_.items()}
+    models_ = {vname: load_fp32(stage, **ov) for vname, ov in family.variants.items()}
+    for vname, m in models_.items():
+        family.check_loaded(m, vname)
+    probes = {k: RouterProbe(family, m) for k, m in models_.items()}
 
     variants = {k: {"prompts": []} for k in models_}
-    stats = {"min_logit_gap": math.inf, "min_router_gap": math.inf, "router_checks": 0,
-             "chosen": []}
+    stats = {"min_logit_gap": math.inf, "router_gaps": {k: math.inf for k in family.routing.gap_kinds},
+             "router_checks": {}, "chosen": []}
     for slot in prompt_slots():
         chosen = None
         for alt_i, alt in enumerate(slot["alts"]):
@@ -625,10 +584,12 @@ def compute_references(stage: Path, tok: Tokenizer) -> tuple[dict, dict] | None:
                         f"top1-top2 = {r['min_logit_gap']:.3g} <= {LOGIT_GAP_MIN}")
                     ok = False
                     break
-                if r["min_router_gap"] <= ROUTER_GAP_MIN:
-                    log(f"  [{slot['name']}] alt {alt_i} ({vname}): FAILED router-gap check, "
-                        f"p[k]-p[k+1] = {r['min_router_gap']:.3g} <= {ROUTER_GAP_MIN} "
-                        f"at (layer, token) {r['router_where']}")
+                bad = [k for k, g in r["router_gaps"].items() if g <= ROUTER_GAP_MIN]
+                if bad:
+                    k = bad[0]
+                    log(f"  [{slot['name']}] alt {alt_i} ({vname}): FAILED {k}-gap check, "
+                        f"gap = {r['router_gaps'][k]:.3g} <= {ROUTER_GAP_MIN} "
+                        f"at (layer, token) {r['router_where'][k]}")
                     ok = False
                     break
                 results[vname] = r
@@ -646,22 +607,28 @@ def compute_references(stage: Path, tok: Tokenizer) -> tuple[dict, dict] | None:
                 "text": text, "prompt_token_ids": ids,
                 "greedy_token_ids": r["greedy_token_ids"], "top_logprobs": r["top_logprobs"]})
             stats["min_logit_gap"] = min(stats["min_logit_gap"], r["min_logit_gap"])
-            stats["min_router_gap"] = min(stats["min_router_gap"], r["min_router_gap"])
-            stats["router_checks"] += r["router_checked"]
+            for k, g in r["router_gaps"].items():
+                stats["router_gaps"][k] = min(stats["router_gaps"][k], g)
+            for k, n in r["router_checked"].items():
+                stats["router_checks"][k] = stats["router_checks"].get(k, 0) + n
         stats["chosen"].append((slot["name"], text, len(ids),
                                 tok.decode(results["default"]["greedy_token_ids"],
                                            skip_special_tokens=False),
                                 min(r["min_logit_gap"] for r in results.values()),
-                                min(r["min_router_gap"] for r in results.values())))
+                                {k: min(r["router_gaps"][k] for r in results.values())
+                                 for k in family.routing.gap_kinds}))
     for p in probes.values():
         p.remove()
-    stats["expert_usage"] = expert_usage(models_["default"], [
+    stats["expert_usage"] = expert_usage(family, models_["default"], [
         p["prompt_token_ids"] + p["greedy_token_ids"][:-1] for p in variants["default"]["prompts"]])
+    if family.extended_reference:
+        stats["config_summary"] = family.config_summary(models_["default"],
+                                                        json.loads((stage / "config.json").read_text()))
     return variants, stats
 
 
 @torch.no_grad()
-def expert_usage(model, seqs: list[list[int]]) -> dict[int, list[int]]:
+def expert_usage(family, model, seqs: list[list[int]]) -> dict[int, list[int]]:
     """How often each expert of each MoE layer is selected over the reference sequences."""
     counts = {}
     handles = []
@@ -669,7 +636,7 @@ def expert_usage(model, seqs: list[list[int]]) -> dict[int, list[int]]:
         gate = getattr(layer.mlp, "gate", None)
         if gate is None or not hasattr(gate, "top_k"):
             continue
-        counts[i] = [0] * EXPERTS
+        counts[i] = [0] * family.experts
 
         def fn(_m, _inp, out, i=i):
             for e in out[2].flatten().tolist():
@@ -683,75 +650,8 @@ def expert_usage(model, seqs: list[list[int]]) -> dict[int, list[int]]:
 
 
 # ============================================================================ verification
-class PlainQwen3Moe:
-    """Independent fp32 forward written from the published Qwen3-MoE math, reading only
-    config.json (4.x style) and the safetensors shards: checks that the files alone
-    (not transformers' internals) determine the reference outputs."""
-
-    def __init__(self, model_dir: Path, norm_topk_prob: bool | None = None):
-        self.c = json.loads((model_dir / "config.json").read_text())
-        if norm_topk_prob is not None:
-            self.c["norm_topk_prob"] = norm_topk_prob
-        index = json.loads((model_dir / "model.safetensors.index.json").read_text())
-        self.w = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            with safe_open(str(model_dir / shard), "pt") as f:
-                for k in f.keys():
-                    self.w[k] = f.get_tensor(k).float()
-
-    def rms(self, x, w):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.c["rms_norm_eps"]) * w
-
-    def rope(self, x, pos):  # x [T, heads, D], rotate-half convention
-        d = x.shape[-1]
-        inv = 1.0 / (self.c["rope_theta"] ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-        ang = pos[:, None].float() * inv[None, :]
-        cos, sin = torch.cat([ang.cos()] * 2, -1)[:, None], torch.cat([ang.sin()] * 2, -1)[:, None]
-        rot = torch.cat([-x[..., d // 2:], x[..., : d // 2]], -1)
-        return x * cos + rot * sin
-
-    def mlp(self, x, p):
-        silu = torch.nn.functional.silu
-        return (silu(x @ self.w[p + "gate_proj.weight"].T) * (x @ self.w[p + "up_proj.weight"].T)) \
-            @ self.w[p + "down_proj.weight"].T
-
-    @torch.no_grad()
-    def logits(self, ids: list[int]) -> torch.Tensor:
-        c, w = self.c, self.w
-        T, H, KV, D = len(ids), c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
-        pos = torch.arange(T)
-        x = w["model.embed_tokens.weight"][torch.tensor(ids)]
-        mask = torch.full((T, T), float("-inf")).triu(1)
-        for n in range(c["num_hidden_layers"]):
-            p = f"model.layers.{n}."
-            h = self.rms(x, w[p + "input_layernorm.weight"])
-            q = (h @ w[p + "self_attn.q_proj.weight"].T).view(T, H, D)
-            k = (h @ w[p + "self_attn.k_proj.weight"].T).view(T, KV, D)
-            v = (h @ w[p + "self_attn.v_proj.weight"].T).view(T, KV, D)
-            q = self.rope(self.rms(q, w[p + "self_attn.q_norm.weight"]), pos)
-            k = self.rope(self.rms(k, w[p + "self_attn.k_norm.weight"]), pos)
-            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-            att = torch.einsum("thd,shd->hts", q, k) / math.sqrt(D) + mask
-            o = torch.einsum("hts,shd->thd", torch.softmax(att, -1), v).reshape(T, H * D)
-            x = x + o @ w[p + "self_attn.o_proj.weight"].T
-            h = self.rms(x, w[p + "post_attention_layernorm.weight"])
-            if n in c["mlp_only_layers"]:
-                x = x + self.mlp(h, p + "mlp.")
-                continue
-            probs = torch.softmax(h @ w[p + "mlp.gate.weight"].T, -1)
-            topv, topi = torch.topk(probs, c["num_experts_per_tok"], -1)
-            if c["norm_topk_prob"]:
-                topv = topv / topv.sum(-1, keepdim=True)
-            out = torch.zeros_like(x)
-            for t in range(T):
-                for j in range(topi.shape[1]):
-                    out[t] += topv[t, j] * self.mlp(h[t], p + f"mlp.experts.{int(topi[t, j])}.")
-            x = x + out
-        return self.rms(x, w["model.norm.weight"]) @ w["lm_head.weight"].T
-
-
 @torch.no_grad()
-def verify(out_dir: Path, ref: dict, corpus: str) -> None:
+def verify(family, out_dir: Path, ref: dict, corpus: str, vocab: int) -> dict:
     """Reload the final files the way a user would and compare against the references."""
     tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
     samples = [p["text"] for p in ref["variants"]["default"]["prompts"]] + corpus.splitlines()
@@ -777,108 +677,235 @@ def verify(out_dir: Path, ref: dict, corpus: str) -> None:
     if ht.eos_token != "<|im_end|>" or ht.pad_token != "<|endoftext|>" or ht.bos_token is not None:
         raise SystemExit("tokenizer_config special tokens wrong")
 
-    worst = 0.0
-    for vname, overrides in (("default", {}), ("norm_topk_prob_false", {"norm_topk_prob": False})):
-        # default attention implementation on purpose (not the eager one used to record)
-        m = transformers.AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32,
-                                                              **overrides).eval()
+    # the shards as installed: published names, shapes, dtypes, index
+    check_shards(family, out_dir, vocab)
+
+    def compare(logits_fn, vname, what):
+        worst = 0.0
         for p in ref["variants"][vname]["prompts"]:
             seq = p["prompt_token_ids"] + p["greedy_token_ids"]
-            lp = torch.log_softmax(m(input_ids=torch.tensor([seq])).logits[0].float(), dim=-1)
+            lp = torch.log_softmax(logits_fn(seq).float(), dim=-1)
             n0 = len(p["prompt_token_ids"])
             for step, top in enumerate(p["top_logprobs"]):
                 row = lp[n0 - 1 + step]
                 if int(torch.argmax(row)) != p["greedy_token_ids"][step]:
-                    raise SystemExit(f"{vname}: reload greedy mismatch at step {step}")
+                    raise SystemExit(f"{vname}: {what} greedy mismatch at step {step}")
                 for tid, val in top:
                     worst = max(worst, abs(row[tid].item() - val))
-    if worst > 1e-4:
-        raise SystemExit(f"reloaded model logprobs differ from the references by {worst:.3g}")
+        if worst > 1e-4:
+            raise SystemExit(f"{vname}: {what} logprobs differ from the references by {worst:.3g}")
+        return worst
 
-    worst_plain = 0.0
-    for vname, ntp in (("default", None), ("norm_topk_prob_false", False)):
-        plain = PlainQwen3Moe(out_dir, norm_topk_prob=ntp)
-        for p in ref["variants"][vname]["prompts"]:
+    worst = worst_cfg5 = worst_plain = 0.0
+    diverging, routed = {}, 0
+    with tempfile.TemporaryDirectory() as td:
+        cfg5_dir = Path(td) / "cfg5"
+        fam.copy_tree_with_config(out_dir, cfg5_dir, "config.transformers5.json")
+        for vname, overrides in family.variants.items():
+            # default attention implementation on purpose (not the eager one used to record)
+            m = transformers.AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32,
+                                                                  **overrides).eval()
+            family.check_loaded(m, vname)
+            worst = max(worst, compare(lambda s, m=m: m(input_ids=torch.tensor([s])).logits[0], vname,
+                                       "reloaded model"))
+            # the transformers-5 config style must give the same model
+            m4 = load_fp32(out_dir, **overrides)
+            m5 = load_fp32(cfg5_dir, **overrides)
+            family.check_loaded(m5, vname)
+            for p in ref["variants"][vname]["prompts"]:
+                ids = torch.tensor([p["prompt_token_ids"] + p["greedy_token_ids"]])
+                worst_cfg5 = max(worst_cfg5, (m4(input_ids=ids).logits - m5(input_ids=ids).logits)
+                                 .abs().max().item())
+            del m, m4, m5
+    if worst_cfg5 > 1e-6:
+        raise SystemExit(f"config.json and config.transformers5.json give logits {worst_cfg5:.3g} apart")
+
+    for vname, overrides in family.variants.items():
+        plain = PlainForward(out_dir, overrides)
+        worst_plain = max(worst_plain, compare(plain.logits, vname, "independent forward"))
+        for k, n in plain.diverging.items():
+            diverging[k] = diverging.get(k, 0) + n
+        routed += plain.routed_choices
+    log(f"verify: tokenizer round-trips {len(samples)} strings; AutoTokenizer and chat template "
+        f"agree; shard names/shapes/dtypes are the published layout; reloaded model "
+        f"(full-sequence, default attn) logprobs match to {worst:.2e}; config.transformers5.json "
+        f"loads to the same logits (max diff {worst_cfg5:.1e}); independent forward from "
+        f"config.json + shards matches to {worst_plain:.2e}")
+    extra = {}
+    if family.mutations:
+        extra["sensitivity"] = sensitivity(family, out_dir, ref)
+    if diverging:
+        for k, n in diverging.items():
+            log(f"  noaux_tc: {n} of {routed} (token, layer) expert choices differ with {k}")
+        extra["alternative_rules"] = {"routed_choices": routed, "differing": diverging}
+    return extra
+
+
+@torch.no_grad()
+def sensitivity(family, out_dir: Path, ref: dict) -> dict:
+    """How far each deliberate mistake (fixture_plain_forward.MUTATIONS) moves the reference
+    logprobs (max |d logprob| over the recorded top-5) and how many greedy steps it changes:
+    a fixture that the mistake leaves within tolerance would not catch it."""
+    out = {}
+    for mname in family.mutations:
+        plain = PlainForward(out_dir, mutations=[mname])
+        worst, changed, steps = 0.0, 0, 0
+        for p in ref["variants"]["default"]["prompts"]:
             seq = p["prompt_token_ids"] + p["greedy_token_ids"]
             lp = torch.log_softmax(plain.logits(seq), dim=-1)
             n0 = len(p["prompt_token_ids"])
             for step, top in enumerate(p["top_logprobs"]):
-                if int(torch.argmax(lp[n0 - 1 + step])) != p["greedy_token_ids"][step]:
-                    raise SystemExit(f"{vname}: independent forward greedy mismatch at {step}")
-                for tid, val in top:
-                    worst_plain = max(worst_plain, abs(lp[n0 - 1 + step, tid].item() - val))
-    if worst_plain > 1e-4:
-        raise SystemExit(f"independent forward differs from the references by {worst_plain:.3g}")
-    log(f"verify: tokenizer round-trips {len(samples)} strings; AutoTokenizer and chat template "
-        f"agree; reloaded model (full-sequence, default attn) logprobs match to {worst:.2e}; "
-        f"independent forward from config.json + shards matches to {worst_plain:.2e}")
+                row = lp[n0 - 1 + step]
+                changed += int(torch.argmax(row)) != p["greedy_token_ids"][step]
+                steps += 1
+                worst = max(worst, max(abs(row[tid].item() - val) for tid, val in top))
+        out[mname] = {"mistake": MUTATIONS[mname], "max_abs_logprob_diff": round(worst, 4),
+                      "greedy_steps_changed": changed, "of_steps": steps}
+        log(f"  mistake {mname}: max |d logprob| {worst:.3g}, {changed}/{steps} greedy steps change")
+    return out
 
 
 # ============================================================================ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--family", nargs="+", default=["qwen3-moe"],
+                    choices=list(fam.FAMILIES) + ["new", "all"],
+                    help="which fixtures to build (default qwen3-moe; new = the four others)")
     ap.add_argument("--qwen-tokenizer-dir", type=Path, default=DEFAULT_QWEN_TOK_DIR,
-                    help="dir with Qwen3's tokenizer_config.json (chat template) and LICENSE")
+                    help="dir with Qwen3's tokenizer_config.json (chat template) and LICENSE "
+                         "(qwen3-moe only)")
+    ap.add_argument("--out-dir", type=Path, default=FIXTURES,
+                    help="fixtures root to write into (default tests/fixtures)")
+    ap.add_argument("--train-steps", type=int, default=TRAIN_STEPS,
+                    help="for debugging the script only: the fixtures use the default")
     args = ap.parse_args()
+    globals()["TRAIN_STEPS"] = args.train_steps
+    keys = []
+    for k in args.family:
+        for kk in (list(fam.FAMILIES) if k == "all" else fam.NEW_FAMILIES if k == "new" else [k]):
+            if kk not in keys:
+                keys.append(kk)
 
-    t_start = time.time()
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()
-
-    for f in ("tokenizer_config.json", "LICENSE"):
-        if not (args.qwen_tokenizer_dir / f).exists():
-            raise SystemExit(f"missing {args.qwen_tokenizer_dir / f}")
     corpus = CORPUS_PATH.read_text(encoding="utf-8")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    timings = []
+    for key in keys:
+        t0 = time.time()
+        build_family(fam.FAMILIES[key](), corpus, args)
+        timings.append((key, time.time() - t0))
+    for key, s in timings:
+        log(f"{key}: {s:.0f}s")
+
+
+def shared_tokenizer_source(out_root: Path) -> Path:
+    d = out_root / QWEN3_NAME
+    return d if (d / "tokenizer.json").exists() else FIXTURES / QWEN3_NAME
+
+
+def build_family(family, corpus: str, args) -> None:
+    t_start = time.time()
+    log(f"==== {family.name} ({family.arch})")
+    out_dir = args.out_dir / family.name
+    ref_path = args.out_dir / f"{family.name}.reference.json"
 
     log("== tokenizer")
-    tok = build_tokenizer(corpus, args.qwen_tokenizer_dir)
+    if isinstance(family, fam.Qwen3Moe):
+        for f in ("tokenizer_config.json", "LICENSE"):
+            if not (args.qwen_tokenizer_dir / f).exists():
+                raise SystemExit(f"missing {args.qwen_tokenizer_dir / f}")
+        tok = build_tokenizer(corpus, args.qwen_tokenizer_dir)
+        tok_files = None
+    else:
+        src = shared_tokenizer_source(args.out_dir)
+        tok = Tokenizer.from_file(str(src / "tokenizer.json"))
+        tok_files = {f: src / f for f in ("tokenizer.json", "tokenizer_config.json", "LICENSE")}
+        log(f"  reusing {src.relative_to(REPO) if src.is_relative_to(REPO) else src}/tokenizer.json")
     vocab = tok.get_vocab_size(with_added_tokens=True)
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS + NONSPECIAL_ADDED}
     log(f"  vocab {vocab} (BPE {BPE_VOCAB} + 5 added): {ids}")
     data = torch.tensor(tok.encode(corpus, add_special_tokens=False).ids, dtype=torch.long)
     log(f"  corpus: {len(corpus)} chars, {len(corpus.splitlines())} lines, {data.numel()} tokens")
 
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    stage = FIXTURES / f".{MODEL_NAME}.staging"
+    stage = args.out_dir / f".{family.name}.staging"
     try:
-        seed, final_loss, variants, stats = build_and_check(stage, tok, vocab, ids, data, args)
+        seed, final_loss, variants, stats = build_and_check(family, stage, out_dir, tok, tok_files,
+                                                            vocab, ids, data, args)
     finally:
         if stage.exists():
             shutil.rmtree(stage)
 
-    ref = {"model_dir": MODEL_NAME, "dtype_compute": "float32",
-           "transformers_version": transformers.__version__, "torch_version": torch.__version__,
-           "variants": variants}
-    REF_PATH.write_text(json.dumps(ref, ensure_ascii=False, separators=(",", ":")) + "\n",
-                        encoding="utf-8")
+    ref = {"model_dir": family.name, "dtype_compute": "float32",
+           "transformers_version": transformers.__version__, "torch_version": torch.__version__}
+    if family.extended_reference:
+        ref["config_summary"] = stats["config_summary"]
+        ref["margins"] = {
+            "min_logit_gap": stats["min_logit_gap"],
+            "logit_gap_threshold": LOGIT_GAP_MIN,
+            **{f"min_{k}_gap": g for k, g in stats["router_gaps"].items()},
+            "router_gap_threshold": ROUTER_GAP_MIN,
+            "router_gap_definition": router_gap_definition(family),
+            "checks": stats["router_checks"],
+            "seed": seed,
+        }
+        ref["expert_selections"] = {str(k): v for k, v in stats["expert_usage"].items()}
+    ref["variants"] = variants
 
     log("== verify")
-    verify(OUT_DIR, ref, corpus)
-    summary(seed, final_loss, vocab, stats, t_start)
+    extra = verify(family, out_dir, ref, corpus, vocab)
+    if "sensitivity" in extra:
+        ref["sensitivity"] = extra["sensitivity"]
+    if family.extended_reference and "alternative_rules" in extra:
+        ref["config_summary"]["noaux_tc_alternative_rules"] = {
+            **extra["alternative_rules"],
+            "note": "(token, layer) expert choices over the reference sequences (prompt + greedy "
+                    "tokens) whose expert set would differ under each rule instead of the one "
+                    "used (transformers; DeepSeek-V3 inference/model.py); 'groups masked to 0.0' "
+                    "is what modeling_deepseek.py on the hub does"}
+    ref["variants"] = ref.pop("variants")  # last, after the summaries
+    ref_path.write_text(json.dumps(ref, ensure_ascii=False, separators=(",", ":")) + "\n",
+                        encoding="utf-8")
+    summary(family, out_dir, ref_path, seed, final_loss, vocab, stats, t_start)
 
 
-def build_and_check(stage: Path, tok: Tokenizer, vocab: int, ids: dict, data: torch.Tensor, args):
-    """Train / save / record references until the checks pass; install into OUT_DIR."""
+def router_gap_definition(family) -> dict:
+    if isinstance(family.routing, fam.SigmoidGroupRouting):
+        return {"router": "k-th minus (k+1)-th selection score sigmoid(logit) + e_score_correction_bias "
+                          "among the experts of the kept groups",
+                "group": "topk_group-th minus (topk_group+1)-th group score (sum of the group's 2 "
+                         "largest selection scores)"}
+    return {"router": "k-th minus (k+1)-th softmax probability"}
+
+
+def build_and_check(family, stage: Path, out_dir: Path, tok: Tokenizer, tok_files, vocab: int,
+                    ids: dict, data: torch.Tensor, args):
+    """Train / save / record references until the checks pass; install into out_dir."""
     result = None
-    for attempt, seed in enumerate(SEEDS):
+    for attempt, seed in enumerate(family.seeds):
         if stage.exists():
             shutil.rmtree(stage)
         stage.mkdir()
-        log(f"== model (attempt {attempt + 1}/{len(SEEDS)}, seed {seed})")
-        config = make_config(vocab, ids)
-        model, final_loss, train_s = train_model(config, data, seed)
+        log(f"== model (attempt {attempt + 1}/{len(family.seeds)}, seed {seed})")
+        config = family.make_config(vocab, ids)
+        model, final_loss, train_s = train_model(family, config, data, seed)
         log(f"  trained {TRAIN_STEPS} steps in {train_s:.0f}s, final loss {final_loss:.3f}")
-        cfg5 = save_checkpoint(model, stage, vocab, ids)
+        cfg5 = save_checkpoint(family, model, stage, vocab)
         del model
-        write_configs(stage, cfg5, ids)
-        tok.save(str(stage / "tokenizer.json"), pretty=True)
-        write_json(stage / "tokenizer_config.json", tokenizer_config(tok, args.qwen_tokenizer_dir))
-        shutil.copyfile(args.qwen_tokenizer_dir / "LICENSE", stage / "LICENSE")
+        write_configs(family, stage, cfg5, vocab, ids)
+        if tok_files is None:
+            tok.save(str(stage / "tokenizer.json"), pretty=True)
+            write_json(stage / "tokenizer_config.json", tokenizer_config(tok, args.qwen_tokenizer_dir))
+            shutil.copyfile(args.qwen_tokenizer_dir / "LICENSE", stage / "LICENSE")
+        else:
+            for name, src in tok_files.items():
+                shutil.copyfile(src, stage / name)
 
         log("== references")
-        result = compute_references(stage, tok)
+        result = compute_references(family, stage, tok)
         if result is not None:
             break
         log(f"  seed {seed} rejected; retrying with the next seed")
@@ -887,28 +914,30 @@ def build_and_check(stage: Path, tok: Tokenizer, vocab: int, ids: dict, data: to
     variants, stats = result
     for f in stage.iterdir():
         f.chmod(0o644)
-    if OUT_DIR.exists():
-        shutil.rmtree(OUT_DIR)
-    stage.rename(OUT_DIR)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    stage.rename(out_dir)
     return seed, final_loss, variants, stats
 
 
-def summary(seed, final_loss, vocab, stats, t_start) -> None:
+def summary(family, out_dir, ref_path, seed, final_loss, vocab, stats, t_start) -> None:
     log("== summary")
-    log(f"  seed {seed}, train loss {final_loss:.3f}, vocab {vocab}")
+    log(f"  {family.name}: seed {seed}, train loss {final_loss:.3f}, vocab {vocab}")
     for name, text, n, cont, lg, rg in stats["chosen"]:
-        log(f"  [{name}] {n} tokens, min logit gap {lg:.4f}, min router gap {rg:.2e}")
+        gaps = ", ".join(f"min {k} gap {g:.2e}" for k, g in rg.items())
+        log(f"  [{name}] {n} tokens, min logit gap {lg:.4f}, {gaps}")
         log(f"     prompt: {text[:70]!r}{'...' if len(text) > 70 else ''}")
         log(f"     greedy: {cont!r}")
     log(f"  min top1-top2 logit gap over all steps/variants: {stats['min_logit_gap']:.5f}")
-    log(f"  min router p[k]-p[k+1] gap over {stats['router_checks']} (token, layer) checks: "
-        f"{stats['min_router_gap']:.3e}")
+    for k, g in stats["router_gaps"].items():
+        log(f"  min {k} gap over {stats['router_checks'][k]} (token, layer) checks: {g:.3e}")
     for layer, c in stats["expert_usage"].items():
         log(f"  layer {layer} expert selections (default variant, all reference tokens): {c}")
     total = 0
-    for p in sorted(OUT_DIR.iterdir()) + [REF_PATH]:
+    for p in sorted(out_dir.iterdir()) + [ref_path]:
         total += p.stat().st_size
-        log(f"  {p.relative_to(REPO)}  {p.stat().st_size:,} B  sha256 {sha256_file(p)[:16]}")
+        rel = p.relative_to(REPO) if p.is_relative_to(REPO) else p
+        log(f"  {rel}  {p.stat().st_size:,} B  sha256 {sha256_file(p)[:16]}")
     log(f"  total written: {total:,} B ({total / 2**20:.2f} MiB) in {time.time() - t_start:.0f}s")
 
 

@@ -106,7 +106,7 @@ struct ModelBench::State {
   explicit State(Backend& backend) : workspace(backend) {}
 };
 
-ModelBench::ModelBench(Backend& backend, Qwen3MoeModel& model, CountingExecutor& counter,
+ModelBench::ModelBench(Backend& backend, CausalLm& model, CountingExecutor& counter,
                        const BenchPlan& plan)
     : backend_(&backend),
       model_(&model),

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "model/arch/qwen3_moe.h"
+#include "model/causal_lm.h"
 #include "model/roofline.h"
 
 namespace tidal::cli {
@@ -94,7 +94,7 @@ std::vector<int64_t> distinct_experts(const std::vector<std::vector<int64_t>>& c
 // with random keys and values.
 class ModelBench {
  public:
-  ModelBench(Backend& backend, Qwen3MoeModel& model, CountingExecutor& counter,
+  ModelBench(Backend& backend, CausalLm& model, CountingExecutor& counter,
              const BenchPlan& plan);
   ~ModelBench();
   ModelBench(const ModelBench&) = delete;
@@ -136,7 +136,7 @@ class ModelBench {
   // the reason. `step_bytes`: what the step will still allocate beside it.
   std::optional<std::string> fit_kv_cache(int64_t blocks, size_t step_bytes, const char* what);
   Backend* backend_;
-  Qwen3MoeModel* model_;
+  CausalLm* model_;
   CountingExecutor* counter_;
   BenchPlan plan_;
   std::unique_ptr<State> state_;

@@ -139,7 +139,7 @@ int run_bench(const BenchOptions& options) {
   CountingExecutor counter;
   ModelShard shard;  // every expert local, through the counter
   shard.executor = &counter;
-  std::unique_ptr<Qwen3MoeModel> model;
+  std::unique_ptr<CausalLm> model;
   if (options.load_format == "dummy") {
     model = load_dummy_model(
         {.config_file = options.config, .num_layers = options.num_layers, .seed = plan.seed},

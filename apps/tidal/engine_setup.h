@@ -10,7 +10,7 @@
 #include "backend/backend.h"
 #include "engine/engine.h"
 #include "engine/engine_client.h"
-#include "model/arch/qwen3_moe.h"
+#include "model/causal_lm.h"
 #include "model/dummy_weights.h"
 #include "model/tokenizer/tokenizer.h"
 
@@ -18,6 +18,10 @@ namespace tidal::cli {
 
 // --max-num-seqs of generate and serve by default.
 inline constexpr int64_t kServeMaxNumSeqs = 256;
+// vLLM's default for its API server. With 256 sequences decoding, 512 left room for 4 prompts of
+// 64 tokens per step, so arrivals kept most steps mixed (eager); 2048 lets the scheduler admit
+// the arrivals of several steps in one.
+inline constexpr int64_t kServeMaxNumBatchedTokens = 2048;
 
 struct EngineSetup {
   std::string device = "cpu";
@@ -59,7 +63,7 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup);
 // goes before the engine and model it drives.
 struct RunningEngine {
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<Qwen3MoeModel> model;
+  std::unique_ptr<CausalLm> model;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<EngineClient> client;
 };

@@ -138,6 +138,10 @@ class Backend {
   virtual void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
   virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // out[t, :] = a[t, :] + sigmoid(gate_logits[t]) * b[t, :] for a, b and out [tokens, width] and
+  // gate_logits [tokens, 1] F32 (Qwen2-MoE's gated shared expert). out may alias a.
+  virtual void add_sigmoid_gated(const Tensor& a, const Tensor& b, const Tensor& gate_logits,
+                                 const Tensor& out) = 0;
   // residual = residual + x, then out = rms_norm(residual, weight): bit for bit add() then
   // rms_norm() (the norm reads the rounded sum), in one pass. out must not alias residual.
   virtual void add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,

@@ -22,7 +22,7 @@
 #include "eplb/load_window.h"
 #include "eplb/placement.h"
 #include "eplb/replica_tables.h"
-#include "model/arch/qwen3_moe.h"
+#include "model/causal_lm.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace tidal {
@@ -40,7 +40,7 @@ struct RankState {
   std::vector<eplb::Placement> placements;
   std::vector<eplb::PlacementTables> tables;
   std::unique_ptr<ExpertParallelExecutor> executor;
-  std::unique_ptr<Qwen3MoeModel> model;
+  std::unique_ptr<CausalLm> model;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<eplb::LoadWindow> load_window;  // only with enable_eplb
   int64_t eplb_steps = 0;  // steps since the last rebalance or transition, the same on every rank

@@ -47,8 +47,7 @@ const char* finish_reason_name(FinishReason reason) {
   return "";
 }
 
-Engine::Engine(Backend& backend, Qwen3MoeModel& model, const Tokenizer& tokenizer,
-               EngineOptions options)
+Engine::Engine(Backend& backend, CausalLm& model, const Tokenizer& tokenizer, EngineOptions options)
     : backend_(&backend),
       model_(&model),
       tokenizer_(&tokenizer),

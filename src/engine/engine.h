@@ -19,7 +19,7 @@
 #include "engine/request.h"
 #include "engine/request_handoff.h"
 #include "engine/scheduler.h"
-#include "model/arch/qwen3_moe.h"
+#include "model/causal_lm.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace tidal {
@@ -51,7 +51,7 @@ struct EngineOptions {
 
 class Engine {
  public:
-  Engine(Backend& backend, Qwen3MoeModel& model, const Tokenizer& tokenizer, EngineOptions options);
+  Engine(Backend& backend, CausalLm& model, const Tokenizer& tokenizer, EngineOptions options);
 
   // Queues a request; an invalid_argument Status names what is wrong (empty or too long
   // prompt, bad sampling values, duplicate id).
@@ -107,7 +107,7 @@ class Engine {
                              std::vector<TokenLogprob> new_logprobs);
 
   Backend* backend_;
-  Qwen3MoeModel* model_;
+  CausalLm* model_;
   const Tokenizer* tokenizer_;
   EngineOptions options_;
   int64_t max_model_len_ = 0;

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "model/loader/model_config.h"
+#include "model/model_config.h"
 
 namespace tidal {
 

@@ -49,7 +49,7 @@ int32_t kv_slot(const Request& request, int64_t position, int64_t block_size) {
 
 }  // namespace
 
-ModelRunner::ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache,
+ModelRunner::ModelRunner(Backend& backend, CausalLm& model, KvCache& kv_cache,
                          DecodeGraphOptions graph_options)
     : backend_(&backend),
       model_(&model),

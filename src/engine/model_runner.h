@@ -10,7 +10,7 @@
 #include "engine/kv_cache.h"
 #include "engine/scheduler.h"
 #include "kernels/sampling_layout.h"
-#include "model/arch/qwen3_moe.h"
+#include "model/causal_lm.h"
 
 namespace tidal {
 
@@ -36,7 +36,7 @@ struct DecodeGraphOptions {
 
 class ModelRunner {
  public:
-  ModelRunner(Backend& backend, Qwen3MoeModel& model, KvCache& kv_cache,
+  ModelRunner(Backend& backend, CausalLm& model, KvCache& kv_cache,
               DecodeGraphOptions graph_options = {});
   ~ModelRunner();
   ModelRunner(const ModelRunner&) = delete;
@@ -149,7 +149,7 @@ class ModelRunner {
   const DecodeGraph& bucket_for(int64_t num_seqs) const;
 
   Backend* backend_;
-  Qwen3MoeModel* model_;
+  CausalLm* model_;
   KvCache* kv_cache_;
   Workspace workspace_;
   int64_t num_warm_ups_ = 0;

@@ -1,12 +1,12 @@
-// Dummy weights: a Qwen3-MoE checkpoint of a config's shapes whose values are made on the device
+// Dummy weights: a checkpoint of a config's family and shapes whose values are made on the device
 // (deterministic, small) instead of read from files, for benchmarks at real model sizes.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
-#include "model/loader/model_config.h"
 #include "model/loader/safetensors.h"
+#include "model/model_config.h"
 
 namespace tidal {
 
@@ -20,7 +20,7 @@ struct DummyModelOptions {
 // file when it is unreadable or num_layers is outside [1, the config's].
 ModelConfig load_dummy_config(const DummyModelOptions& options);
 
-// Every tensor Qwen3MoeModel loads for `config` (experts in the fused layout), in the config's
+// Every tensor the config's family loads (routed experts in the fused layout), in the config's
 // dtype, as a synthetic checkpoint.
 Checkpoint dummy_checkpoint(const ModelConfig& config, uint64_t seed);
 

@@ -4,16 +4,18 @@
 #include <chrono>
 
 #include "common/logging.h"
+#include "model/model_family.h"
 
 namespace tidal {
 
-std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend& backend,
-                                          ModelShard shard) {
+std::unique_ptr<CausalLm> load_model(const std::string& directory, Backend& backend,
+                                     ModelShard shard) {
   const auto start = std::chrono::steady_clock::now();
   ModelConfig config = load_model_config(directory);
   Checkpoint checkpoint = Checkpoint::open(directory);
-  auto model = std::make_unique<Qwen3MoeModel>(backend, std::move(config), std::move(checkpoint),
-                                               std::move(shard));
+  const ModelFamily& family = model_family_of(config);
+  auto model =
+      family.make_model(backend, std::move(config), std::move(checkpoint), std::move(shard));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const ModelConfig& loaded = model->config();
@@ -24,13 +26,14 @@ std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory, Backend&
   return model;
 }
 
-std::unique_ptr<Qwen3MoeModel> load_dummy_model(const DummyModelOptions& options, Backend& backend,
-                                                ModelShard shard) {
+std::unique_ptr<CausalLm> load_dummy_model(const DummyModelOptions& options, Backend& backend,
+                                           ModelShard shard) {
   const auto start = std::chrono::steady_clock::now();
   ModelConfig config = load_dummy_config(options);
   Checkpoint checkpoint = dummy_checkpoint(config, options.seed);
-  auto model = std::make_unique<Qwen3MoeModel>(backend, std::move(config), std::move(checkpoint),
-                                               std::move(shard));
+  const ModelFamily& family = model_family_of(config);
+  auto model =
+      family.make_model(backend, std::move(config), std::move(checkpoint), std::move(shard));
   backend.synchronize();  // the fills are queued: count their time
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -47,9 +50,9 @@ ModelConfig load_model_config(const std::string& directory,
   return dummy ? load_dummy_config(*dummy) : load_model_config(directory);
 }
 
-std::unique_ptr<Qwen3MoeModel> load_model(const std::string& directory,
-                                          const std::optional<DummyModelOptions>& dummy,
-                                          Backend& backend, ModelShard shard) {
+std::unique_ptr<CausalLm> load_model(const std::string& directory,
+                                     const std::optional<DummyModelOptions>& dummy,
+                                     Backend& backend, ModelShard shard) {
   return dummy ? load_dummy_model(*dummy, backend, std::move(shard))
                : load_model(directory, backend, std::move(shard));
 }

@@ -1,6 +1,6 @@
 // Parses Hugging Face config.json (transformers 4.x and 5.x spellings) into a validated
 // ModelConfig, so that later code never meets a missing, mistyped or unsupported field.
-#include "model/loader/model_config.h"
+#include "model/model_config.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -9,107 +9,15 @@
 
 #include "common/error.h"
 #include "common/mapped_file.h"
+#include "model/config_fields.h"
+#include "model/model_family.h"
 
 namespace tidal {
 namespace {
 
 using nlohmann::json;
 
-constexpr const char* kArchitecture = "Qwen3MoeForCausalLM";
-constexpr const char* kModelType = "qwen3_moe";
-
-// A short rendering of a value for error messages; long arrays and strings are cut.
-std::string describe(const json& value) {
-  std::string text = value.dump();
-  if (text.size() > 60) text = text.substr(0, 57) + "...";
-  return cat(value.type_name(), " ", text);
-}
-
-// Typed access to one JSON object; every error names the source file and the field. A null
-// value counts as absent: save_pretrained writes null for unset optional fields.
-class Fields {
- public:
-  Fields(const json& object, const std::string& source) : object_(object), source_(source) {}
-
-  bool present(const char* key) const { return object_.contains(key) && !object_[key].is_null(); }
-  const json& at(const char* key) const { return object_[key]; }
-
-  template <typename... Parts>
-  [[noreturn]] void fail(const char* key, Parts&&... parts) const {
-    TIDAL_FAIL(source_, ": field '", key, "' ", std::forward<Parts>(parts)...);
-  }
-
-  std::optional<int64_t> optional_int(const char* key) const {
-    if (!present(key)) return std::nullopt;
-    return to_int(key, at(key));
-  }
-  int64_t required_int(const char* key) const {
-    if (!object_.contains(key)) TIDAL_FAIL(source_, ": missing required field '", key, "'");
-    if (at(key).is_null()) fail(key, "is null, expected an integer");
-    return to_int(key, at(key));
-  }
-  int64_t required_positive(const char* key) const {
-    const int64_t value = required_int(key);
-    if (value <= 0) fail(key, "must be positive, got ", value);
-    return value;
-  }
-  int64_t to_int(const char* key, const json& value) const {
-    if (value.is_number_unsigned()) {
-      if (value.get<uint64_t>() > uint64_t{std::numeric_limits<int64_t>::max()}) {
-        fail(key, "is out of range: ", value.dump());
-      }
-      return static_cast<int64_t>(value.get<uint64_t>());
-    }
-    if (!value.is_number_integer()) fail(key, "must be an integer, got ", describe(value));
-    return value.get<int64_t>();
-  }
-
-  std::optional<double> optional_number(const char* key) const {
-    if (!present(key)) return std::nullopt;
-    if (!at(key).is_number()) fail(key, "must be a number, got ", describe(at(key)));
-    return at(key).get<double>();
-  }
-  bool boolean(const char* key, bool fallback) const {
-    if (!present(key)) return fallback;
-    if (!at(key).is_boolean()) fail(key, "must be true or false, got ", describe(at(key)));
-    return at(key).get<bool>();
-  }
-  std::optional<std::string> optional_string(const char* key) const {
-    if (!present(key)) return std::nullopt;
-    if (!at(key).is_string()) fail(key, "must be a string, got ", describe(at(key)));
-    return at(key).get<std::string>();
-  }
-
-  // A token id field: null, one id or a list of ids (Hugging Face allows all three).
-  std::vector<int32_t> token_ids(const char* key) const {
-    std::vector<int32_t> ids;
-    if (!present(key)) return ids;
-    const json& value = at(key);
-    auto add = [&](const json& item) {
-      if (!item.is_number_integer()) {
-        fail(key, "must be a token id or a list of token ids, got ", describe(value));
-      }
-      const int64_t id = to_int(key, item);
-      if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
-        fail(key, "holds an invalid token id ", id);
-      }
-      if (std::find(ids.begin(), ids.end(), id) == ids.end())
-        ids.push_back(static_cast<int32_t>(id));
-    };
-    if (value.is_array()) {
-      for (const json& item : value) add(item);
-    } else {
-      add(value);
-    }
-    return ids;
-  }
-
- private:
-  const json& object_;
-  const std::string& source_;
-};
-
-std::string rope_type_of(const Fields& rope) {
+std::string rope_type_of(const ConfigFields& rope) {
   // transformers 4.x wrote "type", later versions "rope_type".
   if (auto type = rope.optional_string("rope_type")) return *type;
   if (auto type = rope.optional_string("type")) return *type;
@@ -123,24 +31,24 @@ void check_default_rope(const std::string& source, const char* field, const std:
   }
 }
 
-double parse_rope_theta(const Fields& fields, const std::string& source) {
+double parse_rope_theta(const ConfigFields& fields, const std::string& source) {
   std::optional<double> theta;
   if (fields.present("rope_parameters")) {
     const json& parameters = fields.at("rope_parameters");
     if (!parameters.is_object()) {
-      fields.fail("rope_parameters", "must be an object, got ", describe(parameters));
+      fields.fail("rope_parameters", "must be an object, got ", describe_json(parameters));
     }
     const std::string nested_source = cat(source, " (rope_parameters)");
-    const Fields rope(parameters, nested_source);
+    const ConfigFields rope(parameters, nested_source);
     check_default_rope(source, "rope_parameters", rope_type_of(rope));
     theta = rope.optional_number("rope_theta");
   }
   if (fields.present("rope_scaling")) {
     const json& scaling = fields.at("rope_scaling");
     if (!scaling.is_object())
-      fields.fail("rope_scaling", "must be an object, got ", describe(scaling));
+      fields.fail("rope_scaling", "must be an object, got ", describe_json(scaling));
     const std::string nested_source = cat(source, " (rope_scaling)");
-    check_default_rope(source, "rope_scaling", rope_type_of(Fields(scaling, nested_source)));
+    check_default_rope(source, "rope_scaling", rope_type_of(ConfigFields(scaling, nested_source)));
   }
   if (!theta) theta = fields.optional_number("rope_theta");
   // No silent default: Qwen3 uses 1e6, and a wrong base corrupts every position.
@@ -150,7 +58,7 @@ double parse_rope_theta(const Fields& fields, const std::string& source) {
   return *theta;
 }
 
-DType parse_dtype(const Fields& fields, const std::string& source) {
+DType parse_dtype(const ConfigFields& fields, const std::string& source) {
   std::optional<DType> result;
   // transformers 5.x writes "dtype"; 4.x wrote "torch_dtype".
   for (const char* key : {"dtype", "torch_dtype"}) {
@@ -186,59 +94,8 @@ bool ModelConfig::is_moe_layer(int64_t layer) const {
          (layer + 1) % decoder_sparse_step == 0;
 }
 
-ModelConfig parse_model_config(const json& config, const std::string& source) {
-  if (!config.is_object())
-    TIDAL_FAIL(source, ": config is a ", config.type_name(), ", not an object");
-  const Fields fields(config, source);
-  ModelConfig result;
-
-  const auto model_type = fields.optional_string("model_type");
-  if (fields.present("architectures")) {
-    const json& architectures = fields.at("architectures");
-    if (!architectures.is_array() || architectures.empty() || !architectures[0].is_string()) {
-      fields.fail("architectures", "must be a list of class names, got ", describe(architectures));
-    }
-    result.architecture = architectures[0].get<std::string>();
-  } else if (model_type == kModelType) {
-    // Hand-written configs sometimes give only model_type.
-    result.architecture = kArchitecture;
-  } else {
-    TIDAL_FAIL(source, ": missing required field 'architectures'");
-  }
-  if (result.architecture != kArchitecture) {
-    TIDAL_FAIL(source, ": unsupported architecture '", result.architecture, "' (tidal supports ",
-               kArchitecture, ")");
-  }
-  if (model_type && *model_type != kModelType) {
-    fields.fail("model_type", "is '", *model_type, "', but ", kArchitecture, " needs '", kModelType,
-                "'");
-  }
-  result.model_type = kModelType;
-
-  result.vocab_size = fields.required_positive("vocab_size");
-  result.hidden_size = fields.required_positive("hidden_size");
-  result.num_layers = fields.required_positive("num_hidden_layers");
-  result.num_heads = fields.required_positive("num_attention_heads");
-  result.num_kv_heads = fields.optional_int("num_key_value_heads").value_or(result.num_heads);
-  if (result.num_kv_heads <= 0) {
-    fields.fail("num_key_value_heads", "must be positive, got ", result.num_kv_heads);
-  }
-  if (result.num_heads % result.num_kv_heads != 0) {
-    TIDAL_FAIL(source, ": num_attention_heads (", result.num_heads,
-               ") is not a multiple of num_key_value_heads (", result.num_kv_heads, ")");
-  }
-  if (const auto head_dim = fields.optional_int("head_dim")) {
-    if (*head_dim <= 0) fields.fail("head_dim", "must be positive, got ", *head_dim);
-    result.head_dim = *head_dim;
-  } else {
-    if (result.hidden_size % result.num_heads != 0) {
-      TIDAL_FAIL(source, ": no head_dim, and hidden_size (", result.hidden_size,
-                 ") is not a multiple of num_attention_heads (", result.num_heads, ")");
-    }
-    result.head_dim = result.hidden_size / result.num_heads;
-  }
-  result.max_position_embeddings = fields.required_positive("max_position_embeddings");
-
+void parse_sparse_moe_fields(const ConfigFields& fields, ModelConfig& result) {
+  const std::string& source = fields.source();
   // transformers 4.x: num_experts; 5.x: num_local_experts.
   const auto experts = fields.optional_int("num_experts");
   const auto local_experts = fields.optional_int("num_local_experts");
@@ -274,7 +131,8 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
   if (fields.present("mlp_only_layers")) {
     const json& layers = fields.at("mlp_only_layers");
     if (!layers.is_array()) {
-      fields.fail("mlp_only_layers", "must be a list of layer indices, got ", describe(layers));
+      fields.fail("mlp_only_layers", "must be a list of layer indices, got ",
+                  describe_json(layers));
     }
     for (const json& item : layers) {
       const int64_t layer = fields.to_int("mlp_only_layers", item);
@@ -295,6 +153,63 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
   } else {
     result.intermediate_size = fields.optional_int("intermediate_size").value_or(0);
   }
+}
+
+ModelConfig parse_model_config(const json& config, const std::string& source) {
+  if (!config.is_object())
+    TIDAL_FAIL(source, ": config is a ", config.type_name(), ", not an object");
+  const ConfigFields fields(config, source);
+  ModelConfig result;
+
+  const auto model_type = fields.optional_string("model_type");
+  const ModelFamily* family = nullptr;
+  if (fields.present("architectures")) {
+    const json& architectures = fields.at("architectures");
+    if (!architectures.is_array() || architectures.empty() || !architectures[0].is_string()) {
+      fields.fail("architectures", "must be a list of class names, got ",
+                  describe_json(architectures));
+    }
+    result.architecture = architectures[0].get<std::string>();
+    family = find_model_family(result.architecture);
+    if (family == nullptr) {
+      TIDAL_FAIL(source, ": unsupported architecture '", result.architecture, "' (tidal supports ",
+                 supported_architectures(), ")");
+    }
+  } else if (model_type && (family = find_model_family_by_type(*model_type)) != nullptr) {
+    // Hand-written configs sometimes give only model_type.
+    result.architecture = std::string(family->architecture);
+  } else {
+    TIDAL_FAIL(source, ": missing required field 'architectures'");
+  }
+  if (model_type && *model_type != family->model_type) {
+    fields.fail("model_type", "is '", *model_type, "', but ", family->architecture, " needs '",
+                family->model_type, "'");
+  }
+  result.model_type = std::string(family->model_type);
+
+  result.vocab_size = fields.required_positive("vocab_size");
+  result.hidden_size = fields.required_positive("hidden_size");
+  result.num_layers = fields.required_positive("num_hidden_layers");
+  result.num_heads = fields.required_positive("num_attention_heads");
+  result.num_kv_heads = fields.optional_int("num_key_value_heads").value_or(result.num_heads);
+  if (result.num_kv_heads <= 0) {
+    fields.fail("num_key_value_heads", "must be positive, got ", result.num_kv_heads);
+  }
+  if (result.num_heads % result.num_kv_heads != 0) {
+    TIDAL_FAIL(source, ": num_attention_heads (", result.num_heads,
+               ") is not a multiple of num_key_value_heads (", result.num_kv_heads, ")");
+  }
+  if (const auto head_dim = fields.optional_int("head_dim")) {
+    if (*head_dim <= 0) fields.fail("head_dim", "must be positive, got ", *head_dim);
+    result.head_dim = *head_dim;
+  } else {
+    if (result.hidden_size % result.num_heads != 0) {
+      TIDAL_FAIL(source, ": no head_dim, and hidden_size (", result.hidden_size,
+                 ") is not a multiple of num_attention_heads (", result.num_heads, ")");
+    }
+    result.head_dim = result.hidden_size / result.num_heads;
+  }
+  result.max_position_embeddings = fields.required_positive("max_position_embeddings");
 
   if (const auto eps = fields.optional_number("rms_norm_eps")) {
     if (!(*eps > 0)) fields.fail("rms_norm_eps", "must be positive, got ", *eps);
@@ -314,6 +229,7 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
 
   result.eos_token_ids = fields.token_ids("eos_token_id");
   if (const auto bos = fields.token_ids("bos_token_id"); !bos.empty()) result.bos_token_id = bos[0];
+  family->parse_config(fields, result);
   return result;
 }
 
@@ -341,7 +257,7 @@ ModelConfig load_model_config(const std::string& directory) {
     if (!generation.is_object()) {
       TIDAL_FAIL(generation_path, ": a ", generation.type_name(), ", not an object");
     }
-    const Fields fields(generation, generation_path);
+    const ConfigFields fields(generation, generation_path);
     for (const int32_t id : fields.token_ids("eos_token_id")) {
       if (std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) ==
           config.eos_token_ids.end()) {

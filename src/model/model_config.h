@@ -1,6 +1,7 @@
 // The model configuration tidal needs, parsed from a Hugging Face config.json in either the
 // transformers 4.x style (num_experts, rope_theta, torch_dtype) or the 5.x style
-// (num_local_experts, rope_parameters, dtype).
+// (num_local_experts, rope_parameters, dtype): the fields every family has, then the family's own
+// (model/model_family.h).
 #pragma once
 
 #include <cstdint>
@@ -33,7 +34,13 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   int64_t max_position_embeddings = 0;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;
+  bool attention_bias = false;         // q, k and v projections have biases
+  bool attention_output_bias = false;  // o_proj has a bias (Qwen3 with attention_bias)
+  bool qk_norm = false;                // RMSNorm of each q and k head before RoPE (Qwen3)
+  // A shared expert every token passes through besides its routed ones (Qwen2-MoE), replicated
+  // on every rank; 0: none.
+  int64_t shared_expert_intermediate_size = 0;
+  bool shared_expert_gated = false;    // scaled by sigmoid(shared_expert_gate . x) (Qwen2-MoE)
   DType dtype = DType::kBF16;          // torch_dtype / dtype
   std::vector<int32_t> eos_token_ids;  // from config.json and generation_config.json
   int32_t bos_token_id = -1;
@@ -45,6 +52,7 @@ struct ModelConfig {
 
 // Parses and validates; throws tidal::Error naming `source` and the offending field
 // (unknown architecture, missing or wrong-typed field, unsupported rope type or sliding window).
+// The architecture picks the family, whose own fields are parsed last.
 ModelConfig parse_model_config(const nlohmann::json& config, const std::string& source);
 
 // Reads <directory>/config.json and, when present, <directory>/generation_config.json

@@ -1,4 +1,4 @@
-// Byte and FLOP counts of a Qwen3-MoE step, from the config's shapes.
+// Byte and FLOP counts of a step of a grouped-query-attention MoE model, from the config's shapes.
 #include "model/roofline.h"
 
 #include "common/error.h"
@@ -11,7 +11,15 @@ double attention_elements(const ModelConfig& c) {
   const double q_width = static_cast<double>(c.num_heads * c.head_dim);
   const double kv_width = static_cast<double>(c.num_kv_heads * c.head_dim);
   const double hidden = static_cast<double>(c.hidden_size);
-  return 2 * q_width * hidden + 2 * kv_width * hidden + 2 * static_cast<double>(c.head_dim);
+  const double norms = c.qk_norm ? 2 * static_cast<double>(c.head_dim) : 0.0;
+  return 2 * q_width * hidden + 2 * kv_width * hidden + norms;
+}
+
+// The shared expert of a MoE layer (and its gate), which every token reads on every rank.
+double shared_expert_elements(const ModelConfig& c) {
+  const double hidden = static_cast<double>(c.hidden_size);
+  return 3.0 * static_cast<double>(c.shared_expert_intermediate_size) * hidden +
+         (c.shared_expert_gated ? hidden : 0.0);
 }
 
 double expert_elements(const ModelConfig& c) {
@@ -33,7 +41,8 @@ StepBytes decode_step_bytes(const ModelConfig& config, int64_t num_seqs, int64_t
     if (config.is_moe_layer(layer)) {
       TIDAL_CHECK(moe_layer < touched_experts.size(), "touched experts given for ",
                   touched_experts.size(), " MoE layers, the model has more");
-      dense += static_cast<double>(config.num_experts) * hidden;  // the router
+      dense += static_cast<double>(config.num_experts) * hidden  // the router
+               + shared_expert_elements(config);
       bytes.expert_weights += static_cast<double>(touched_experts[moe_layer++]) *
                               expert_elements(config) * weight_bytes;
     } else {
@@ -58,7 +67,8 @@ PrefillFlops prefill_flops(const ModelConfig& config, int64_t tokens) {
     double per_token = attention_elements(config);
     if (config.is_moe_layer(layer)) {
       per_token += static_cast<double>(config.num_experts) * hidden +
-                   static_cast<double>(config.num_experts_per_tok) * expert_elements(config);
+                   static_cast<double>(config.num_experts_per_tok) * expert_elements(config) +
+                   shared_expert_elements(config);
     } else {
       per_token += 3.0 * static_cast<double>(config.intermediate_size) * hidden;
     }

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <span>
 
-#include "model/loader/model_config.h"
+#include "model/model_config.h"
 
 namespace tidal {
 

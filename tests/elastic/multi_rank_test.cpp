@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -122,6 +123,33 @@ TEST(MultiRankEplb, RebalancingKeepsGreedyTokens) {
         << "prompt " << p;
   }
 }
+
+// Every other family through rank processes: 1, 2 and 3 ranks (3 ranks of 8 experts: a
+// redundant replica), and expert load balancing moving experts mid-generation, give the
+// transformers reference. Shared experts stay on every rank.
+class FamilyMultiRank : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FamilyMultiRank, GreedyTokensEqualTheReference) {
+  const auto reference = testing_util::load_reference("default", GetParam());
+  const std::string model = "--model " + testing_util::fixture_model_dir(GetParam()) + " ";
+  for (const char* topology :
+       {"--ranks 1", "--ranks 2", "--ranks 3", "--ranks 2 --enable-eplb --eplb-interval 4"}) {
+    for (const size_t p : {0u, 1u}) {  // short, and long (chunked over several steps)
+      const std::vector<int32_t> expected(reference[p].greedy_ids.begin(),
+                                          reference[p].greedy_ids.begin() + kTokens);
+      EXPECT_EQ(generate(reference[p], model + topology), expected)
+          << GetParam() << " prompt " << p << ", " << topology;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, FamilyMultiRank,
+                         ::testing::Values("tiny-qwen2-moe", "tiny-mixtral"),
+                         [](const auto& param_info) {
+                           std::string name = param_info.param.substr(5);  // without "tiny-"
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace tidal

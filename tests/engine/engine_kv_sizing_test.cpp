@@ -100,7 +100,7 @@ TEST_F(EngineKvSizing, MaxModelLenPastTheCacheIsRefusedWithWhatWouldFit) {
 TEST_F(EngineKvSizing, CacheFromDeviceMemoryIsWhatTheWarmUpLeaves) {
   constexpr size_t kLimit = 256 * kMiB;
   CpuBackend device({.memory_limit_bytes = kLimit});
-  const std::unique_ptr<Qwen3MoeModel> model =
+  const std::unique_ptr<CausalLm> model =
       load_model(testing_util::fixture_model_dir(), device);
   EngineOptions options;
   options.cpu_kvcache_space = 0;  // as on a GPU
@@ -137,7 +137,7 @@ TEST_F(EngineKvSizing, CacheFromDeviceMemoryIsWhatTheWarmUpLeaves) {
 
 TEST_F(EngineKvSizing, NoRoomLeftForTheCacheIsRefusedNotOutOfMemory) {
   CpuBackend device({.memory_limit_bytes = 256 * kMiB});
-  const std::unique_ptr<Qwen3MoeModel> model =
+  const std::unique_ptr<CausalLm> model =
       load_model(testing_util::fixture_model_dir(), device);
   EngineOptions options;
   options.cpu_kvcache_space = 0;
@@ -153,7 +153,7 @@ TEST_F(EngineKvSizing, NoRoomLeftForTheCacheIsRefusedNotOutOfMemory) {
 
 TEST_F(EngineKvSizing, RequestedLengthIsCheckedOnceTheDeviceCacheIsSized) {
   CpuBackend device({.memory_limit_bytes = 64 * kMiB});
-  const std::unique_ptr<Qwen3MoeModel> model =
+  const std::unique_ptr<CausalLm> model =
       load_model(testing_util::fixture_model_dir(), device);
   EngineOptions options;
   options.cpu_kvcache_space = 0;

@@ -113,7 +113,7 @@ std::vector<int32_t> argmax_rows(const std::vector<float>& logits, int64_t vocab
 
 // Prefills the prompts, then decodes kDecodeSteps greedy steps, eagerly or by replaying one
 // captured step.
-Decoded decode(Backend& backend, Qwen3MoeModel& model,
+Decoded decode(Backend& backend, CausalLm& model,
                const std::vector<std::vector<int32_t>>& prompts, bool graphs) {
   const ModelConfig& config = model.config();
   const auto num_seqs = static_cast<int64_t>(prompts.size());

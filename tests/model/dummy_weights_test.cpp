@@ -26,7 +26,7 @@ std::string qwen3_30b_config() {
 }
 
 // The logits of a 2-sequence prefill of 5 tokens, then of one decode step of both.
-std::vector<float> prefill_then_decode(Backend& backend, Qwen3MoeModel& model) {
+std::vector<float> prefill_then_decode(Backend& backend, CausalLm& model) {
   const ModelConfig& config = model.config();
   const SyntheticBatchSpec prefill{.num_seqs = 2,
                                    .new_tokens = 5,
@@ -84,8 +84,9 @@ TEST(DummyWeights, AnExpertHasTheSameWeightsInAnySlot) {
   WeightStore all(*backend, dummy_checkpoint(config, 3));
   WeightStore some(*backend, dummy_checkpoint(config, 3));
   const std::string prefix = "model.layers.1.mlp.";
-  const MoeWeights full = MoeWeights::load(all, config, prefix, {0, 1, 2, 3, 4, 5, 6, 7});
-  const MoeWeights placed = MoeWeights::load(some, config, prefix, {5, 2});
+  const MoeWeights full =
+      MoeWeights::load(all, config, prefix, MoeWeightNames{}, {0, 1, 2, 3, 4, 5, 6, 7});
+  const MoeWeights placed = MoeWeights::load(some, config, prefix, MoeWeightNames{}, {5, 2});
   for (const auto& [full_tensor, placed_tensor] :
        {std::pair{full.experts.gate_up, placed.experts.gate_up},
         std::pair{full.experts.down, placed.experts.down}}) {

@@ -12,9 +12,9 @@
 
 namespace tidal::testing_util {
 
-std::vector<ReferencePrompt> load_reference(const std::string& variant) {
-  const std::string path =
-      std::string(TIDAL_SOURCE_DIR) + "/tests/fixtures/tiny-qwen3-moe.reference.json";
+std::vector<ReferencePrompt> load_reference(const std::string& variant,
+                                            const std::string& fixture) {
+  const std::string path = fixture_model_dir(fixture) + ".reference.json";
   std::ifstream in(path);
   if (!in) throw Error(cat(path, ": cannot open the reference file"));
   const nlohmann::json reference = nlohmann::json::parse(in);

@@ -12,13 +12,15 @@
 
 #include "backend/backend.h"
 #include "engine/engine.h"
-#include "model/arch/qwen3_moe.h"
+#include "model/causal_lm.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace tidal::testing_util {
 
-inline std::string fixture_model_dir() {
-  return std::string(TIDAL_SOURCE_DIR) + "/tests/fixtures/tiny-qwen3-moe";
+// The bundled tiny model (the default), or another family's fixture by its folder name.
+inline constexpr const char* kDefaultFixture = "tiny-qwen3-moe";
+inline std::string fixture_model_dir(const std::string& fixture = kDefaultFixture) {
+  return std::string(TIDAL_SOURCE_DIR) + "/tests/fixtures/" + fixture;
 }
 
 struct ReferencePrompt {
@@ -28,14 +30,15 @@ struct ReferencePrompt {
   std::vector<std::vector<std::pair<int32_t, float>>> top_logprobs;  // per generated token
 };
 
-// The prompts of one variant ("default", "norm_topk_prob_false") of the reference file.
-std::vector<ReferencePrompt> load_reference(const std::string& variant);
+// The prompts of one variant ("default", "norm_topk_prob_false") of a fixture's reference file.
+std::vector<ReferencePrompt> load_reference(const std::string& variant,
+                                            const std::string& fixture = kDefaultFixture);
 
 // A model directory on a CPU backend, with its tokenizer.
 struct LoadedModel {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<Qwen3MoeModel> model;
+  std::unique_ptr<CausalLm> model;
 };
 LoadedModel load_cpu_model(const std::string& directory);
 

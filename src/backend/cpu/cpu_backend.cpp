@@ -138,6 +138,16 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
   cpu::add(a.as<float>(), b.as<float>(), a.num_elements(), out.as<float>());
 }
 
+void CpuBackend::add_sigmoid_gated(const Tensor& a, const Tensor& b, const Tensor& gate_logits,
+                                   const Tensor& out) {
+  expect_f32(gate_logits, "add_sigmoid_gated gate");
+  TIDAL_CHECK(a.num_elements() == b.num_elements() && a.num_elements() == out.num_elements() &&
+                  gate_logits.num_elements() == leading_rows(a),
+              "add_sigmoid_gated: a, b and out [tokens, width] and one gate logit per token");
+  cpu::add_sigmoid_gated(a.as<float>(), b.as<float>(), gate_logits.as<float>(), leading_rows(a),
+                         last_dim(a), out.as<float>());
+}
+
 void CpuBackend::add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
                               float eps, const Tensor& out) {
   expect_f32(residual, "add_rms_norm residual");

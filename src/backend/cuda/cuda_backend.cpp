@@ -342,6 +342,22 @@ void CudaBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
       cuda::add_bf16(bf16_ptr(a), bf16_ptr(b), a.num_elements(), bf16_ptr(out), stream_));
 }
 
+void CudaBackend::add_sigmoid_gated(const Tensor& a, const Tensor& b, const Tensor& gate_logits,
+                                    const Tensor& out) {
+  expect_bf16(a, "add_sigmoid_gated operand");
+  expect_bf16(b, "add_sigmoid_gated operand");
+  expect_bf16(out, "add_sigmoid_gated output");
+  TIDAL_CHECK(gate_logits.dtype == DType::kF32, "add_sigmoid_gated: the gate logits must be F32");
+  const int64_t rows = a.shape.empty() ? 0 : a.dim(0);
+  TIDAL_CHECK(a.num_elements() == b.num_elements() && a.num_elements() == out.num_elements() &&
+                  gate_logits.num_elements() == rows,
+              "add_sigmoid_gated: a, b and out [tokens, width] and one gate logit per token");
+  activate();
+  TIDAL_CUDA_CHECK(cuda::add_sigmoid_gated_bf16(
+      bf16_ptr(a), bf16_ptr(b), static_cast<const float*>(gate_logits.data), rows,
+      rows == 0 ? 0 : a.num_elements() / rows, bf16_ptr(out), stream_));
+}
+
 void CudaBackend::add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
                                float eps, const Tensor& out) {
   expect_bf16(residual, "add_rms_norm residual");

@@ -42,6 +42,8 @@ class CudaBackend final : public Backend {
   void embedding(const Tensor& table, const Tensor& ids, const Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void add_sigmoid_gated(const Tensor& a, const Tensor& b, const Tensor& gate_logits,
+                         const Tensor& out) override;
   void add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                     const Tensor& out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor* bias,

@@ -58,6 +58,14 @@ void add(const float* a, const float* b, int64_t count, float* out) {
   for (int64_t i = 0; i < count; ++i) out[i] = a[i] + b[i];
 }
 
+void add_sigmoid_gated(const float* a, const float* b, const float* gate_logits, int64_t num_rows,
+                       int64_t width, float* out) {
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const float gate = 1.0f / (1.0f + std::exp(-gate_logits[r]));
+    for (int64_t i = r * width; i < (r + 1) * width; ++i) out[i] = a[i] + gate * b[i];
+  }
+}
+
 void add_rms_norm(float* residual, const float* x, int64_t num_rows, int64_t width,
                   const void* weight, DType weight_dtype, float eps, float* out) {
   thread_local std::vector<float> w;

@@ -19,6 +19,9 @@ void embedding(const void* table, DType table_dtype, int64_t vocab_size, int64_t
 void rms_norm(const float* x, int64_t num_rows, int64_t width, const void* weight,
               DType weight_dtype, float eps, float* out);
 void add(const float* a, const float* b, int64_t count, float* out);
+// Per row: out = a + sigmoid(gate_logits[r]) * b, the sigmoid as torch computes it in f32.
+void add_sigmoid_gated(const float* a, const float* b, const float* gate_logits, int64_t num_rows,
+                       int64_t width, float* out);
 // Per row: residual += x, then out = rms_norm(residual) * weight; the same arithmetic as add then
 // rms_norm, a row at a time while it is in cache. out may alias x, not residual.
 void add_rms_norm(float* residual, const float* x, int64_t num_rows, int64_t width,

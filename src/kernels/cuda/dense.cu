@@ -29,6 +29,16 @@ __global__ void add_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, int64
   }
 }
 
+__global__ void add_sigmoid_gated_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                         const float* gate_logits, int64_t width, int64_t count,
+                                         __nv_bfloat16* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float gate = 1.0f / (1.0f + __expf(-gate_logits[i / width]));
+    out[i] = __float2bfloat16(__bfloat162float(a[i]) + gate * __bfloat162float(b[i]));
+  }
+}
+
 // V is the widest unit that divides the row size and the pointers' alignment.
 template <typename V>
 __global__ void gather_rows_kernel(const V* __restrict__ x, int64_t row_units, int64_t num_src_rows,
@@ -101,6 +111,16 @@ cudaError_t add_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b, int64_t cou
                      __nv_bfloat16* out, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   add_kernel<<<grid_for(count, kThreads), kThreads, 0, stream>>>(a, b, count, out);
+  return cudaGetLastError();
+}
+
+cudaError_t add_sigmoid_gated_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                   const float* gate_logits, int64_t num_rows, int64_t width,
+                                   __nv_bfloat16* out, cudaStream_t stream) {
+  const int64_t count = num_rows * width;
+  if (count == 0) return cudaSuccess;
+  add_sigmoid_gated_kernel<<<grid_for(count, kThreads), kThreads, 0, stream>>>(a, b, gate_logits,
+                                                                               width, count, out);
   return cudaGetLastError();
 }
 

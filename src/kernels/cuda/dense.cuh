@@ -21,6 +21,11 @@ cudaError_t embedding_bf16(const void* table, ElementType table_type, int64_t vo
 cudaError_t add_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b, int64_t count,
                      __nv_bfloat16* out, cudaStream_t stream);
 
+// out[t, i] = a[t, i] + sigmoid(gate_logits[t]) * b[t, i] in f32, rounded once. out may alias a.
+cudaError_t add_sigmoid_gated_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                   const float* gate_logits, int64_t num_rows, int64_t width,
+                                   __nv_bfloat16* out, cudaStream_t stream);
+
 // out[r] = x[row_ids[r]] for rows of `row_bytes` bytes (any dtype); an id outside
 // [0, num_src_rows) gives a zero row.
 cudaError_t gather_rows(const void* x, int64_t row_bytes, int64_t num_src_rows,

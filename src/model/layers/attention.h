@@ -1,4 +1,5 @@
-// Qwen3 self-attention: q/k/v projections, per-head q/k RMSNorm, RoPE, paged GQA attention, o_proj.
+// Grouped-query self-attention (Qwen3, Qwen2-MoE, Mixtral): q/k/v projections (with biases where
+// the family has them), per-head q/k RMSNorm (Qwen3), RoPE, paged attention, o_proj.
 #pragma once
 
 #include <optional>
@@ -6,15 +7,16 @@
 
 #include "backend/workspace.h"
 #include "model/forward_batch.h"
-#include "model/loader/model_config.h"
+#include "model/model_config.h"
 #include "model/weight_store.h"
 
 namespace tidal {
 
 struct AttentionWeights {
   Tensor q_proj, k_proj, v_proj, o_proj;
-  Tensor q_norm, k_norm;
-  std::optional<Tensor> q_bias, k_bias, v_bias;
+  std::optional<Tensor> q_norm, k_norm;          // config.qk_norm
+  std::optional<Tensor> q_bias, k_bias, v_bias;  // config.attention_bias
+  std::optional<Tensor> o_bias;                  // config.attention_output_bias
 
   static AttentionWeights load(WeightStore& store, const ModelConfig& config,
                                const std::string& prefix);

@@ -35,9 +35,9 @@ const std::vector<std::pair<int64_t, float>>& test_router_bias() {
 }  // namespace
 
 DenseMlpWeights DenseMlpWeights::load(WeightStore& store, const ModelConfig& config,
-                                      const std::string& prefix) {
+                                      const std::string& prefix, int64_t intermediate) {
   const int64_t hidden = config.hidden_size;
-  const int64_t inter = config.intermediate_size;
+  const int64_t inter = intermediate;
   const Checkpoint& checkpoint = store.checkpoint();
   const TensorInfo& gate = checkpoint.tensor(prefix + "gate_proj.weight", {inter, hidden});
   const TensorInfo& up = checkpoint.tensor(prefix + "up_proj.weight", {inter, hidden});
@@ -49,13 +49,25 @@ DenseMlpWeights DenseMlpWeights::load(WeightStore& store, const ModelConfig& con
 }
 
 MoeWeights MoeWeights::load(WeightStore& store, const ModelConfig& config,
-                            const std::string& prefix, const std::vector<int32_t>& slot_experts) {
+                            const std::string& prefix, const MoeWeightNames& names,
+                            const std::vector<int32_t>& slot_experts) {
   const int64_t hidden = config.hidden_size;
   const int64_t inter = config.moe_intermediate_size;
   const int64_t experts = config.num_experts;
   const auto slots = static_cast<int64_t>(slot_experts.size());
   const Checkpoint& checkpoint = store.checkpoint();
-  MoeWeights weights{.router = store.get(prefix + "gate.weight", {experts, hidden}), .experts = {}};
+  MoeWeights weights{.router = store.get(prefix + "gate.weight", {experts, hidden}),
+                     .experts = {},
+                     .shared_expert = std::nullopt,
+                     .shared_expert_gate = std::nullopt,
+                     .names = names};
+  if (config.shared_expert_intermediate_size > 0) {
+    weights.shared_expert = DenseMlpWeights::load(store, config, prefix + names.shared_expert,
+                                                  config.shared_expert_intermediate_size);
+    if (config.shared_expert_gated) {
+      weights.shared_expert_gate = store.get(prefix + names.shared_expert_gate, {1, hidden});
+    }
+  }
   if (const auto& bias = test_router_bias(); !bias.empty()) {
     std::vector<float> values(static_cast<size_t>(experts), 0.0f);
     for (const auto& [expert, add] : bias) {
@@ -72,7 +84,9 @@ MoeWeights MoeWeights::load(WeightStore& store, const ModelConfig& config,
   if (checkpoint.has(prefix + "experts.gate_up_proj")) {
     dtype = *checkpoint.tensor(prefix + "experts.gate_up_proj", {experts, 2 * inter, hidden}).dtype;
   } else {
-    dtype = *checkpoint.tensor(prefix + "experts.0.gate_proj.weight", {inter, hidden}).dtype;
+    dtype =
+        *checkpoint.tensor(prefix + "experts.0." + names.experts.gate + ".weight", {inter, hidden})
+             .dtype;
   }
   weights.experts.gate_up = store.allocate(dtype, {slots, 2 * inter, hidden});
   weights.experts.down = store.allocate(dtype, {slots, hidden, inter});
@@ -110,11 +124,11 @@ void MoeWeights::load_expert(WeightStore& store, const ModelConfig& config,
   }
   const std::string name = prefix + "experts." + std::to_string(expert) + ".";
   store.copy_into(experts.gate_up, s * 2 * projection_bytes,
-                  checkpoint.tensor(name + "gate_proj.weight", {inter, hidden}));
+                  checkpoint.tensor(name + names.experts.gate + ".weight", {inter, hidden}));
   store.copy_into(experts.gate_up, (s * 2 + 1) * projection_bytes,
-                  checkpoint.tensor(name + "up_proj.weight", {inter, hidden}));
+                  checkpoint.tensor(name + names.experts.up + ".weight", {inter, hidden}));
   store.copy_into(experts.down, s * projection_bytes,
-                  checkpoint.tensor(name + "down_proj.weight", {hidden, inter}));
+                  checkpoint.tensor(name + names.experts.down + ".weight", {hidden, inter}));
 }
 
 Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpWeights& weights,
@@ -142,8 +156,20 @@ Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& co
   const Tensor topk_weights = workspace.take(DType::kF32, {tokens, k});
   const Tensor topk_ids = workspace.take(DType::kI32, {tokens, k});
   backend.router_topk(logits, config.norm_topk_prob, topk_weights, topk_ids);
-  return executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights, weights.experts,
-                      token_ids);
+  const Tensor out = executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights,
+                                  weights.experts, token_ids);
+  if (!weights.shared_expert) return out;
+  // The shared expert sees every token on every rank, as attention does; its sum with the
+  // routed experts' follows the family's reference order (routed first, then shared).
+  const Tensor shared = dense_mlp_forward(backend, workspace, *weights.shared_expert, x);
+  if (weights.shared_expert_gate) {
+    const Tensor gate_logit = workspace.take(DType::kF32, {tokens, 1});
+    backend.linear(x, *weights.shared_expert_gate, nullptr, gate_logit);
+    backend.add_sigmoid_gated(out, shared, gate_logit, out);
+  } else {
+    backend.add(out, shared, out);
+  }
+  return out;
 }
 
 }  // namespace tidal

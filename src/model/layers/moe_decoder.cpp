@@ -1,5 +1,5 @@
-// Qwen3-MoE: weight loading and the forward step, following Hugging Face's Qwen3MoeForCausalLM.
-#include "model/arch/qwen3_moe.h"
+// The grouped-query-attention MoE decoder: weight loading and the forward step.
+#include "model/layers/moe_decoder.h"
 
 #include <algorithm>
 #include <chrono>
@@ -8,10 +8,11 @@
 
 namespace tidal {
 
-Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint checkpoint,
-                             ModelShard shard)
+MoeDecoder::MoeDecoder(Backend& backend, ModelConfig config, Checkpoint checkpoint,
+                       ModelShard shard, MoeDecoderNames names)
     : backend_(&backend),
       config_(std::move(config)),
+      names_(std::move(names)),
       executor_(shard.executor != nullptr ? shard.executor : &local_executor_),
       store_(backend, std::move(checkpoint)) {
   const int64_t hidden = config_.hidden_size;
@@ -42,12 +43,13 @@ Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint ch
     if (layer.is_moe) {
       const size_t moe_index = static_cast<size_t>(std::count_if(
           layers_.begin(), layers_.end(), [](const Layer& earlier) { return earlier.is_moe; }));
-      layer.moe = MoeWeights::load(store_, config_, prefix + "mlp.",
+      layer.moe = MoeWeights::load(store_, config_, prefix + names_.moe_block, names_.moe,
                                    shard.slot_experts_by_moe_layer.empty()
                                        ? shard.slot_experts
                                        : shard.slot_experts_by_moe_layer[moe_index]);
     } else {
-      layer.mlp = DenseMlpWeights::load(store_, config_, prefix + "mlp.");
+      layer.mlp =
+          DenseMlpWeights::load(store_, config_, prefix + "mlp.", config_.intermediate_size);
     }
     layers_.push_back(std::move(layer));
     // Large checkpoints take a while: show progress about every tenth of the layers.
@@ -65,7 +67,60 @@ Qwen3MoeModel::Qwen3MoeModel(Backend& backend, ModelConfig config, Checkpoint ch
                  : store_.get("lm_head.weight", {config_.vocab_size, hidden});
 }
 
-std::vector<ExpertSlots> Qwen3MoeModel::moe_expert_slots() const {
+std::vector<SyntheticTensor> MoeDecoder::checkpoint_tensors(const ModelConfig& config,
+                                                            const MoeDecoderNames& names) {
+  const int64_t hidden = config.hidden_size;
+  const int64_t q_width = config.num_heads * config.head_dim;
+  const int64_t kv_width = config.num_kv_heads * config.head_dim;
+  std::vector<SyntheticTensor> tensors;
+  const auto add = [&](std::string name, std::vector<int64_t> shape) {
+    tensors.push_back({.name = std::move(name), .dtype = config.dtype, .shape = std::move(shape)});
+  };
+  const auto add_mlp = [&](const std::string& prefix, int64_t inter) {
+    add(prefix + "gate_proj.weight", {inter, hidden});
+    add(prefix + "up_proj.weight", {inter, hidden});
+    add(prefix + "down_proj.weight", {hidden, inter});
+  };
+  add("model.embed_tokens.weight", {config.vocab_size, hidden});
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    const std::string layer = "model.layers." + std::to_string(i) + ".";
+    add(layer + "input_layernorm.weight", {hidden});
+    add(layer + "post_attention_layernorm.weight", {hidden});
+    const std::string attention = layer + "self_attn.";
+    add(attention + "q_proj.weight", {q_width, hidden});
+    add(attention + "k_proj.weight", {kv_width, hidden});
+    add(attention + "v_proj.weight", {kv_width, hidden});
+    add(attention + "o_proj.weight", {hidden, q_width});
+    if (config.qk_norm) {
+      add(attention + "q_norm.weight", {config.head_dim});
+      add(attention + "k_norm.weight", {config.head_dim});
+    }
+    if (config.attention_bias) {
+      add(attention + "q_proj.bias", {q_width});
+      add(attention + "k_proj.bias", {kv_width});
+      add(attention + "v_proj.bias", {kv_width});
+    }
+    if (config.attention_output_bias) add(attention + "o_proj.bias", {hidden});
+    if (config.is_moe_layer(i)) {
+      const std::string moe = layer + names.moe_block;
+      const int64_t inter = config.moe_intermediate_size;
+      add(moe + "gate.weight", {config.num_experts, hidden});
+      add(moe + "experts.gate_up_proj", {config.num_experts, 2 * inter, hidden});
+      add(moe + "experts.down_proj", {config.num_experts, hidden, inter});
+      if (config.shared_expert_intermediate_size > 0) {
+        add_mlp(moe + names.moe.shared_expert, config.shared_expert_intermediate_size);
+        if (config.shared_expert_gated) add(moe + names.moe.shared_expert_gate, {1, hidden});
+      }
+    } else {
+      add_mlp(layer + "mlp.", config.intermediate_size);
+    }
+  }
+  add("model.norm.weight", {hidden});
+  if (!config.tie_word_embeddings) add("lm_head.weight", {config.vocab_size, hidden});
+  return tensors;
+}
+
+std::vector<ExpertSlots> MoeDecoder::moe_expert_slots() const {
   std::vector<ExpertSlots> slots;
   for (const Layer& layer : layers_) {
     if (layer.is_moe) slots.push_back(layer.moe.experts);
@@ -73,11 +128,12 @@ std::vector<ExpertSlots> Qwen3MoeModel::moe_expert_slots() const {
   return slots;
 }
 
-size_t Qwen3MoeModel::load_expert(size_t moe_layer, int64_t slot, int32_t expert) {
+size_t MoeDecoder::load_expert(size_t moe_layer, int64_t slot, int32_t expert) {
   size_t seen = 0;
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (!layers_[i].is_moe || seen++ != moe_layer) continue;
-    layers_[i].moe.load_expert(store_, config_, "model.layers." + std::to_string(i) + ".mlp.", slot,
+    layers_[i].moe.load_expert(store_, config_,
+                               "model.layers." + std::to_string(i) + "." + names_.moe_block, slot,
                                expert);
     const ExpertSlots& experts = layers_[i].moe.experts;
     return (experts.gate_up.num_bytes() + experts.down.num_bytes()) /
@@ -86,8 +142,8 @@ size_t Qwen3MoeModel::load_expert(size_t moe_layer, int64_t slot, int32_t expert
   TIDAL_FAIL("MoE layer ", moe_layer, " of ", seen);
 }
 
-Tensor Qwen3MoeModel::forward(const ForwardBatch& batch, std::span<const KvCacheLayer> kv_cache,
-                              Workspace& workspace) {
+Tensor MoeDecoder::forward(const ForwardBatch& batch, std::span<const KvCacheLayer> kv_cache,
+                           Workspace& workspace) {
   TIDAL_CHECK(kv_cache.size() == layers_.size(), "KV cache has ", kv_cache.size(),
               " layers, the model ", layers_.size());
   Backend& backend = *backend_;

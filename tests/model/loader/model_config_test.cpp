@@ -1,5 +1,5 @@
 // config.json parsing in both transformers styles, its validation errors, and the eos merge.
-#include "model/loader/model_config.h"
+#include "model/model_config.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
