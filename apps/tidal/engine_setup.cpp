@@ -16,6 +16,7 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
   // A server batches as many requests as vLLM's does by default (256), so that the default
   // serves at the engine's decode rate; the engine's own default stays small for embedding.
   engine.scheduler.max_num_seqs = kServeMaxNumSeqs;
+  engine.scheduler.max_num_batched_tokens = kServeMaxNumBatchedTokens;
   command.add_option("--device", setup.device, "cpu, cuda or cuda:N");
   command.add_option("--ranks,--data-parallel-size", setup.ranks,
                      "ranks (processes): attention data-parallel, experts expert-parallel");
@@ -83,8 +84,15 @@ void add_engine_setup_options(CLI::App& command, EngineSetup& setup) {
       .add_option("--max-num-seqs", engine.scheduler.max_num_seqs,
                   "requests per step and rank at most")
       ->capture_default_str();
-  command.add_option("--max-num-batched-tokens", engine.scheduler.max_num_batched_tokens,
-                     "tokens per step and rank at most (the prefill chunk size)");
+  command
+      .add_option("--max-num-batched-tokens", engine.scheduler.max_num_batched_tokens,
+                  "tokens per step and rank at most (the prefill chunk size)")
+      ->capture_default_str();
+  command.add_option(
+      "--max-admission-delay-steps", engine.scheduler.max_admission_delay_steps,
+      "steps a new request may wait so that arrivals into a running batch are prefilled "
+      "together, in fewer of the steps that cannot replay a decode graph (default: 8 with CUDA "
+      "graphs, else 0; 0 admits at once)");
   command.add_option("--max-model-len", engine.max_model_len,
                      "prompt + output tokens at most (default: the model's, within the KV cache)");
   command.add_option("--block-size", engine.block_size, "tokens per KV cache block");

@@ -36,6 +36,7 @@ nlohmann::json to_json(const RankConfig& config) {
           {"store_endpoint", config.store_endpoint},
           {"max_num_seqs", config.engine.scheduler.max_num_seqs},
           {"max_num_batched_tokens", config.engine.scheduler.max_num_batched_tokens},
+          {"max_admission_delay_steps", config.engine.scheduler.max_admission_delay_steps},
           {"block_size", config.engine.block_size},
           {"num_kv_blocks", config.engine.num_kv_blocks},
           {"kv_cache_bytes", config.engine.kv_cache_bytes},
@@ -72,6 +73,8 @@ RankConfig config_from_json(const nlohmann::json& message) {
   config.engine.scheduler.max_num_seqs = message.at("max_num_seqs").get<int64_t>();
   config.engine.scheduler.max_num_batched_tokens =
       message.at("max_num_batched_tokens").get<int64_t>();
+  config.engine.scheduler.max_admission_delay_steps =
+      message.at("max_admission_delay_steps").get<int64_t>();
   config.engine.block_size = message.at("block_size").get<int64_t>();
   config.engine.num_kv_blocks = message.at("num_kv_blocks").get<int64_t>();
   config.engine.kv_cache_bytes = message.at("kv_cache_bytes").get<size_t>();

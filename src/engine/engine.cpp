@@ -58,6 +58,11 @@ Engine::Engine(Backend& backend, CausalLm& model, const Tokenizer& tokenizer, En
       blocks_(kv_cache_.num_blocks(), options.block_size),
       scheduler_(options.scheduler, blocks_),
       runner_(backend, model, kv_cache_, options.decode_graphs) {
+  if (options_.scheduler.max_admission_delay_steps < 0) {
+    // Without decode graphs a step with prompt tokens costs what a decode step does: no reason
+    // to make arrivals wait.
+    scheduler_.set_max_admission_delay(runner_.captures_graphs() ? kDefaultAdmissionDelaySteps : 0);
+  }
   if (kv_sized_) {
     settle_kv_cache();
     if (kv_plan_.source == KvCacheSource::kCpuSpace) {

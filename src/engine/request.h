@@ -22,6 +22,7 @@ struct Request {
   int64_t num_computed_tokens = 0;  // tokens whose keys/values are in the KV cache
   std::vector<int32_t> block_ids;
   int64_t num_preemptions = 0;
+  int64_t enqueued_step = 0;  // the scheduler's step count when it last joined the waiting queue
   FinishReason finish_reason = FinishReason::kNone;
   // The sampler's draws depend on (seed, output index) only: no state moves with the request.
   uint64_t seed = 0;

@@ -15,7 +15,35 @@ Scheduler::Scheduler(SchedulerOptions options, BlockManager& blocks)
 }
 
 void Scheduler::add(std::unique_ptr<Request> request) {
+  request->enqueued_step = num_steps_;
   waiting_.push_back(std::move(request));
+}
+
+void Scheduler::set_max_admission_delay(int64_t steps) {
+  TIDAL_CHECK(steps >= 0, "max_admission_delay_steps must not be negative, got ", steps);
+  options_.max_admission_delay_steps = steps;
+}
+
+bool Scheduler::admits_now(const std::vector<ScheduledRequest>& batch) const {
+  if (waiting_.empty()) return false;
+  if (running_.empty() || options_.max_admission_delay_steps <= 0) return true;
+  for (const ScheduledRequest& entry : batch) {
+    if (entry.num_new_tokens > 1 || entry.request->num_computed_tokens <
+                                        static_cast<int64_t>(entry.request->prompt_ids.size())) {
+      return true;  // prompt tokens in this step already: it runs eagerly either way
+    }
+  }
+  const Request& oldest = *waiting_.front();
+  if (oldest.num_preemptions > 0 ||
+      num_steps_ - oldest.enqueued_step >= options_.max_admission_delay_steps) {
+    return true;
+  }
+  int64_t waiting_tokens = 0;
+  for (const auto& request : waiting_) {
+    waiting_tokens += request->num_tokens() - request->num_computed_tokens;
+    if (2 * waiting_tokens >= options_.max_num_batched_tokens) return true;
+  }
+  return false;
 }
 
 void Scheduler::preempt(std::unique_ptr<Request> request) {
@@ -28,6 +56,7 @@ void Scheduler::preempt(std::unique_ptr<Request> request) {
 }
 
 std::vector<ScheduledRequest> Scheduler::schedule() {
+  ++num_steps_;
   std::vector<ScheduledRequest> batch;
   int64_t budget = options_.max_num_batched_tokens;
   bool preempted = false;
@@ -55,7 +84,8 @@ std::vector<ScheduledRequest> Scheduler::schedule() {
   }
 
   // New work only when nothing was preempted: admitting it would just be preempted again.
-  while (!preempted && !waiting_.empty() && budget > 0 &&
+  const bool admit = !preempted && admits_now(batch);
+  while (admit && !waiting_.empty() && budget > 0 &&
          static_cast<int64_t>(running_.size()) < options_.max_num_seqs) {
     Request& request = *waiting_.front();
     const int64_t num_new = std::min(request.num_tokens() - request.num_computed_tokens, budget);

@@ -101,5 +101,58 @@ TEST(Scheduler, PreemptsTheNewestRequestWhenBlocksRunOut) {
   EXPECT_EQ(batch[0].num_new_tokens, 9) << "prompt plus its two output tokens";
 }
 
+// Admission delay: arrivals into a running decode batch wait, then join in one step.
+TEST(Scheduler, ArrivalsIntoADecodeBatchJoinTogetherAfterTheDelay) {
+  BlockManager blocks(100, 4);
+  Scheduler scheduler(
+      {.max_num_seqs = 8, .max_num_batched_tokens = 100, .max_admission_delay_steps = 4}, blocks);
+  scheduler.add(make_request("running", 3));
+  auto batch = scheduler.schedule();
+  ASSERT_EQ(batch.size(), 1u) << "nothing runs yet: admitted at once";
+  finish_step(scheduler, batch);
+  scheduler.add(make_request("a", 3));
+  std::vector<size_t> sizes;
+  for (int step = 0; step < 5; ++step) {
+    if (step == 1) scheduler.add(make_request("b", 3));
+    batch = scheduler.schedule();
+    sizes.push_back(batch.size());
+    finish_step(scheduler, batch);
+  }
+  // "a" joined the queue before step 0 and waits 4 steps; "b" joins with it.
+  EXPECT_EQ(sizes, (std::vector<size_t>{1, 1, 1, 3, 3}));
+}
+
+TEST(Scheduler, ArrivalsJoinAtOnceWhenTheStepHasPromptTokensAnyway) {
+  BlockManager blocks(100, 4);
+  Scheduler scheduler(
+      {.max_num_seqs = 8, .max_num_batched_tokens = 10, .max_admission_delay_steps = 8}, blocks);
+  scheduler.add(make_request("long", 25));
+  auto batch = scheduler.schedule();  // its first chunk of 10
+  finish_step(scheduler, batch);
+  scheduler.add(make_request("short", 3));
+  batch = scheduler.schedule();  // the long prompt's second chunk takes the whole budget
+  ASSERT_EQ(batch.size(), 1u);
+  finish_step(scheduler, batch);
+  batch = scheduler.schedule();  // its last 5 tokens: a prefill step, so "short" joins it
+  ASSERT_EQ(batch.size(), 2u);
+  EXPECT_EQ(batch[1].request->id, "short");
+}
+
+TEST(Scheduler, ArrivalsFillingHalfTheBudgetJoinAtOnce) {
+  BlockManager blocks(100, 4);
+  Scheduler scheduler(
+      {.max_num_seqs = 8, .max_num_batched_tokens = 20, .max_admission_delay_steps = 100}, blocks);
+  scheduler.add(make_request("running", 3));
+  auto batch = scheduler.schedule();
+  finish_step(scheduler, batch);
+  scheduler.add(make_request("a", 4));
+  batch = scheduler.schedule();
+  EXPECT_EQ(batch.size(), 1u) << "4 waiting tokens of a budget of 20: it waits";
+  finish_step(scheduler, batch);
+  scheduler.add(make_request("b", 6));
+  batch = scheduler.schedule();
+  EXPECT_EQ(batch.size(), 3u) << "10 waiting tokens, half the budget: both join";
+}
+
 }  // namespace
 }  // namespace tidal
