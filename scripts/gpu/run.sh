@@ -140,6 +140,18 @@ if [ "${TESTS:-1}" = 1 ]; then
     echo "[cli] tidal generate --device cuda differs from --device cpu (see generate_*.json)"
     status=1
   fi
+  # The other families' fixtures on the GPU (bf16, graphs): greedy tokens against their
+  # transformers reference.
+  for family in tiny-qwen2-moe tiny-mixtral; do
+    fids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][1]["prompt_token_ids"])))' "tests/fixtures/$family.reference.json")
+    with_deps_libs "$build/tidal" generate --json --ignore-eos --max-tokens 32 --device cuda \
+      --model "tests/fixtures/$family" --prompt-token-ids "$fids" >"$out/generate_$family.json" \
+      2>>"$out/generate.log" || status=1
+    if python3 -c 'import json,sys; got=json.load(open(sys.argv[1]))["token_ids"]; want=json.load(open(sys.argv[2]))["variants"]["default"]["prompts"][1]["greedy_token_ids"]; n=next((i for i,(a,b) in enumerate(zip(got,want)) if a!=b), len(want)); print(f"[cli] {sys.argv[3]} --device cuda: {n} of 32 greedy tokens equal transformers before the first difference"); sys.exit(n!=32)' \
+        "$out/generate_$family.json" "tests/fixtures/$family.reference.json" "$family"; then :; else
+      status=1
+    fi
+  done
 
   # Every rank count up to the GPUs present, one GPU per rank (NCCL): the same greedy tokens as one
   # rank (3 ranks of 8 experts means 9 slots, one redundant replica). tidal is built above.
