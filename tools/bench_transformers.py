@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""The baseline for `tidal bench`: Hugging Face transformers' Qwen3MoeForCausalLM with random
-weights, on the same shapes and card, as a user would run it (eager PyTorch, the model's default
-attention and experts implementations, a DynamicCache).
+"""The baseline for `tidal bench`: Hugging Face transformers' model of the config's family
+(Qwen3MoeForCausalLM, DeepseekV2ForCausalLM, ...) with random weights, on the same shapes and
+card, as a user would run it (eager PyTorch, the model's default attention and experts
+implementations, a DynamicCache; DeepSeek's keeps expanded per-head keys and values, as
+transformers' MLA does).
 
 Measures what `tidal bench` measures:
   decode: one step of B sequences whose context (this step's token included) is CONTEXT, for each
@@ -22,7 +24,7 @@ import time
 
 import torch
 import transformers
-from transformers import DynamicCache, Qwen3MoeConfig, Qwen3MoeForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 
 def timed(step, warm_up, iterations):
@@ -51,14 +53,15 @@ def main():
     args = parser.parse_args()
 
     with open(args.config) as f:
-        config = Qwen3MoeConfig.from_dict(json.load(f))
+        fields = json.load(f)
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     if args.num_layers:
         config.num_hidden_layers = args.num_layers
     torch.manual_seed(args.seed)
     torch.set_default_dtype(torch.bfloat16)
     started = time.perf_counter()
     with torch.device("cuda"):
-        model = Qwen3MoeForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
     model.eval()
     torch.set_default_dtype(torch.float32)
     torch.cuda.synchronize()
@@ -66,17 +69,28 @@ def main():
           f"{time.perf_counter() - started:.1f} s", flush=True)
 
     layers = config.num_hidden_layers
-    kv_heads = config.num_key_value_heads
-    head_dim = config.head_dim
+    # What one token of one layer keeps in transformers' cache (per-head keys and values, or
+    # DeepSeek's latent and rotary key in recent versions): read from a one-token step.
+    probe = DynamicCache(config=config)
+    with torch.no_grad():
+        model(input_ids=torch.zeros((1, 1), dtype=torch.long, device="cuda"), past_key_values=probe,
+              use_cache=True, logits_to_keep=1)
+    key_shape = tuple(probe.layers[0].keys.shape[1:])  # [heads, 1, dim]
+    value_shape = tuple(probe.layers[0].values.shape[1:])
+    del probe
+    print(f"transformers caches keys {key_shape} and values {value_shape} per token and layer",
+          flush=True)
     decode = []
     print(f"{'batch':>6} {'step ms':>10} {'tokens/s':>11}")
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         cached = args.context - 1
         cache = DynamicCache(config=config)
         for layer in range(layers):
-            shape = (batch, kv_heads, cached, head_dim)
-            cache.update(torch.randn(shape, device="cuda", dtype=torch.bfloat16),
-                         torch.randn(shape, device="cuda", dtype=torch.bfloat16), layer)
+            cache.update(
+                torch.randn((batch, key_shape[0], cached, key_shape[2]), device="cuda",
+                            dtype=torch.bfloat16),
+                torch.randn((batch, value_shape[0], cached, value_shape[2]), device="cuda",
+                            dtype=torch.bfloat16), layer)
         ids = torch.randint(config.vocab_size, (batch, 1), device="cuda")
         positions = torch.full((batch, 1), cached, device="cuda")
         cache_position = torch.tensor([cached], device="cuda")
@@ -125,6 +139,7 @@ def main():
         "attn_implementation": getattr(config, "_attn_implementation", None),
         "experts_implementation": getattr(config, "_experts_implementation", None),
         "config": args.config,
+        "architecture": type(model).__name__,
         "num_layers": layers,
         "decode": decode,
         "prefill": prefill,

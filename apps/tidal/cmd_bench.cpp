@@ -152,6 +152,14 @@ int run_bench(const BenchOptions& options) {
   }
   const ModelConfig& config = model->config();
   ModelBench bench(*backend, *model, counter, plan);
+  const double kv_element_bytes = static_cast<double>(dtype_size(backend->activation_dtype()));
+  const double kv_per_token = kv_cache_bytes_per_token(config, kv_element_bytes);
+  const double kv_per_token_mha = multi_head_kv_cache_bytes_per_token(config, kv_element_bytes);
+  std::printf(
+      "%s: KV cache %.0f bytes per token over %lld layers; multi-head attention of the same "
+      "%lld heads would keep %.0f (%.1fx)\n",
+      config.architecture.c_str(), kv_per_token, static_cast<long long>(config.num_layers),
+      static_cast<long long>(config.num_heads), kv_per_token_mha, kv_per_token_mha / kv_per_token);
 
   // What did not fit the device, and why: said as it happens and kept for the report.
   nlohmann::json skipped = nlohmann::json::array();
@@ -257,6 +265,9 @@ int run_bench(const BenchOptions& options) {
           {"num_heads", config.num_heads},
           {"num_kv_heads", config.num_kv_heads},
           {"head_dim", config.head_dim},
+          {"architecture", config.architecture},
+          {"kv_cache_bytes_per_token", kv_per_token},
+          {"multi_head_kv_cache_bytes_per_token", kv_per_token_mha},
           {"vocab_size", config.vocab_size}}},
         {"ceilings",
          {{"copy_GB_per_s", ceilings.copy_bytes_per_s / 1e9},

@@ -11,6 +11,9 @@
 #        (scripts/gpu/failure.sh, 2 or more GPUs); EPLB=0 skips expert load balancing under
 #        skewed routing (bench/eplb_bench.py, every GPU a rank);
 #        THROUGHPUT=0 skips the served throughput with default flags (bench/throughput_bench.py);
+#        DEEPSEEK_BENCH=0 skips tidal bench on DeepSeek-V2-Lite (27 layers) and DeepSeek-V3's shapes
+#        (DEEPSEEK_V3_LAYERS, default 5) and the transformers V2-Lite baseline (DEEPSEEK_BASELINE=0
+#        skips that alone);
 #        TESTS=0 skips the op, model, CLI and rank tests; TIDAL_BENCH=0 skips tidal bench (one GPU
 #        and every GPU); PROFILE=1 first times every kernel of a 2-layer bench under ncu (decode at batch 1 and
 #        256), summed by kernel;
@@ -142,15 +145,20 @@ if [ "${TESTS:-1}" = 1 ]; then
   fi
   # The other families' fixtures on the GPU (bf16, graphs): greedy tokens against their
   # transformers reference.
-  for family in tiny-qwen2-moe tiny-mixtral; do
-    fids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][1]["prompt_token_ids"])))' "tests/fixtures/$family.reference.json")
-    with_deps_libs "$build/tidal" generate --json --ignore-eos --max-tokens 32 --device cuda \
-      --model "tests/fixtures/$family" --prompt-token-ids "$fids" >"$out/generate_$family.json" \
-      2>>"$out/generate.log" || status=1
-    if python3 -c 'import json,sys; got=json.load(open(sys.argv[1]))["token_ids"]; want=json.load(open(sys.argv[2]))["variants"]["default"]["prompts"][1]["greedy_token_ids"]; n=next((i for i,(a,b) in enumerate(zip(got,want)) if a!=b), len(want)); print(f"[cli] {sys.argv[3]} --device cuda: {n} of 32 greedy tokens equal transformers before the first difference"); sys.exit(n!=32)' \
-        "$out/generate_$family.json" "tests/fixtures/$family.reference.json" "$family"; then :; else
-      status=1
-    fi
+  # Every other family's fixture on the CUDA backend (decode graphs on), three prompts each,
+  # against transformers' fp32 greedy tokens.
+  for family in tiny-qwen2-moe tiny-mixtral tiny-deepseek-v2-lite tiny-deepseek-v3; do
+    for prompt in 0 1 2; do
+      fids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["variants"]["default"]["prompts"][int(sys.argv[2])]["prompt_token_ids"])))' "tests/fixtures/$family.reference.json" "$prompt")
+      with_deps_libs "$build/tidal" generate --json --ignore-eos --max-tokens 32 --device cuda \
+        --model "tests/fixtures/$family" --prompt-token-ids "$fids" \
+        >"$out/generate_${family}_$prompt.json" 2>>"$out/generate.log" || status=1
+      if python3 -c 'import json,sys; got=json.load(open(sys.argv[1]))["token_ids"]; want=json.load(open(sys.argv[2]))["variants"]["default"]["prompts"][int(sys.argv[4])]["greedy_token_ids"]; n=next((i for i,(a,b) in enumerate(zip(got,want)) if a!=b), len(want)); print(f"[cli] {sys.argv[3]} prompt {sys.argv[4]} --device cuda: {n} of 32 greedy tokens equal transformers before the first difference"); sys.exit(n!=32)' \
+          "$out/generate_${family}_$prompt.json" "tests/fixtures/$family.reference.json" "$family" \
+          "$prompt"; then :; else
+        status=1
+      fi
+    done
   done
 
   # Every rank count up to the GPUs present, one GPU per rank (NCCL): the same greedy tokens as one
@@ -260,6 +268,33 @@ if [ "${BENCH:-1}" = 1 ]; then
   fi
   # Elastic transitions under load over every GPU here (scripts/gpu/elastic.sh): 2->4->2 and
   # 2->3->2 on 4 GPUs, 1->2->1 on 2; ELASTIC=0 skips them.
+  if [ "${DEEPSEEK_BENCH:-1}" = 1 ]; then
+    # DeepSeek-V2-Lite whole (27 layers) and DeepSeek-V3's shapes on as many layers as fit one
+    # card with dummy weights (each MoE layer of V3 is 22.5 GB of bf16 experts).
+    for model in "deepseek-v2-lite:${DEEPSEEK_V2_LITE_LAYERS:-27}" \
+        "deepseek-v3:${DEEPSEEK_V3_LAYERS:-5}"; do
+      name="${model%%:*}"
+      if ! with_deps_libs timeout "${BENCH_TIMEOUT:-300}" "$build/tidal" bench --device cuda \
+          --config "bench/configs/$name.json" --num-layers "${model##*:}" --prefill-iterations 2 \
+          --json "$out/bench_$name.json" >"$out/bench_$name.log" 2>&1; then
+        echo "[bench] tidal bench $name failed"
+        status=1
+      fi
+      grep -v "^I " "$out/bench_$name.log" | tail -32
+      keep "bench_$name.json"
+    done
+    if [ "${DEEPSEEK_BASELINE:-1}" = 1 ]; then
+      if ! PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-300}" python3 tools/bench_transformers.py \
+          --config bench/configs/deepseek-v2-lite.json --num-layers "${DEEPSEEK_V2_LITE_LAYERS:-27}" \
+          --iterations 3 --json "$out/bench_transformers_deepseek-v2-lite.json" \
+          >"$out/bench_transformers_deepseek-v2-lite.log" 2>&1; then
+        echo "[bench] transformers DeepSeek-V2-Lite baseline failed"
+        status=1
+      fi
+      grep -v Warning "$out/bench_transformers_deepseek-v2-lite.log" | tail -15
+      keep bench_transformers_deepseek-v2-lite.json
+    fi
+  fi
   if [ "${ELASTIC:-1}" = 1 ] && [ "$num_gpus" -ge 2 ]; then
     if ! LD_LIBRARY_PATH="$multi_path" scripts/gpu/elastic.sh "$build" "$out" "$layers" \
         >"$out/elastic.log" 2>&1; then

@@ -39,8 +39,10 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// One layer of the paged KV cache: key and value pools of [num_blocks, block_size, kv_heads,
-// head_dim].
+// One layer of the paged KV cache: two pools of [num_blocks, block_size, heads, dim]. Grouped-query
+// attention keeps keys and values, [.., kv_heads, head_dim] each; multi-head latent attention
+// (DeepSeek) keeps each token's compressed latent in `key` [.., 1, kv_lora_rank] and its rotary
+// key in `value` [.., 1, qk_rope_head_dim] (model/model_config.h KvCacheLayout).
 struct KvCacheLayer {
   Tensor key;
   Tensor value;
@@ -67,6 +69,22 @@ struct ExpertRoute {
   int64_t capacity = 0;     // rows of each rank's block
   Tensor token_ids = {};    // [T] I32 or empty: the step's tokens; id -1 (padding) is not routed
   Tensor load_counts = {};  // [E] I32 or empty: every routed choice adds one to its expert's count
+};
+
+// How a router scores experts and picks a token's top k (model/model_config.h RouterConfig).
+// Scores are softmax(logits) over the experts, or sigmoid(logits) each. The choice ranks the
+// scores plus `selection_bias` (DeepSeek-V3's e_score_correction_bias; never in the weights),
+// among the experts of the topk_groups best of num_groups equal groups (a group's score is its
+// best, or the sum of its two best, biased scores). The weights are the chosen experts' scores,
+// renormalised to sum to one when asked, times `scaling`. Ties go to the lower index.
+struct RouterSpec {
+  bool sigmoid = false;
+  const Tensor* selection_bias = nullptr;  // [num_experts] F32, or nullptr
+  int64_t num_groups = 1;
+  int64_t topk_groups = 1;
+  bool group_score_top2_sum = false;  // false: a group's score is its best expert's
+  bool renormalize = false;
+  float scaling = 1.0f;
 };
 
 // A layer's experts in slot order: gate and up stacked on the output dimension.
@@ -152,6 +170,13 @@ class Backend {
   // Rotary embedding in place on q [tokens, heads, head_dim] and k [tokens, kv_heads, head_dim],
   // rotate-half ("neox") layout as Hugging Face Llama/Qwen.
   virtual void rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) = 0;
+  // Interleaved-pair rotary embedding in place on x [tokens, heads, dim] (DeepSeek's MLA): dims
+  // (2i, 2i + 1) rotate together by the angle positions[t] * inv_freq[i] (inv_freq [dim / 2] F32,
+  // YaRN's or plain), and the rotated pair is scaled by `factor` (YaRN's attention factor).
+  virtual void rope_pairs(const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+                          float factor) = 0;
+  // Writes k [tokens, key_heads, key_dim] and v [tokens, value_heads, value_dim] into the slots
+  // of the cache's pools (each the shape of its pool's last two dims); a slot < 0 is skipped.
   virtual void store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                         const KvCacheLayer& cache) = 0;
   // Qwen3's attention input chain in one op, bit for bit rms_norm(q, q_norm_weight) and
@@ -165,10 +190,25 @@ class Backend {
   // Causal attention of q [tokens, heads, head_dim] over each sequence's cached keys/values.
   virtual void paged_attention(const Tensor& q, const KvCacheLayer& cache,
                                const AttentionInputs& inputs, float scale, const Tensor& out) = 0;
+  // Multi-head latent attention over the latent cache (cache.key [blocks, block_size, 1, L]
+  // latents, cache.value [blocks, block_size, 1, R] rotary keys), with the key and value
+  // up-projections absorbed into the query and output sides: query token t of head h scores
+  // cached token j as (q_latent[t, h] . latent[j] + q_rope[t, h] . rope_key[j]) * scale and
+  // out[t, h] = sum_j softmax_j * latent[j]. q_latent and out [tokens, heads, L], q_rope [tokens,
+  // heads, R]; causal as paged_attention.
+  virtual void latent_attention(const Tensor& q_latent, const Tensor& q_rope,
+                                const KvCacheLayer& cache, const AttentionInputs& inputs,
+                                float scale, const Tensor& out) = 0;
+  // A linear map per head: out[t, h, :] = x[t, h, :] . weight[h]^T for weight [heads, n, k]
+  // (as linear()), or x[t, h, :] . weight[h] for weight [heads, k, n] when `weight_k_major`.
+  // x [tokens, heads, k], out [tokens, heads, n]; f32 accumulation.
+  virtual void head_linear(const Tensor& x, const Tensor& weight, bool weight_k_major,
+                           const Tensor& out) = 0;
   // out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i].
   virtual void silu_and_mul(const Tensor& gate_up, const Tensor& out) = 0;
-  // Softmax over experts, top-k (ties to the lower index), optional renormalisation.
-  virtual void router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
+  // Per row of logits [tokens, num_experts] F32: the top-k experts as `spec` picks them, in
+  // descending order of their selection score, and their weights (both [tokens, k]).
+  virtual void router_topk(const Tensor& logits, const RouterSpec& spec, const Tensor& topk_weights,
                            const Tensor& topk_ids) = 0;
   // out[t] = sum_j topk_weights[t, j] * expert(topk_slots[t, j])(x[t]); a slot < 0 contributes 0.
   virtual void moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,

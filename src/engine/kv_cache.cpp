@@ -4,8 +4,8 @@
 namespace tidal {
 
 size_t KvCache::bytes_per_block(const ModelConfig& config, int64_t block_size, DType dtype) {
-  return static_cast<size_t>(2 * config.num_layers * block_size * config.num_kv_heads *
-                             config.head_dim) *
+  return static_cast<size_t>(config.num_layers * block_size *
+                             config.kv_cache.elements_per_token()) *
          dtype_size(dtype);
 }
 
@@ -13,8 +13,7 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks
                  int64_t block_size)
     : backend_(&backend),
       num_layers_(config.num_layers),
-      num_kv_heads_(config.num_kv_heads),
-      head_dim_(config.head_dim),
+      layout_(config.kv_cache),
       block_size_(block_size) {
   allocate(num_blocks);
 }
@@ -32,11 +31,15 @@ void KvCache::allocate(int64_t num_blocks) {
   const DType dtype = backend.activation_dtype();
   for (int64_t layer = 0; layer < num_layers_; ++layer) {
     KvCacheLayer pools;
+    pools.key = Tensor{.data = nullptr,
+                       .dtype = dtype,
+                       .shape = {num_blocks, block_size_, layout_.key_heads, layout_.key_dim},
+                       .device = backend.device()};
+    pools.value = Tensor{.data = nullptr,
+                         .dtype = dtype,
+                         .shape = {num_blocks, block_size_, layout_.value_heads, layout_.value_dim},
+                         .device = backend.device()};
     for (Tensor* pool : {&pools.key, &pools.value}) {
-      *pool = Tensor{.data = nullptr,
-                     .dtype = dtype,
-                     .shape = {num_blocks, block_size_, num_kv_heads_, head_dim_},
-                     .device = backend.device()};
       buffers_.push_back(backend.allocate(pool->num_bytes()));
       pool->data = buffers_.back().data();
       backend.fill_zero(*pool);

@@ -1,5 +1,6 @@
-// The paged KV cache pools: per layer one key and one value tensor of
-// [num_blocks, block_size, kv_heads, head_dim], allocated once on the device.
+// The paged KV cache pools: per layer two tensors of [num_blocks, block_size, heads, dim] in the
+// shapes the model's family asks for (ModelConfig::kv_cache: keys and values, or MLA's latents
+// and rotary keys), allocated once on the device.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,7 @@ class KvCache {
  public:
   KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks, int64_t block_size);
 
-  // Bytes one block takes over all layers, keys and values.
+  // Bytes one block takes over all layers, both pools.
   static size_t bytes_per_block(const ModelConfig& config, int64_t block_size, DType dtype);
 
   // Frees the pools and allocates `num_blocks` blocks afresh (zeroed). Their addresses change:
@@ -30,8 +31,7 @@ class KvCache {
 
   Backend* backend_;
   int64_t num_layers_;
-  int64_t num_kv_heads_;
-  int64_t head_dim_;
+  KvCacheLayout layout_;
   int64_t num_blocks_ = 0;
   int64_t block_size_;
   std::vector<DeviceBuffer> buffers_;

@@ -110,6 +110,16 @@ class ConfigFields {
   const std::string& source_;
 };
 
+// Where config.json describes its RoPE: transformers 5's rope_parameters or 4.x's rope_scaling
+// (the one with a type other than "default" when both are there). object is nullptr when
+// neither is.
+struct RopeScalingField {
+  const nlohmann::json* object = nullptr;
+  const char* field = nullptr;
+  std::string type = "default";
+};
+RopeScalingField find_rope_scaling(const ConfigFields& fields);
+
 // The sparse-layer fields of the Qwen MoE families: num_experts (or num_local_experts),
 // num_experts_per_tok, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
 // mlp_only_layers, and intermediate_size when some layer is dense.

@@ -17,20 +17,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string rope_type_of(const ConfigFields& rope) {
-  // transformers 4.x wrote "type", later versions "rope_type".
-  if (auto type = rope.optional_string("rope_type")) return *type;
-  if (auto type = rope.optional_string("type")) return *type;
-  return "default";
-}
-
-void check_default_rope(const std::string& source, const char* field, const std::string& type) {
-  if (type != "default") {
-    TIDAL_FAIL(source, ": field '", field, "' has rope type '", type,
-               "', which tidal does not support (only default RoPE)");
-  }
-}
-
 double parse_rope_theta(const ConfigFields& fields, const std::string& source) {
   std::optional<double> theta;
   if (fields.present("rope_parameters")) {
@@ -39,16 +25,11 @@ double parse_rope_theta(const ConfigFields& fields, const std::string& source) {
       fields.fail("rope_parameters", "must be an object, got ", describe_json(parameters));
     }
     const std::string nested_source = cat(source, " (rope_parameters)");
-    const ConfigFields rope(parameters, nested_source);
-    check_default_rope(source, "rope_parameters", rope_type_of(rope));
-    theta = rope.optional_number("rope_theta");
+    theta = ConfigFields(parameters, nested_source).optional_number("rope_theta");
   }
-  if (fields.present("rope_scaling")) {
-    const json& scaling = fields.at("rope_scaling");
-    if (!scaling.is_object())
-      fields.fail("rope_scaling", "must be an object, got ", describe_json(scaling));
-    const std::string nested_source = cat(source, " (rope_scaling)");
-    check_default_rope(source, "rope_scaling", rope_type_of(ConfigFields(scaling, nested_source)));
+  if (fields.present("rope_scaling") && !fields.at("rope_scaling").is_object()) {
+    fields.fail("rope_scaling", "must be an object, got ",
+                describe_json(fields.at("rope_scaling")));
   }
   if (!theta) theta = fields.optional_number("rope_theta");
   // No silent default: Qwen3 uses 1e6, and a wrong base corrupts every position.
@@ -84,6 +65,26 @@ DType parse_dtype(const ConfigFields& fields, const std::string& source) {
 }
 
 }  // namespace
+
+RopeScalingField find_rope_scaling(const ConfigFields& fields) {
+  RopeScalingField found;
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    if (!fields.present(key) || !fields.at(key).is_object()) continue;
+    const json& object = fields.at(key);
+    std::string type = "default";
+    // transformers 4.x wrote "type", later versions "rope_type".
+    for (const char* type_key : {"rope_type", "type"}) {
+      if (object.contains(type_key) && object[type_key].is_string()) {
+        type = object[type_key].get<std::string>();
+        break;
+      }
+    }
+    if (type == "default" && found.object != nullptr) continue;
+    found = {.object = &object, .field = key, .type = type};
+    if (type != "default") break;
+  }
+  return found;
+}
 
 bool ModelConfig::is_moe_layer(int64_t layer) const {
   const bool dense_only =
@@ -229,7 +230,18 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
 
   result.eos_token_ids = fields.token_ids("eos_token_id");
   if (const auto bos = fields.token_ids("bos_token_id"); !bos.empty()) result.bos_token_id = bos[0];
+  result.kv_cache = {.key_heads = result.num_kv_heads,
+                     .key_dim = result.head_dim,
+                     .value_heads = result.num_kv_heads,
+                     .value_dim = result.head_dim};
   family->parse_config(fields, result);
+  // A scaled RoPE is the family's to read (DeepSeek's YaRN); any other family refuses it here
+  // rather than serving every position wrong.
+  const RopeScalingField rope = find_rope_scaling(fields);
+  if (rope.type != "default" && result.rope_inv_freq.empty()) {
+    TIDAL_FAIL(source, ": field '", rope.field, "' has rope type '", rope.type, "', which ",
+               result.architecture, " in tidal does not support (only default RoPE)");
+  }
   return result;
 }
 

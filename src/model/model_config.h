@@ -14,6 +14,42 @@
 
 namespace tidal {
 
+// What one token of one layer keeps in the paged KV cache: a row of [key_heads, key_dim] in the
+// first pool and one of [value_heads, value_dim] in the second (backend/backend.h KvCacheLayer).
+// Grouped-query attention keeps keys and values; multi-head latent attention keeps the
+// compressed latent and the rotary key.
+struct KvCacheLayout {
+  int64_t key_heads = 0;
+  int64_t key_dim = 0;
+  int64_t value_heads = 0;
+  int64_t value_dim = 0;
+
+  int64_t elements_per_token() const { return key_heads * key_dim + value_heads * value_dim; }
+};
+
+// Multi-head latent attention (DeepSeek-V2/V3); kv_lora_rank 0: grouped-query attention.
+struct MlaConfig {
+  int64_t q_lora_rank = 0;  // 0: q_proj reads the hidden state directly (V2-Lite)
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+
+  bool enabled() const { return kv_lora_rank > 0; }
+  int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+};
+
+// How the MoE router scores and picks experts (Backend's RouterSpec). The defaults are the Qwen
+// and Mixtral router: softmax, plain top-k.
+struct RouterConfig {
+  bool sigmoid = false;                // DeepSeek-V3 scoring_func "sigmoid"
+  bool selection_bias = false;         // gate.e_score_correction_bias (DeepSeek-V3 noaux_tc)
+  int64_t num_groups = 1;              // n_group
+  int64_t topk_groups = 1;             // topk_group
+  bool group_score_top2_sum = false;   // V3: a group scores the sum of its two best; V2: its best
+  float routed_scaling_factor = 1.0f;  // the weights' multiplier
+};
+
 struct ModelConfig {
   std::string architecture;  // e.g. "Qwen3MoeForCausalLM"
   std::string model_type;    // e.g. "qwen3_moe"
@@ -32,6 +68,12 @@ struct ModelConfig {
   int64_t decoder_sparse_step = 1;
   float rms_norm_eps = 1e-6f;
   double rope_theta = 10000.0;
+  // RoPE's inverse frequencies when they are not theta^(-2i/d) (YaRN), and the factor YaRN scales
+  // cos and sin by; empty and 1 for plain RoPE.
+  std::vector<float> rope_inv_freq;
+  float rope_attention_factor = 1.0f;
+  // The softmax scale of attention; 0: 1 / sqrt(head_dim).
+  float attention_scale = 0.0f;
   int64_t max_position_embeddings = 0;
   bool tie_word_embeddings = false;
   bool attention_bias = false;         // q, k and v projections have biases
@@ -40,7 +82,12 @@ struct ModelConfig {
   // A shared expert every token passes through besides its routed ones (Qwen2-MoE), replicated
   // on every rank; 0: none.
   int64_t shared_expert_intermediate_size = 0;
-  bool shared_expert_gated = false;    // scaled by sigmoid(shared_expert_gate . x) (Qwen2-MoE)
+  bool shared_expert_gated = false;  // scaled by sigmoid(shared_expert_gate . x) (Qwen2-MoE)
+  MlaConfig mla;
+  RouterConfig router;
+  // What the KV cache keeps per token and layer; the common parser sets grouped-query attention's
+  // (num_kv_heads x head_dim keys and values), a family may change it.
+  KvCacheLayout kv_cache;
   DType dtype = DType::kBF16;          // torch_dtype / dtype
   std::vector<int32_t> eos_token_ids;  // from config.json and generation_config.json
   int32_t bos_token_id = -1;

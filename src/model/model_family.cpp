@@ -3,6 +3,7 @@
 
 #include <array>
 
+#include "model/arch/deepseek/deepseek.h"
 #include "model/arch/mixtral/mixtral.h"
 #include "model/arch/qwen2_moe/qwen2_moe.h"
 #include "model/arch/qwen3_moe/qwen3_moe.h"
@@ -10,9 +11,10 @@
 namespace tidal {
 namespace {
 
-const std::array<const ModelFamily*, 3>& families() {
-  static const std::array<const ModelFamily*, 3> table = {&qwen3_moe_family(), &qwen2_moe_family(),
-                                                          &mixtral_family()};
+const std::array<const ModelFamily*, 5>& families() {
+  static const std::array<const ModelFamily*, 5> table = {&qwen3_moe_family(), &qwen2_moe_family(),
+                                                          &mixtral_family(), &deepseek_v2_family(),
+                                                          &deepseek_v3_family()};
   return table;
 }
 

@@ -1,4 +1,4 @@
-// What a forward step of Qwen3-MoE must at least move and compute: the floors the benchmark
+// What a forward step of a MoE model must at least move and compute: the floors the benchmark
 // compares measured times with (bytes over memory bandwidth, FLOPs over the matmul rate).
 #pragma once
 
@@ -26,6 +26,12 @@ struct StepBytes {
 StepBytes decode_step_bytes(const ModelConfig& config, int64_t num_seqs, int64_t context_len,
                             std::span<const int64_t> touched_experts, double weight_bytes,
                             double kv_bytes);
+
+// Bytes the KV cache keeps per token over every layer, for `kv_bytes` per element, and what
+// multi-head attention with the same query heads would keep (keys of head_dim, or MLA's
+// qk_nope + qk_rope, and values of head_dim, or MLA's v_head_dim, for every head): MLA's point.
+double kv_cache_bytes_per_token(const ModelConfig& config, double kv_bytes);
+double multi_head_kv_cache_bytes_per_token(const ModelConfig& config, double kv_bytes);
 
 // The multiply-add work (2 FLOPs each) of a prefill of one sequence of `tokens` tokens from an
 // empty cache: projections, router, the k routed experts per token, causal attention

@@ -126,7 +126,8 @@ TEST(MultiRankEplb, RebalancingKeepsGreedyTokens) {
 
 // Every other family through rank processes: 1, 2 and 3 ranks (3 ranks of 8 experts: a
 // redundant replica), and expert load balancing moving experts mid-generation, give the
-// transformers reference. Shared experts stay on every rank.
+// transformers reference. Shared experts, and DeepSeek's latent attention cache, stay on every
+// rank.
 class FamilyMultiRank : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(FamilyMultiRank, GreedyTokensEqualTheReference) {
@@ -144,7 +145,8 @@ TEST_P(FamilyMultiRank, GreedyTokensEqualTheReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, FamilyMultiRank,
-                         ::testing::Values("tiny-qwen2-moe", "tiny-mixtral"),
+                         ::testing::Values("tiny-qwen2-moe", "tiny-mixtral",
+                                           "tiny-deepseek-v2-lite", "tiny-deepseek-v3"),
                          [](const auto& param_info) {
                            std::string name = param_info.param.substr(5);  // without "tiny-"
                            std::replace(name.begin(), name.end(), '-', '_');

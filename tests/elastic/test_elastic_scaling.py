@@ -58,6 +58,8 @@ class Traffic:
 
     url: str
     num_impatient: int = 0  # extra clients that hang up mid-stream
+    prompts: list[dict] = field(default_factory=lambda: PROMPTS)  # a fixture's reference prompts
+    model: str = MODEL  # its served name
     finished: list[Finished] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -69,12 +71,12 @@ class Traffic:
                                timeout=TIMEOUT_S)
         i = client_idx
         while not self.stop.is_set():
-            prompt = i % len(PROMPTS)
+            prompt = i % len(self.prompts)
             max_tokens = 16 + (i % 3) * 8  # 16, 24 or 32: every reference prefix is known
             i += NUM_CLIENTS
             try:
                 stream = client.completions.create(
-                    model=MODEL, prompt=PROMPTS[prompt]["prompt_token_ids"],
+                    model=self.model, prompt=self.prompts[prompt]["prompt_token_ids"],
                     max_tokens=max_tokens, temperature=0, stream=True,
                     extra_body={"ignore_eos": True, "return_token_ids": True})
                 ids, finish = [], None
@@ -96,7 +98,8 @@ class Traffic:
         while not self.stop.is_set():
             try:
                 stream = client.completions.create(
-                    model=MODEL, prompt=PROMPTS[client_idx % len(PROMPTS)]["prompt_token_ids"],
+                    model=self.model,
+                    prompt=self.prompts[client_idx % len(self.prompts)]["prompt_token_ids"],
                     max_tokens=32, temperature=0, stream=True, extra_body={"ignore_eos": True})
                 for number, _ in enumerate(stream):
                     if number == 3:
@@ -132,7 +135,7 @@ class Traffic:
         assert self.finished, "no request finished"
         for done in self.finished:
             assert done.finish_reason == "length", done
-            expected = PROMPTS[done.prompt]["greedy_token_ids"][: done.max_tokens]
+            expected = self.prompts[done.prompt]["greedy_token_ids"][: done.max_tokens]
             assert done.token_ids == expected, (
                 f"prompt {done.prompt}: streamed tokens differ from the reference")
 
@@ -165,12 +168,13 @@ def scale(url: str, ranks: int, **body) -> dict:
     return await_operation(url, response.json()["id"], f"scale to {ranks}")
 
 
-def check_reference_prompts(url: str) -> None:
+def check_reference_prompts(url: str, prompts: list[dict] | None = None,
+                            model: str = MODEL) -> None:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
                            timeout=TIMEOUT_S)
-    for entry in PROMPTS:
+    for entry in PROMPTS if prompts is None else prompts:
         choice = client.completions.create(
-            model=MODEL, prompt=entry["prompt_token_ids"], max_tokens=32, temperature=0,
+            model=model, prompt=entry["prompt_token_ids"], max_tokens=32, temperature=0,
             extra_body={"ignore_eos": True, "return_token_ids": True}).choices[0]
         assert extra(choice, "token_ids") == entry["greedy_token_ids"]
 
@@ -197,7 +201,7 @@ def checked_transition(url: str, traffic: Traffic, ranks: int, **body) -> dict:
     # Traffic kept flowing through the transition.
     wait_for(lambda: traffic.count() > served + NUM_CLIENTS, TIMEOUT_S,
              what="requests finishing after the transition")
-    check_reference_prompts(url)
+    check_reference_prompts(url, traffic.prompts, traffic.model)
     return operation
 
 

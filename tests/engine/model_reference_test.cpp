@@ -107,12 +107,72 @@ TEST_P(FamilyReference, Transformers5ConfigStyle) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, FamilyReference,
-                         ::testing::Values("tiny-qwen2-moe", "tiny-mixtral"),
+                         ::testing::Values("tiny-qwen2-moe", "tiny-mixtral",
+                                           "tiny-deepseek-v2-lite", "tiny-deepseek-v3"),
                          [](const auto& param_info) {
                            std::string name = param_info.param.substr(5);  // without "tiny-"
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
+
+// Mixtral as transformers 5 saves it: the MoE block under "mlp.", each layer's experts fused into
+// experts.gate_up_proj [E, 2I, H] (w1 rows then w3 rows) and experts.down_proj [E, H, I].
+TEST(FamilyReference, MixtralFusedExpertsAsTransformers5SavesThem) {
+  const std::string fixture = "tiny-mixtral";
+  const std::filesystem::path copy = std::filesystem::temp_directory_path() /
+                                     ("tidal_fused_mixtral_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(copy);
+  std::filesystem::copy(testing_util::fixture_model_dir(fixture), copy,
+                        std::filesystem::copy_options::recursive);
+  std::filesystem::copy_file(copy / "config.transformers5.json", copy / "config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  const Checkpoint original = Checkpoint::open(testing_util::fixture_model_dir(fixture));
+  for (const auto& entry : std::filesystem::directory_iterator(copy)) {
+    if (entry.path().extension() == ".safetensors" ||
+        entry.path().filename() == "model.safetensors.index.json") {
+      std::filesystem::remove(entry.path());
+    }
+  }
+  const std::string block = ".block_sparse_moe.";
+  SafetensorsWriter writer;
+  for (const std::string& name : original.names()) {
+    const TensorInfo& tensor = original.tensor(name);
+    const size_t at = name.find(block);
+    if (at == std::string::npos) {
+      writer.add_floats(name, DType::kF32, tensor.shape, decode_floats(tensor));
+      continue;
+    }
+    // The router moves under "mlp."; the experts are fused below.
+    if (name.substr(at + block.size()) == "gate.weight") {
+      writer.add_floats(name.substr(0, at) + ".mlp.gate.weight", DType::kF32, tensor.shape,
+                        decode_floats(tensor));
+    }
+  }
+  // Experts in index order, each gate (w1) then up (w3) rows; down (w2) alone.
+  const ModelConfig config = load_model_config(copy.string());
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    const std::string prefix = "model.layers." + std::to_string(layer);
+    std::vector<float> fused_gate_up, fused_down;
+    for (int64_t e = 0; e < config.num_experts; ++e) {
+      const std::string expert = prefix + block + "experts." + std::to_string(e) + ".";
+      for (const char* part : {"w1", "w3"}) {
+        const std::vector<float> values = decode_floats(original.tensor(expert + part + ".weight"));
+        fused_gate_up.insert(fused_gate_up.end(), values.begin(), values.end());
+      }
+      const std::vector<float> values = decode_floats(original.tensor(expert + "w2.weight"));
+      fused_down.insert(fused_down.end(), values.begin(), values.end());
+    }
+    const int64_t inter = config.moe_intermediate_size;
+    writer.add_floats(prefix + ".mlp.experts.gate_up_proj", DType::kF32,
+                      {config.num_experts, 2 * inter, config.hidden_size}, fused_gate_up);
+    writer.add_floats(prefix + ".mlp.experts.down_proj", DType::kF32,
+                      {config.num_experts, config.hidden_size, inter}, fused_down);
+  }
+  writer.write((copy / "model.safetensors").string());
+  ASSERT_TRUE(Checkpoint::open(copy.string()).has("model.layers.0.mlp.experts.gate_up_proj"));
+  expect_matches_reference(copy.string(), "default", fixture);
+  std::filesystem::remove_all(copy);
+}
 
 TEST(ModelReference, GreedyAndLogprobsMatchTransformers) {
   expect_matches_reference(testing_util::fixture_model_dir(), "default");

@@ -10,8 +10,11 @@
 //          moe_combine, linear with bf16 output, embedding of an f32/f16 table;
 //   2e-4   linear with f32 output (only the f32 summation order differs);
 //   1e-5   router weights (f32 softmax; only exp and summation order differ);
-//   8e-3   silu_and_mul (fast exp) and paged attention (bf16 output of an f32 online softmax);
+//   8e-3   silu_and_mul (fast exp), paged and latent attention (bf16 output of an f32 online
+//          softmax);
 //   1e-2   rope: an ulp of inv_freq moves an angle of ~3e4 rad by ~2e-3 rad, on either side;
+//          rope_pairs (given inv_freq, so only sin/cos ulps and the output rounding) and
+//          head_linear (cuBLAS, bf16 output) are within 4e-3;
 //   2e-2   linear with F32/F16 weights (rounded to bf16 into the tensor cores) and moe_experts
 //          (the SwiGLU output and each expert's output are rounded to bf16 between GEMMs).
 #include <gtest/gtest.h>
@@ -24,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <numbers>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -60,16 +64,25 @@ struct Dims {
   int64_t heads = 0;
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
-  int64_t rows = 0;  // embedding vocab, gather_rows source rows, store_kv blocks
+  // embedding vocab, gather_rows source rows, store_kv blocks, latent_attention padding tokens
+  int64_t rows = 0;
   int64_t block_size = 16;
   DType weight = DType::kBF16;
   bool out_f32 = false;
-  bool bias = false;
+  bool bias = false;  // also: a router's selection bias
   bool in_place = false;
-  bool flag = false;  // router: renormalise; moe_experts: some slots are remote (-1)
+  // router: renormalise; moe_experts: some slots are remote (-1); head_linear: weight [h, k, n];
+  // rope_pairs: YaRN inverse frequencies; latent_attention: max_context_len left 0 (unknown)
+  bool flag = false;
   std::vector<int64_t> slot_rows = {};  // moe_experts: rows of each slot (k = 1), not random
   std::vector<std::pair<int64_t, int64_t>> seqs = {};  // attention: (new tokens, context length)
   int64_t table_blocks = 0;  // attention: block table width, at least the longest sequence's
+  // router_topk: scoring, groups and scaling (renormalize and the bias come from flag and bias)
+  RouterSpec router = {};
+  // latent_attention: the rotary key width R (head_dim is the latent width L); store_kv: the
+  // value pool's [1, rope_dim] rows instead of [kv_heads, head_dim] (MLA)
+  int64_t rope_dim = 0;
+  float factor = 1.0f;  // rope_pairs: the attention factor
 };
 
 struct OpCase {
@@ -194,7 +207,9 @@ void run_rope(Harness& h, const OpCase& c, Rng& rng) {
 
 void run_store_kv(Harness& h, const OpCase& c, Rng& rng) {
   const Dims& d = c.dims;
-  const int64_t width = d.kv_heads * d.head_dim;
+  // MLA (rope_dim > 0): latents [1, head_dim] as keys, rotary keys [1, rope_dim] as values.
+  const int64_t value_heads = d.rope_dim > 0 ? 1 : d.kv_heads;
+  const int64_t value_dim = d.rope_dim > 0 ? d.rope_dim : d.head_dim;
   const int64_t num_slots = d.rows * d.block_size;
   std::vector<int32_t> all_slots(static_cast<size_t>(num_slots));
   std::iota(all_slots.begin(), all_slots.end(), 0);
@@ -202,20 +217,23 @@ void run_store_kv(Harness& h, const OpCase& c, Rng& rng) {
     std::swap(all_slots[i - 1], all_slots[rng.below(static_cast<int64_t>(i))]);
   std::vector<int32_t> slots(static_cast<size_t>(d.tokens));
   for (size_t t = 0; t < slots.size(); ++t) slots[t] = t % 7 == 3 ? -1 : all_slots[t];  // padding
-  const std::vector<float> k = random_values(rng, d.tokens * width, 2.0f);
-  const std::vector<float> v = random_values(rng, d.tokens * width, 2.0f);
-  const std::vector<int64_t> pool = {d.rows, d.block_size, d.kv_heads, d.head_dim};
-  const KvCacheLayer cpu_cache{.key = h.host_poisoned(pool), .value = h.host_poisoned(pool)};
-  h.cpu().store_kv(h.host(k, {d.tokens, d.kv_heads, d.head_dim}),
-                   h.host(v, {d.tokens, d.kv_heads, d.head_dim}), h.host_i32(slots, {d.tokens}),
+  const std::vector<int64_t> k_shape = {d.tokens, d.kv_heads, d.head_dim};
+  const std::vector<int64_t> v_shape = {d.tokens, value_heads, value_dim};
+  const std::vector<float> k = random_values(rng, d.tokens * d.kv_heads * d.head_dim, 2.0f);
+  const std::vector<float> v = random_values(rng, d.tokens * value_heads * value_dim, 2.0f);
+  const std::vector<int64_t> key_pool = {d.rows, d.block_size, d.kv_heads, d.head_dim};
+  const std::vector<int64_t> value_pool = {d.rows, d.block_size, value_heads, value_dim};
+  const KvCacheLayer cpu_cache{.key = h.host_poisoned(key_pool),
+                               .value = h.host_poisoned(value_pool)};
+  h.cpu().store_kv(h.host(k, k_shape), h.host(v, v_shape), h.host_i32(slots, {d.tokens}),
                    cpu_cache);
-  const KvCacheLayer gpu_cache{.key = h.device_poisoned(pool), .value = h.device_poisoned(pool)};
-  h.gpu().store_kv(h.device(k, {d.tokens, d.kv_heads, d.head_dim}),
-                   h.device(v, {d.tokens, d.kv_heads, d.head_dim}), h.device_i32(slots, {d.tokens}),
+  const KvCacheLayer gpu_cache{.key = h.device_poisoned(key_pool),
+                               .value = h.device_poisoned(value_pool)};
+  h.gpu().store_kv(h.device(k, k_shape), h.device(v, v_shape), h.device_i32(slots, {d.tokens}),
                    gpu_cache);
-  for (const auto& [name, cpu_pool, gpu_pool] :
-       {std::tuple{"key", cpu_cache.key, gpu_cache.key},
-        std::tuple{"value", cpu_cache.value, gpu_cache.value}}) {
+  for (const auto& [name, cpu_pool, gpu_pool, width] :
+       {std::tuple{"key", cpu_cache.key, gpu_cache.key, d.kv_heads * d.head_dim},
+        std::tuple{"value", cpu_cache.value, gpu_cache.value, value_heads * value_dim}}) {
     const std::vector<float> got = h.read(gpu_pool);
     const std::vector<float> want = Harness::read_host(cpu_pool);
     // Written slots must match; every other slot must still hold the poison.
@@ -319,6 +337,156 @@ std::vector<std::pair<int64_t, int64_t>> mixed_decode_seqs(int64_t num_seqs, int
   return decode_seqs(contexts);
 }
 
+// DeepSeek-V3's YaRN inverse frequencies (rope_theta 1e4, factor 40 over 4096 positions, beta
+// 32 and 1): the plain ones for high frequencies, divided by the factor for low ones, a linear
+// ramp between. Or the plain ones (rope_theta 1e4).
+std::vector<float> rope_inv_freq(int64_t dim, bool yarn) {
+  const double base = 1e4;
+  const double factor = 40.0;
+  const double original_max = 4096.0;
+  const auto width = static_cast<double>(dim);
+  const auto correction_dim = [&](double rotations) {
+    return width * std::log(original_max / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(base));
+  };
+  const double low = std::max(0.0, std::floor(correction_dim(32.0)));
+  const double high = std::min(width - 1, std::ceil(correction_dim(1.0)));
+  std::vector<float> inv_freq(static_cast<size_t>(dim / 2));
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    const double extrapolated = 1.0 / std::pow(base, static_cast<double>(2 * i) / width);
+    const double ramp =
+        std::clamp((static_cast<double>(i) - low) / std::max(high - low, 1e-3), 0.0, 1.0);
+    const double keep = 1.0 - ramp;  // 1: the extrapolated (plain) frequency
+    inv_freq[static_cast<size_t>(i)] = static_cast<float>(
+        yarn ? extrapolated / factor * (1.0 - keep) + extrapolated * keep : extrapolated);
+  }
+  return inv_freq;
+}
+
+void run_rope_pairs(Harness& h, const OpCase& c, Rng& rng) {
+  const Dims& d = c.dims;
+  const std::vector<int64_t> shape = {d.tokens, d.heads, d.head_dim};
+  const std::vector<float> x = random_values(rng, d.tokens * d.heads * d.head_dim, 2.0f);
+  std::vector<int32_t> positions(static_cast<size_t>(d.tokens));
+  // Position 0, then anywhere in DeepSeek-V3's 163840.
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = i == 0 ? 0 : rng.below(163840);
+  const std::vector<float> inv_freq = rope_inv_freq(d.head_dim, d.flag);
+  const Tensor cpu_x = h.host(x, shape);
+  h.cpu().rope_pairs(cpu_x, h.host_i32(positions, {d.tokens}), h.host(inv_freq, {d.head_dim / 2}),
+                     d.factor);
+  const Tensor gpu_x = h.device(x, shape);
+  h.gpu().rope_pairs(gpu_x, h.device_i32(positions, {d.tokens}),
+                     h.device(inv_freq, {d.head_dim / 2}, DType::kF32), d.factor);
+  expect_close(c, "x", h.read(gpu_x), Harness::read_host(cpu_x), c.bound);
+}
+
+// Latent attention over a paged latent cache: sequences as in run_paged_attention, then
+// d.rows padding tokens past the last sequence. Cache rows no sequence sees (spare blocks, the
+// tail of each sequence's last block) hold NaN, so a kernel that reads past a context fails.
+void run_latent_attention(Harness& h, const OpCase& c, Rng& rng) {
+  const Dims& d = c.dims;
+  const int64_t latent_dim = d.head_dim;
+  const int64_t rope_dim = d.rope_dim;
+  const auto num_seqs = static_cast<int64_t>(d.seqs.size());
+  int64_t tokens = d.rows;
+  int64_t num_blocks = 2;  // spares that no sequence uses
+  int64_t max_blocks = std::max<int64_t>(1, d.table_blocks);
+  int64_t max_query_len = 0;
+  int64_t max_context_len = 0;
+  for (const auto& [queries, context] : d.seqs) {
+    tokens += queries;
+    const int64_t blocks = (context + d.block_size - 1) / d.block_size;
+    num_blocks += blocks;
+    max_blocks = std::max(max_blocks, blocks);
+    max_query_len = std::max(max_query_len, queries);
+    max_context_len = std::max(max_context_len, context);
+  }
+  std::vector<int32_t> pool(static_cast<size_t>(num_blocks));
+  std::iota(pool.begin(), pool.end(), 0);
+  for (size_t i = pool.size(); i > 1; --i)
+    std::swap(pool[i - 1], pool[rng.below(static_cast<int64_t>(i))]);
+  std::vector<int32_t> query_start{0};
+  std::vector<int32_t> context_lens;
+  std::vector<int32_t> tables;
+  std::vector<bool> seen(static_cast<size_t>(num_blocks * d.block_size), false);
+  size_t next = 0;
+  for (const auto& [queries, context] : d.seqs) {
+    query_start.push_back(query_start.back() + static_cast<int32_t>(queries));
+    context_lens.push_back(static_cast<int32_t>(context));
+    const int64_t blocks = (context + d.block_size - 1) / d.block_size;
+    const size_t table_row = tables.size();
+    for (int64_t b = 0; b < max_blocks; ++b) tables.push_back(b < blocks ? pool[next++] : 0);
+    for (int64_t j = 0; j < context; ++j) {
+      const int64_t block = tables[table_row + static_cast<size_t>(j / d.block_size)];
+      seen[static_cast<size_t>(block * d.block_size + j % d.block_size)] = true;
+    }
+  }
+  const int64_t num_slots = num_blocks * d.block_size;
+  std::vector<float> latents = random_values(rng, num_slots * latent_dim, 2.0f);
+  std::vector<float> rope_keys = random_values(rng, num_slots * rope_dim, 2.0f);
+  for (int64_t slot = 0; slot < num_slots; ++slot) {
+    if (seen[static_cast<size_t>(slot)]) continue;
+    std::fill_n(latents.begin() + slot * latent_dim, latent_dim, std::nanf(""));
+    std::fill_n(rope_keys.begin() + slot * rope_dim, rope_dim, std::nanf(""));
+  }
+  const std::vector<int64_t> latent_shape = {num_blocks, d.block_size, 1, latent_dim};
+  const std::vector<int64_t> rope_shape = {num_blocks, d.block_size, 1, rope_dim};
+  const std::vector<int64_t> q_shape = {tokens, d.heads, latent_dim};
+  const std::vector<int64_t> q_rope_shape = {tokens, d.heads, rope_dim};
+  const std::vector<float> q_latent = random_values(rng, tokens * d.heads * latent_dim, 2.0f);
+  const std::vector<float> q_rope = random_values(rng, tokens * d.heads * rope_dim, 2.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(latent_dim + rope_dim));
+
+  const auto inputs = [&](bool gpu) {
+    const auto i32 = [&](const std::vector<int32_t>& v, std::vector<int64_t> shape) {
+      return gpu ? h.device_i32(v, std::move(shape)) : h.host_i32(v, std::move(shape));
+    };
+    return AttentionInputs{.query_start = i32(query_start, {num_seqs + 1}),
+                           .context_lens = i32(context_lens, {num_seqs}),
+                           .block_tables = i32(tables, {num_seqs, max_blocks}),
+                           .num_seqs = num_seqs,
+                           .max_query_len = max_query_len,
+                           .max_context_len = d.flag ? 0 : max_context_len};
+  };
+  const Tensor cpu_out = h.host_poisoned(q_shape);
+  h.cpu().latent_attention(
+      h.host(q_latent, q_shape), h.host(q_rope, q_rope_shape),
+      {.key = h.host(latents, latent_shape), .value = h.host(rope_keys, rope_shape)}, inputs(false),
+      scale, cpu_out);
+  const Tensor gpu_out = h.device_poisoned(q_shape);
+  h.gpu().latent_attention(
+      h.device(q_latent, q_shape), h.device(q_rope, q_rope_shape),
+      {.key = h.device(latents, latent_shape), .value = h.device(rope_keys, rope_shape)},
+      inputs(true), scale, gpu_out);
+  const std::vector<float> got = h.read(gpu_out);
+  expect_close(c, "out", got, Harness::read_host(cpu_out), c.bound);
+  // Padding rows are zeros, not merely close to the reference's.
+  const auto padding_begin = static_cast<size_t>((tokens - d.rows) * d.heads * latent_dim);
+  EXPECT_TRUE(std::all_of(got.begin() + static_cast<std::ptrdiff_t>(padding_begin), got.end(),
+                          [](float value) { return value == 0.0f; }))
+      << c.label << ": a padding row is not zero";
+}
+
+// out[t, h] = x[t, h] w[h]^T, w [heads, n, k] (inter = n, hidden = k), or x[t, h] w[h] for
+// w [heads, k, n] when d.flag.
+void run_head_linear(Harness& h, const OpCase& c, Rng& rng) {
+  const Dims& d = c.dims;
+  const int64_t in = d.hidden;
+  const int64_t out = d.inter;
+  const std::vector<int64_t> x_shape = {d.tokens, d.heads, in};
+  const std::vector<int64_t> w_shape =
+      d.flag ? std::vector<int64_t>{d.heads, in, out} : std::vector<int64_t>{d.heads, out, in};
+  const std::vector<int64_t> out_shape = {d.tokens, d.heads, out};
+  const std::vector<float> x = random_values(rng, d.tokens * d.heads * in, 1.0f);
+  const std::vector<float> weight =
+      random_values(rng, d.heads * out * in, 1.0f / std::sqrt(static_cast<float>(in)));
+  const Tensor cpu_out = h.host_poisoned(out_shape);
+  h.cpu().head_linear(h.host(x, x_shape), h.host(weight, w_shape, DType::kBF16), d.flag, cpu_out);
+  const Tensor gpu_out = h.device_poisoned(out_shape);
+  h.gpu().head_linear(h.device(x, x_shape), h.device(weight, w_shape), d.flag, gpu_out);
+  expect_close(c, "out", h.read(gpu_out), Harness::read_host(cpu_out), c.bound);
+}
+
 void run_silu_and_mul(Harness& h, const OpCase& c, Rng& rng) {
   const Dims& d = c.dims;
   const std::vector<float> gate_up = random_values(rng, d.tokens * 2 * d.inter, 4.0f);
@@ -332,12 +500,19 @@ void run_silu_and_mul(Harness& h, const OpCase& c, Rng& rng) {
 void run_router_topk(Harness& h, const OpCase& c, Rng& rng) {
   const Dims& d = c.dims;
   const std::vector<float> logits = random_values(rng, d.tokens * d.experts, 3.0f, DType::kF32);
+  const std::vector<float> bias = random_values(rng, d.experts, 0.25f, DType::kF32);
+  const Tensor cpu_bias = h.host(bias, {d.experts});
+  const Tensor gpu_bias = h.device(bias, {d.experts}, DType::kF32);
+  RouterSpec spec = d.router;
+  spec.renormalize = d.flag;
+  spec.selection_bias = d.bias ? &cpu_bias : nullptr;
   const Tensor cpu_weights = h.host_poisoned({d.tokens, d.k});
   const Tensor cpu_ids = h.host_poisoned({d.tokens, d.k}, DType::kI32);
-  h.cpu().router_topk(h.host(logits, {d.tokens, d.experts}), d.flag, cpu_weights, cpu_ids);
+  h.cpu().router_topk(h.host(logits, {d.tokens, d.experts}), spec, cpu_weights, cpu_ids);
+  spec.selection_bias = d.bias ? &gpu_bias : nullptr;
   const Tensor gpu_weights = h.device_poisoned({d.tokens, d.k}, DType::kF32);
   const Tensor gpu_ids = h.device_poisoned({d.tokens, d.k}, DType::kI32);
-  h.gpu().router_topk(h.device(logits, {d.tokens, d.experts}, DType::kF32), d.flag, gpu_weights,
+  h.gpu().router_topk(h.device(logits, {d.tokens, d.experts}, DType::kF32), spec, gpu_weights,
                       gpu_ids);
   expect_close(c, "weights", h.read(gpu_weights), Harness::read_host(cpu_weights), c.bound);
   expect_close(c, "ids", h.read(gpu_ids), Harness::read_host(cpu_ids), 0.0);
@@ -559,8 +734,11 @@ const std::map<std::string, Runner>& runners() {
       {"add", run_add},
       {"linear", run_linear},
       {"rope", run_rope},
+      {"rope_pairs", run_rope_pairs},
       {"store_kv", run_store_kv},
       {"paged_attention", run_paged_attention},
+      {"latent_attention", run_latent_attention},
+      {"head_linear", run_head_linear},
       {"silu_and_mul", run_silu_and_mul},
       {"router_topk", run_router_topk},
       {"moe_experts", run_moe_experts},
@@ -581,6 +759,9 @@ constexpr int64_t kExperts = 128;
 constexpr int64_t kTopk = 8;
 constexpr int64_t kMoeInter = 768;
 constexpr int64_t kVocab = 151936;
+// DeepSeek-V2/V3's multi-head latent attention: kv_lora_rank 512, qk_rope_head_dim 64.
+constexpr int64_t kMlaLatentDim = 512;
+constexpr int64_t kMlaRopeDim = 64;
 
 std::vector<OpCase> op_cases() {
   std::vector<OpCase> cases = {
@@ -647,6 +828,17 @@ std::vector<OpCase> op_cases() {
        {.tokens = 67, .heads = kHeads, .kv_heads = kKvHeads, .head_dim = kHeadDim},
        1e-2},
       {"rope", "odd", {.tokens = 3, .heads = 3, .kv_heads = 1, .head_dim = 18}, 1e-2},
+      // rope_pairs: DeepSeek-V3's q (128 heads) and k (one shared head) rotary parts of 64
+      {"rope_pairs",
+       "deepseek_v3_q_yarn",
+       {.tokens = 67, .heads = 128, .head_dim = kMlaRopeDim, .flag = true, .factor = 0.7f},
+       4e-3},
+      {"rope_pairs",
+       "deepseek_v3_k_yarn",
+       {.tokens = 67, .heads = 1, .head_dim = kMlaRopeDim, .flag = true, .factor = 0.7f},
+       4e-3},
+      {"rope_pairs", "plain_factor_1", {.tokens = 5, .heads = 128, .head_dim = kMlaRopeDim}, 4e-3},
+      {"rope_pairs", "odd", {.tokens = 3, .heads = 3, .head_dim = 18, .factor = 1.3f}, 4e-3},
       // store_kv
       {"store_kv",
        "qwen3_30b",
@@ -655,6 +847,20 @@ std::vector<OpCase> op_cases() {
       {"store_kv",
        "odd",
        {.tokens = 11, .kv_heads = 1, .head_dim = 18, .rows = 4, .block_size = 5},
+       0.0},
+      // MLA: a latent of 512 as the key, a rotary key of 64 as the value
+      {"store_kv",
+       "deepseek_latent_512_rope_64",
+       {.tokens = 67,
+        .kv_heads = 1,
+        .head_dim = kMlaLatentDim,
+        .rows = 9,
+        .block_size = 16,
+        .rope_dim = kMlaRopeDim},
+       0.0},
+      {"store_kv",
+       "mla_odd",
+       {.tokens = 11, .kv_heads = 1, .head_dim = 32, .rows = 4, .block_size = 5, .rope_dim = 8},
        0.0},
       // paged attention: decode, prefill, chunked prefill, long decode, several sequences
       {"paged_attention",
@@ -769,6 +975,95 @@ std::vector<OpCase> op_cases() {
        "zero_tokens",
        {.heads = 4, .kv_heads = 2, .head_dim = 16, .seqs = {}},
        0.0},
+      // latent_attention (head_dim: the latent width L, rope_dim: R, rows: padding tokens)
+      {"latent_attention",
+       "deepseek_decode_h16",
+       {.heads = 16,
+        .head_dim = kMlaLatentDim,
+        .seqs = decode_seqs({1, 17, 300, 1100, 2049, 33}),
+        .rope_dim = kMlaRopeDim},
+       8e-3},
+      {"latent_attention",
+       "deepseek_prefill_mixed_h16_padding",
+       {.heads = 16,
+        .head_dim = kMlaLatentDim,
+        .rows = 3,
+        .seqs = {{40, 40}, {1, 1030}, {17, 50}, {1, 0}, {5, 5}, {1, 64}},
+        .rope_dim = kMlaRopeDim},
+       8e-3},
+      {"latent_attention",
+       "deepseek_v3_decode_h128_wide_blocks",  // 32-head blocks (enough of them)
+       {.heads = 128,
+        .head_dim = kMlaLatentDim,
+        .seqs = mixed_decode_seqs(72, 600),
+        .rope_dim = kMlaRopeDim},
+       8e-3},
+      {"latent_attention",
+       "deepseek_v3_decode_h128_batch_2",
+       {.heads = 128,
+        .head_dim = kMlaLatentDim,
+        .seqs = decode_seqs({1500, 7}),
+        .rope_dim = kMlaRopeDim},
+       8e-3},
+      {"latent_attention",
+       "h40_prefill_wide_partial_group",
+       {.heads = 40, .head_dim = kMlaLatentDim, .seqs = {{140, 160}}, .rope_dim = kMlaRopeDim},
+       8e-3},
+      {"latent_attention",
+       "odd_l96_r24_h20_block_5",
+       {.heads = 20,
+        .head_dim = 96,
+        .rows = 1,
+        .block_size = 5,
+        .seqs = {{1, 11}, {7, 30}, {1, 1}, {1, 260}},
+        .table_blocks = 60,
+        .rope_dim = 24},
+       8e-3},
+      {"latent_attention",
+       "tiny_l32_r8_h4",
+       {.heads = 4,
+        .head_dim = 32,
+        .rows = 1,
+        .flag = true,  // an unknown longest context: the widest split, most of it idle
+        .seqs = {{9, 9}, {1, 33}, {3, 20}},
+        .rope_dim = 8},
+       8e-3},
+      {"latent_attention",
+       "zero_tokens",
+       {.heads = 4, .head_dim = 32, .seqs = {}, .rope_dim = 8},
+       0.0},
+      // head_linear: DeepSeek's absorbed up-projections, q_nope into the latent ([h, k, n]) and
+      // the latent output back to the value heads ([h, n, k])
+      {"head_linear",
+       "deepseek_q_absorb_decode",
+       {.tokens = 1, .hidden = 128, .inter = kMlaLatentDim, .heads = 16, .flag = true},
+       4e-3},
+      {"head_linear",
+       "deepseek_q_absorb_batch",
+       {.tokens = 77, .hidden = 128, .inter = kMlaLatentDim, .heads = 16, .flag = true},
+       4e-3},
+      {"head_linear",
+       "deepseek_v_up_decode",
+       {.tokens = 1, .hidden = kMlaLatentDim, .inter = 128, .heads = 16},
+       4e-3},
+      {"head_linear",
+       "deepseek_v_up_batch",
+       {.tokens = 77, .hidden = kMlaLatentDim, .inter = 128, .heads = 16},
+       4e-3},
+      {"head_linear",
+       "k_major_512_to_128",
+       {.tokens = 77, .hidden = kMlaLatentDim, .inter = 128, .heads = 16, .flag = true},
+       4e-3},
+      {"head_linear",
+       "n_major_128_to_512",
+       {.tokens = 1, .hidden = 128, .inter = kMlaLatentDim, .heads = 16},
+       4e-3},
+      {"head_linear", "odd", {.tokens = 5, .hidden = 40, .inter = 24, .heads = 3}, 4e-3},
+      {"head_linear",
+       "odd_k_major",
+       {.tokens = 5, .hidden = 40, .inter = 24, .heads = 3, .flag = true},
+       4e-3},
+      {"head_linear", "zero_tokens", {.tokens = 0, .hidden = 64, .inter = 32, .heads = 2}, 0.0},
       // silu_and_mul
       {"silu_and_mul", "qwen3_30b_moe_inter", {.tokens = 67, .inter = kMoeInter}, 8e-3},
       {"silu_and_mul", "odd", {.tokens = 5, .inter = 33}, 8e-3},
@@ -782,6 +1077,54 @@ std::vector<OpCase> op_cases() {
       {"router_topk",
        "qwen15_60_experts",
        {.tokens = 5, .experts = 60, .k = 4, .flag = true},
+       1e-5},
+      // DeepSeek-V3: sigmoid, biased choice among the 4 best of 8 groups (top-2 sums), 2.5x
+      {"router_topk",
+       "deepseek_v3_grouped_sigmoid_bias",
+       {.tokens = 67,
+        .experts = 256,
+        .k = 8,
+        .bias = true,
+        .flag = true,
+        .router = {.sigmoid = true,
+                   .num_groups = 8,
+                   .topk_groups = 4,
+                   .group_score_top2_sum = true,
+                   .scaling = 2.5f}},
+       1e-5},
+      // DeepSeek-V2: softmax, the 3 best of 8 groups of 20 by their best expert, 16x
+      {"router_topk",
+       "deepseek_v2_group_limited",
+       {.tokens = 67,
+        .experts = 160,
+        .k = 6,
+        .router = {.num_groups = 8, .topk_groups = 3, .scaling = 16.0f}},
+       1e-5},
+      {"router_topk",
+       "odd_groups_of_3",
+       {.tokens = 3,
+        .experts = 12,
+        .k = 3,
+        .bias = true,
+        .flag = true,
+        .router = {.sigmoid = true,
+                   .num_groups = 4,
+                   .topk_groups = 2,
+                   .group_score_top2_sum = true,
+                   .scaling = 1.5f}},
+       1e-5},
+      {"router_topk",
+       "64_groups_of_4",  // two groups a lane
+       {.tokens = 9,
+        .experts = 256,
+        .k = 8,
+        .bias = true,
+        .router =
+            {.sigmoid = true, .num_groups = 64, .topk_groups = 5, .group_score_top2_sum = true}},
+       1e-5},
+      {"router_topk",
+       "sigmoid_bias_ungrouped",
+       {.tokens = 7, .experts = 64, .k = 6, .bias = true, .router = {.sigmoid = true}},
        1e-5},
       // MoE experts
       {"moe_experts",
@@ -918,7 +1261,7 @@ TEST(OpTable, CoversEveryOp) {
   std::map<std::string, int> seen;
   for (const OpCase& c : op_cases()) ++seen[c.op];
   for (const auto& [op, runner] : runners()) EXPECT_GT(seen[op], 0) << op;
-  EXPECT_EQ(runners().size(), 14u);
+  EXPECT_EQ(runners().size(), 17u);
 }
 
 // A kernel fault surfaces as a tidal::Error naming the device, not an abort.

@@ -49,5 +49,30 @@ TEST(Roofline, PrefillFlopsOf8kTokens) {
   EXPECT_DOUBLE_EQ(flops.attention, 26391500292096.0);
 }
 
+// DeepSeek-V3's shapes, cut to its 3 dense layers and one MoE layer: latent attention's weights
+// (187,107,328 per layer, counted by hand from the published shapes) and its cache of 512 + 64
+// elements per token and layer, against 128 heads x (192 + 128) for multi-head attention.
+TEST(Roofline, DeepseekV3LatentAttention) {
+  const ModelConfig config = load_dummy_config(
+      {.config_file = std::string(TIDAL_SOURCE_DIR) + "/bench/configs/deepseek-v3.json",
+       .num_layers = 4});
+  const std::vector<int64_t> touched = {8};
+  const StepBytes bytes = decode_step_bytes(config, 1, 1024, touched, 2.0, 2.0);
+  const double hidden = 7168;
+  const double attention = 1536.0 * 7168 + 1536 + 128.0 * 192 * 1536 + 576.0 * 7168 + 512 +
+                           128.0 * 256 * 512 + 7168.0 * 128 * 128;
+  EXPECT_DOUBLE_EQ(attention, 187107328.0);
+  const double dense = hidden                                // one embedding row
+                       + 4 * (2 * hidden + attention)        // norms and attention
+                       + 3 * (3 * 18432.0 * hidden)          // the dense MLPs
+                       + 256 * hidden + 3 * 2048.0 * hidden  // router, shared expert
+                       + hidden + 129280.0 * hidden;         // final norm, lm_head
+  EXPECT_DOUBLE_EQ(bytes.dense_weights / 2.0, dense);
+  EXPECT_DOUBLE_EQ(bytes.expert_weights / 2.0, 8 * 3 * 2048.0 * hidden);
+  EXPECT_DOUBLE_EQ(bytes.kv_cache, 1024.0 * 4 * 576 * 2);
+  EXPECT_DOUBLE_EQ(kv_cache_bytes_per_token(config, 2.0), 4.0 * 576 * 2);
+  EXPECT_DOUBLE_EQ(multi_head_kv_cache_bytes_per_token(config, 2.0), 4.0 * 128 * 320 * 2);
+}
+
 }  // namespace
 }  // namespace tidal

@@ -193,10 +193,30 @@ cpu::PagedKvLayout layout_of(const KvCacheLayer& cache) {
 
 void CpuBackend::store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                           const KvCacheLayer& cache) {
+  expect_f32(k, "store_kv keys");
+  expect_f32(v, "store_kv values");
   expect_i32(slot_mapping, "slot mapping");
-  cpu::store_kv(k.as<float>(), v.as<float>(), slot_mapping.num_elements(),
-                slot_mapping.as<int32_t>(), layout_of(cache), cache.key.as<float>(),
+  const int64_t tokens = slot_mapping.num_elements();
+  const int64_t key_width = cache.key.dim(2) * cache.key.dim(3);
+  const int64_t value_width = cache.value.dim(2) * cache.value.dim(3);
+  TIDAL_CHECK(k.num_elements() == tokens * key_width && v.num_elements() == tokens * value_width,
+              "store_kv: keys/values of ", k.num_elements(), "/", v.num_elements(),
+              " elements for ", tokens, " tokens of ", key_width, "/", value_width);
+  cpu::store_kv(k.as<float>(), v.as<float>(), tokens, slot_mapping.as<int32_t>(),
+                cache.key.dim(0) * cache.key.dim(1), key_width, value_width, cache.key.as<float>(),
                 cache.value.as<float>());
+}
+
+void CpuBackend::rope_pairs(const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+                            float factor) {
+  expect_f32(x, "rope_pairs input");
+  expect_f32(inv_freq, "rope_pairs inv_freq");
+  expect_i32(positions, "positions");
+  TIDAL_CHECK(x.shape.size() == 3 && x.dim(2) % 2 == 0 && x.dim(0) == positions.num_elements() &&
+                  inv_freq.num_elements() == x.dim(2) / 2,
+              "rope_pairs: x [tokens, heads, even dim], a position per token, inv_freq [dim / 2]");
+  cpu::rope_pairs(x.as<float>(), x.dim(0), x.dim(1), x.dim(2), positions.as<int32_t>(),
+                  inv_freq.as<float>(), factor);
 }
 
 void CpuBackend::qk_norm_rope_store(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -252,12 +272,82 @@ void CpuBackend::silu_and_mul(const Tensor& gate_up, const Tensor& out) {
   cpu::silu_and_mul(gate_up.as<float>(), leading_rows(gate_up), last_dim(out), out.as<float>());
 }
 
-void CpuBackend::router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
-                             const Tensor& topk_ids) {
+void CpuBackend::router_topk(const Tensor& logits, const RouterSpec& spec,
+                             const Tensor& topk_weights, const Tensor& topk_ids) {
   expect_f32(logits, "router logits");
+  expect_f32(topk_weights, "top-k weights");
   expect_i32(topk_ids, "top-k ids");
-  cpu::router_topk(logits.as<float>(), logits.dim(0), logits.dim(1), topk_ids.dim(1), renormalize,
-                   topk_weights.as<float>(), topk_ids.as<int32_t>());
+  TIDAL_CHECK(logits.shape.size() == 2 && topk_ids.shape.size() == 2 &&
+                  topk_weights.shape == topk_ids.shape && topk_ids.dim(0) == logits.dim(0),
+              "router_topk: logits [tokens, experts], weights and ids [tokens, k]");
+  if (spec.selection_bias != nullptr) {
+    expect_f32(*spec.selection_bias, "router selection bias");
+    TIDAL_CHECK(spec.selection_bias->num_elements() == logits.dim(1), "router selection bias of ",
+                spec.selection_bias->num_elements(), " for ", logits.dim(1), " experts");
+  }
+  cpu::router_topk({.logits = logits.as<float>(),
+                    .num_tokens = logits.dim(0),
+                    .num_experts = logits.dim(1),
+                    .k = topk_ids.dim(1),
+                    .sigmoid = spec.sigmoid,
+                    .selection_bias =
+                        spec.selection_bias != nullptr ? spec.selection_bias->as<float>() : nullptr,
+                    .num_groups = spec.num_groups,
+                    .topk_groups = spec.topk_groups,
+                    .group_score_top2_sum = spec.group_score_top2_sum,
+                    .renormalize = spec.renormalize,
+                    .scaling = spec.scaling,
+                    .topk_weights = topk_weights.as<float>(),
+                    .topk_ids = topk_ids.as<int32_t>()});
+}
+
+void CpuBackend::latent_attention(const Tensor& q_latent, const Tensor& q_rope,
+                                  const KvCacheLayer& cache, const AttentionInputs& inputs,
+                                  float scale, const Tensor& out) {
+  expect_f32(q_latent, "latent attention query");
+  expect_f32(q_rope, "latent attention rotary query");
+  expect_f32(out, "latent attention output");
+  TIDAL_CHECK(q_latent.shape.size() == 3 && q_rope.shape.size() == 3 &&
+                  q_rope.dim(0) == q_latent.dim(0) && q_rope.dim(1) == q_latent.dim(1) &&
+                  out.shape == q_latent.shape && cache.key.dim(2) == 1 && cache.value.dim(2) == 1 &&
+                  cache.key.dim(3) == q_latent.dim(2) && cache.value.dim(3) == q_rope.dim(2),
+              "latent_attention: q_latent and out [tokens, heads, L], q_rope [tokens, heads, R], "
+              "cache pools [blocks, block_size, 1, L] and [.., 1, R]");
+  // A row outside every sequence (padding) is not written by the kernel: zero it first.
+  std::fill_n(out.as<float>(), out.num_elements(), 0.0f);
+  if (inputs.num_seqs == 0) return;
+  cpu::latent_attention({.q_latent = q_latent.as<float>(),
+                         .q_rope = q_rope.as<float>(),
+                         .latent_cache = cache.key.as<float>(),
+                         .rope_cache = cache.value.as<float>(),
+                         .num_heads = q_latent.dim(1),
+                         .latent_dim = q_latent.dim(2),
+                         .rope_dim = q_rope.dim(2),
+                         .block_size = cache.key.dim(1),
+                         .query_start = inputs.query_start.as<int32_t>(),
+                         .context_lens = inputs.context_lens.as<int32_t>(),
+                         .block_tables = inputs.block_tables.as<int32_t>(),
+                         .num_seqs = inputs.num_seqs,
+                         .max_blocks_per_seq = inputs.block_tables.dim(1),
+                         .scale = scale,
+                         .out = out.as<float>()});
+}
+
+void CpuBackend::head_linear(const Tensor& x, const Tensor& weight, bool weight_k_major,
+                             const Tensor& out) {
+  expect_f32(x, "head_linear input");
+  expect_f32(out, "head_linear output");
+  TIDAL_CHECK(x.shape.size() == 3 && out.shape.size() == 3 && weight.shape.size() == 3 &&
+                  out.dim(0) == x.dim(0) && out.dim(1) == x.dim(1) && weight.dim(0) == x.dim(1),
+              "head_linear: x [tokens, heads, k], weight [heads, ...], out [tokens, heads, n]");
+  const int64_t k = x.dim(2);
+  const int64_t n = out.dim(2);
+  TIDAL_CHECK(weight_k_major ? (weight.dim(1) == k && weight.dim(2) == n)
+                             : (weight.dim(1) == n && weight.dim(2) == k),
+              "head_linear: weight [heads, ", weight_k_major ? "k, n" : "n, k", "] for k ", k,
+              " and n ", n);
+  cpu::head_linear(x.as<float>(), x.dim(0), x.dim(1), k, weight.data, weight.dtype, n,
+                   weight_k_major, out.as<float>());
 }
 
 void CpuBackend::moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,

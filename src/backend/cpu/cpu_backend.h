@@ -52,8 +52,14 @@ class CpuBackend final : public Backend {
   void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionInputs& inputs,
                        float scale, const Tensor& out) override;
   void silu_and_mul(const Tensor& gate_up, const Tensor& out) override;
-  void router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
+  void router_topk(const Tensor& logits, const RouterSpec& spec, const Tensor& topk_weights,
                    const Tensor& topk_ids) override;
+  void rope_pairs(const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+                  float factor) override;
+  void latent_attention(const Tensor& q_latent, const Tensor& q_rope, const KvCacheLayer& cache,
+                        const AttentionInputs& inputs, float scale, const Tensor& out) override;
+  void head_linear(const Tensor& x, const Tensor& weight, bool weight_k_major,
+                   const Tensor& out) override;
   void moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
                    const ExpertSlots& experts, const Tensor& out) override;
   void moe_combine(const Tensor& expert_out, const Tensor& topk_weights,

@@ -7,11 +7,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <climits>
 #include <thread>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_device.h"
+#include "backend/cuda/cuda_op_checks.h"
 #include "backend/expert_route_check.h"
 #include "backend/qk_norm_rope_check.h"
 #include "backend/sampling_check.h"
@@ -32,21 +32,16 @@
 namespace tidal {
 namespace {
 
+using cuda_ops::bf16_ptr;
+using cuda_ops::expect_bf16;
+using cuda_ops::expect_dtype;
+using cuda_ops::expect_i32;
+using cuda_ops::to_int;
+
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 constexpr size_t kMinAllocation = 256;
 // From this many new tokens in a sequence, attention runs as 64-query tensor-core tiles.
 constexpr int64_t kFlashMinQueries = 16;
-
-void expect_dtype(const Tensor& tensor, DType dtype, const char* what) {
-  TIDAL_CHECK(tensor.dtype == dtype, what, " must be ", dtype_name(dtype),
-              " on the CUDA backend, got ", dtype_name(tensor.dtype));
-}
-void expect_bf16(const Tensor& tensor, const char* what) {
-  expect_dtype(tensor, DType::kBF16, what);
-}
-void expect_i32(const Tensor& tensor, const char* what) {
-  expect_dtype(tensor, DType::kI32, what);
-}
 
 cuda::ElementType element_type(const Tensor& tensor, const char* what) {
   switch (tensor.dtype) {
@@ -70,15 +65,6 @@ int64_t leading_rows(const Tensor& tensor) {
   const int64_t width = last_dim(tensor);
   return width == 0 ? 0 : tensor.num_elements() / width;
 }
-int to_int(int64_t value, const char* what) {
-  TIDAL_CHECK(value >= 0 && value <= INT_MAX, what, " of ", value, " exceeds what cuBLAS takes");
-  return static_cast<int>(value);
-}
-
-__nv_bfloat16* bf16_ptr(const Tensor& tensor) {
-  return tensor.as<__nv_bfloat16>();
-}
-
 cuda::PagedKvCache kv_cache_of(const KvCacheLayer& cache) {
   expect_bf16(cache.key, "KV cache keys");
   expect_bf16(cache.value, "KV cache values");
@@ -445,15 +431,28 @@ void CudaBackend::store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_
   expect_i32(slot_mapping, "slot mapping");
   expect_bf16(k, "store_kv keys");
   expect_bf16(v, "store_kv values");
-  const cuda::PagedKvCache layout = kv_cache_of(cache);
+  expect_bf16(cache.key, "KV cache keys");
+  expect_bf16(cache.value, "KV cache values");
+  // The pools may differ in their last two dims (MLA: latents and rotary keys), not in slots.
+  TIDAL_CHECK(cache.key.shape.size() == 4 && cache.value.shape.size() == 4 &&
+                  cache.key.dim(0) == cache.value.dim(0) && cache.key.dim(1) == cache.value.dim(1),
+              "store_kv: KV cache pools must be [num_blocks, block_size, heads, dim] of the same "
+              "blocks");
   const int64_t tokens = slot_mapping.num_elements();
-  const int64_t width = layout.num_kv_heads * layout.head_dim;
-  TIDAL_CHECK(k.num_elements() == tokens * width && v.num_elements() == tokens * width,
+  const int64_t key_width = cache.key.dim(2) * cache.key.dim(3);
+  const int64_t value_width = cache.value.dim(2) * cache.value.dim(3);
+  TIDAL_CHECK(k.num_elements() == tokens * key_width && v.num_elements() == tokens * value_width,
               "store_kv: keys/values of ", k.num_elements(), "/", v.num_elements(),
-              " elements for ", tokens, " tokens of width ", width);
+              " elements for ", tokens, " tokens of key width ", key_width, " and value width ",
+              value_width);
   activate();
   TIDAL_CUDA_CHECK(cuda::store_kv_bf16(bf16_ptr(k), bf16_ptr(v), tokens, slot_mapping.as<int32_t>(),
-                                       layout, stream_));
+                                       {.key = bf16_ptr(cache.key),
+                                        .value = bf16_ptr(cache.value),
+                                        .num_slots = cache.key.dim(0) * cache.key.dim(1),
+                                        .key_width = key_width,
+                                        .value_width = value_width},
+                                       stream_));
 }
 
 void CudaBackend::qk_norm_rope_store(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -551,8 +550,8 @@ void CudaBackend::silu_and_mul(const Tensor& gate_up, const Tensor& out) {
                                            bf16_ptr(out), stream_));
 }
 
-void CudaBackend::router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
-                              const Tensor& topk_ids) {
+void CudaBackend::router_topk(const Tensor& logits, const RouterSpec& spec,
+                              const Tensor& topk_weights, const Tensor& topk_ids) {
   expect_dtype(logits, DType::kF32, "router logits");
   expect_dtype(topk_weights, DType::kF32, "top-k weights");
   expect_i32(topk_ids, "top-k ids");
@@ -565,9 +564,39 @@ void CudaBackend::router_topk(const Tensor& logits, bool renormalize, const Tens
   TIDAL_CHECK(experts <= cuda::kMaxRouterExperts && k <= cuda::kMaxRouterTopk,
               "router_topk on CUDA takes at most ", cuda::kMaxRouterExperts,
               " experts and k <= ", cuda::kMaxRouterTopk, ", got ", experts, " and ", k);
+  const int64_t groups = spec.num_groups;
+  TIDAL_CHECK(groups >= 1 && experts % groups == 0, "router_topk: ", experts,
+              " experts do not split into ", groups, " equal groups");
+  TIDAL_CHECK(groups <= cuda::kMaxRouterGroups, "router_topk on CUDA takes at most ",
+              cuda::kMaxRouterGroups, " expert groups, got ", groups);
+  TIDAL_CHECK(spec.topk_groups >= 1 && spec.topk_groups <= groups, "router_topk: keeps ",
+              spec.topk_groups, " of ", groups, " expert groups");
+  TIDAL_CHECK(groups == 1 || k <= spec.topk_groups * (experts / groups), "router_topk: top-", k,
+              " from ", spec.topk_groups, " groups of ", experts / groups, " experts");
+  TIDAL_CHECK(groups == 1 || !spec.group_score_top2_sum || experts / groups >= 2,
+              "router_topk: a group's top-2 score needs groups of two experts or more, got ",
+              experts / groups);
+  const float* bias = nullptr;
+  if (spec.selection_bias != nullptr) {
+    expect_dtype(*spec.selection_bias, DType::kF32, "router selection bias");
+    TIDAL_CHECK(spec.selection_bias->num_elements() == experts, "router_topk: selection bias of ",
+                spec.selection_bias->num_elements(), " for ", experts, " experts");
+    bias = spec.selection_bias->as<float>();
+  }
   activate();
-  TIDAL_CUDA_CHECK(cuda::router_topk_f32(logits.as<float>(), logits.dim(0), experts, k, renormalize,
-                                         topk_weights.as<float>(), topk_ids.as<int32_t>(),
+  TIDAL_CUDA_CHECK(cuda::router_topk_f32({.logits = logits.as<float>(),
+                                          .num_tokens = logits.dim(0),
+                                          .num_experts = experts,
+                                          .k = k,
+                                          .sigmoid = spec.sigmoid,
+                                          .selection_bias = bias,
+                                          .num_groups = groups,
+                                          .topk_groups = spec.topk_groups,
+                                          .group_score_top2_sum = spec.group_score_top2_sum,
+                                          .renormalize = spec.renormalize,
+                                          .scaling = spec.scaling,
+                                          .topk_weights = topk_weights.as<float>(),
+                                          .topk_ids = topk_ids.as<int32_t>()},
                                          stream_));
 }
 

@@ -49,6 +49,8 @@ class CudaBackend final : public Backend {
   void linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
               const Tensor& out) override;
   void rope(const Tensor& q, const Tensor& k, const Tensor& positions, double theta) override;
+  void rope_pairs(const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+                  float factor) override;
   void store_kv(const Tensor& k, const Tensor& v, const Tensor& slot_mapping,
                 const KvCacheLayer& cache) override;
   void qk_norm_rope_store(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -57,8 +59,12 @@ class CudaBackend final : public Backend {
                           const KvCacheLayer& cache) override;
   void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionInputs& inputs,
                        float scale, const Tensor& out) override;
+  void latent_attention(const Tensor& q_latent, const Tensor& q_rope, const KvCacheLayer& cache,
+                        const AttentionInputs& inputs, float scale, const Tensor& out) override;
+  void head_linear(const Tensor& x, const Tensor& weight, bool weight_k_major,
+                   const Tensor& out) override;
   void silu_and_mul(const Tensor& gate_up, const Tensor& out) override;
-  void router_topk(const Tensor& logits, bool renormalize, const Tensor& topk_weights,
+  void router_topk(const Tensor& logits, const RouterSpec& spec, const Tensor& topk_weights,
                    const Tensor& topk_ids) override;
   void moe_experts(const Tensor& x, const Tensor& topk_slots, const Tensor& topk_weights,
                    const ExpertSlots& experts, const Tensor& out) override;

@@ -41,6 +41,24 @@ void rope_token(float* x, int64_t num_heads, int64_t head_dim, int32_t position,
   }
 }
 
+// out = sum_j softmax(scores)_j * value(j) over the first `count` scores (exp of score - max,
+// divided by their total, summed in j order), `width` floats: attention's last two steps.
+template <typename Value>
+void softmax_weighted_sum(std::vector<float>& scores, int64_t count, float max_score, Value value,
+                          int64_t width, float* out) {
+  float total = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    scores[j] = std::exp(scores[j] - max_score);
+    total += scores[j];
+  }
+  std::fill_n(out, width, 0.0f);
+  for (int64_t j = 0; j < count; ++j) {
+    const float* row = value(j);
+    const float weight = scores[j] / total;
+    for (int64_t d = 0; d < width; ++d) out[d] += weight * row[d];
+  }
+}
+
 void check_slot(int64_t slot, const PagedKvLayout& layout) {
   const int64_t num_slots = layout.num_blocks * layout.block_size;
   TIDAL_CHECK(slot < num_slots, "KV slot ", slot, " outside the cache of ", num_slots, " slots");
@@ -57,15 +75,33 @@ void rope(float* x, int64_t num_tokens, int64_t num_heads, int64_t head_dim,
   }
 }
 
+void rope_pairs(float* x, int64_t num_tokens, int64_t num_heads, int64_t dim,
+                const int32_t* positions, const float* inv_freq, float factor) {
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    for (int64_t i = 0; i < dim / 2; ++i) {
+      const float angle = static_cast<float>(positions[t]) * inv_freq[i];
+      const float cosine = std::cos(angle) * factor;
+      const float sine = std::sin(angle) * factor;
+      for (int64_t h = 0; h < num_heads; ++h) {
+        float* pair = x + (t * num_heads + h) * dim + 2 * i;
+        const float first = pair[0];
+        const float second = pair[1];
+        pair[0] = first * cosine - second * sine;
+        pair[1] = second * cosine + first * sine;
+      }
+    }
+  }
+}
+
 void store_kv(const float* k, const float* v, int64_t num_tokens, const int32_t* slot_mapping,
-              const PagedKvLayout& layout, float* key_cache, float* value_cache) {
-  const int64_t width = layout.num_kv_heads * layout.head_dim;
+              int64_t num_slots, int64_t key_width, int64_t value_width, float* key_cache,
+              float* value_cache) {
   for (int64_t t = 0; t < num_tokens; ++t) {
     const int64_t slot = slot_mapping[t];
     if (slot < 0) continue;  // padding token: nothing to store
-    check_slot(slot, layout);
-    std::copy_n(k + t * width, width, key_cache + slot * width);
-    std::copy_n(v + t * width, width, value_cache + slot * width);
+    TIDAL_CHECK(slot < num_slots, "KV slot ", slot, " outside the cache of ", num_slots, " slots");
+    std::copy_n(k + t * key_width, key_width, key_cache + slot * key_width);
+    std::copy_n(v + t * value_width, value_width, value_cache + slot * value_width);
   }
 }
 
@@ -126,20 +162,51 @@ void paged_attention(const PagedAttentionArgs& args) {
           scores[j] = dot(query, key, head_dim) * args.scale;
           max_score = std::max(max_score, scores[j]);
         }
-        float total = 0;
+        softmax_weighted_sum(
+            scores, visible, max_score,
+            [&](int64_t j) {
+              const int64_t slot =
+                  blocks[j / layout.block_size] * layout.block_size + j % layout.block_size;
+              return args.value_cache + slot * kv_width + kv_head * head_dim;
+            },
+            head_dim, args.out + ((first_row + i) * args.num_heads + h) * head_dim);
+      }
+    }
+  }
+}
+
+void latent_attention(const LatentAttentionArgs& args) {
+  const int64_t latent_dim = args.latent_dim;
+  const int64_t rope_dim = args.rope_dim;
+  thread_local std::vector<float> scores;
+  for (int64_t s = 0; s < args.num_seqs; ++s) {
+    const int64_t first_row = args.query_start[s];
+    const int64_t num_queries = args.query_start[s + 1] - first_row;
+    const int64_t context = args.context_lens[s];
+    const int32_t* blocks = args.block_tables + s * args.max_blocks_per_seq;
+    scores.resize(static_cast<size_t>(context));
+    for (int64_t i = 0; i < num_queries; ++i) {
+      const int64_t visible = context - num_queries + i + 1;
+      for (int64_t h = 0; h < args.num_heads; ++h) {
+        const int64_t row = (first_row + i) * args.num_heads + h;
+        const float* q_latent = args.q_latent + row * latent_dim;
+        const float* q_rope = args.q_rope + row * rope_dim;
+        float max_score = -INFINITY;
         for (int64_t j = 0; j < visible; ++j) {
-          scores[j] = std::exp(scores[j] - max_score);
-          total += scores[j];
+          const int64_t slot = blocks[j / args.block_size] * args.block_size + j % args.block_size;
+          scores[j] = (dot(q_latent, args.latent_cache + slot * latent_dim, latent_dim) +
+                       dot(q_rope, args.rope_cache + slot * rope_dim, rope_dim)) *
+                      args.scale;
+          max_score = std::max(max_score, scores[j]);
         }
-        float* out = args.out + ((first_row + i) * args.num_heads + h) * head_dim;
-        std::fill_n(out, head_dim, 0.0f);
-        for (int64_t j = 0; j < visible; ++j) {
-          const int64_t slot =
-              blocks[j / layout.block_size] * layout.block_size + j % layout.block_size;
-          const float* value = args.value_cache + slot * kv_width + kv_head * head_dim;
-          const float weight = scores[j] / total;
-          for (int64_t d = 0; d < head_dim; ++d) out[d] += weight * value[d];
-        }
+        softmax_weighted_sum(
+            scores, visible, max_score,
+            [&](int64_t j) {
+              return args.latent_cache +
+                     (blocks[j / args.block_size] * args.block_size + j % args.block_size) *
+                         latent_dim;
+            },
+            latent_dim, args.out + row * latent_dim);
       }
     }
   }

@@ -30,6 +30,38 @@ void linear(const float* x, int64_t num_tokens, int64_t in_features, const void*
   }
 }
 
+void head_linear(const float* x, int64_t num_tokens, int64_t num_heads, int64_t k,
+                 const void* weight, DType weight_dtype, int64_t n, bool weight_k_major,
+                 float* out) {
+  thread_local std::vector<float> head_weight, head_x, head_out, column;
+  head_weight.resize(static_cast<size_t>(n * k));
+  head_x.resize(static_cast<size_t>(num_tokens * k));
+  head_out.resize(static_cast<size_t>(num_tokens * n));
+  const size_t head_bytes = static_cast<size_t>(n * k) * dtype_size(weight_dtype);
+  for (int64_t h = 0; h < num_heads; ++h) {
+    const char* source = static_cast<const char*>(weight) + static_cast<size_t>(h) * head_bytes;
+    if (weight_k_major) {
+      // [k, n] rows: gathered into [n, k] so each output is the same dot as linear()'s.
+      column.resize(static_cast<size_t>(n));
+      for (int64_t i = 0; i < k; ++i) {
+        row_to_f32(source + static_cast<size_t>(i * n) * dtype_size(weight_dtype), weight_dtype, n,
+                   column.data());
+        for (int64_t o = 0; o < n; ++o) head_weight[o * k + i] = column[o];
+      }
+    } else {
+      row_to_f32(source, weight_dtype, n * k, head_weight.data());
+    }
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      std::copy_n(x + (t * num_heads + h) * k, k, head_x.data() + t * k);
+    }
+    linear(head_x.data(), num_tokens, k, head_weight.data(), DType::kF32, n, nullptr, DType::kF32,
+           head_out.data());
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      std::copy_n(head_out.data() + t * n, n, out + (t * num_heads + h) * n);
+    }
+  }
+}
+
 void embedding(const void* table, DType table_dtype, int64_t vocab_size, int64_t hidden,
                const int32_t* ids, int64_t num_tokens, float* out) {
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(table_dtype);

@@ -13,6 +13,13 @@ namespace tidal::cpu {
 void linear(const float* x, int64_t num_tokens, int64_t in_features, const void* weight,
             DType weight_dtype, int64_t out_features, const void* bias, DType bias_dtype,
             float* out);
+
+// A linear map per head: out[t, h, :] = x[t, h, :] . weight[h]^T for weight [heads, n, k], or
+// x[t, h, :] . weight[h] for weight [heads, k, n] when `weight_k_major`; the same dot products as
+// linear().
+void head_linear(const float* x, int64_t num_tokens, int64_t num_heads, int64_t k,
+                 const void* weight, DType weight_dtype, int64_t n, bool weight_k_major,
+                 float* out);
 void embedding(const void* table, DType table_dtype, int64_t vocab_size, int64_t hidden,
                const int32_t* ids, int64_t num_tokens, float* out);
 // Hugging Face RMSNorm: weight * (x / sqrt(mean(x^2) + eps)), per row of `width`.

@@ -11,35 +11,80 @@
 
 namespace tidal::cpu {
 
-void router_topk(const float* logits, int64_t num_tokens, int64_t num_experts, int64_t k,
-                 bool renormalize, float* topk_weights, int32_t* topk_ids) {
-  TIDAL_CHECK(k > 0 && k <= num_experts, "top-k of ", k, " over ", num_experts, " experts");
-  thread_local std::vector<float> probs;
-  thread_local std::vector<bool> taken;
-  probs.resize(static_cast<size_t>(num_experts));
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    const float* row = logits + t * num_experts;
-    const float max_logit = *std::max_element(row, row + num_experts);
-    float total = 0;
-    for (int64_t e = 0; e < num_experts; ++e) {
-      probs[e] = std::exp(row[e] - max_logit);
-      total += probs[e];
+void router_topk(const RouterTopkArgs& args) {
+  const int64_t experts = args.num_experts;
+  const int64_t k = args.k;
+  TIDAL_CHECK(k > 0 && k <= experts, "top-k of ", k, " over ", experts, " experts");
+  TIDAL_CHECK(args.num_groups > 0 && experts % args.num_groups == 0 && args.topk_groups > 0 &&
+                  args.topk_groups <= args.num_groups,
+              "router groups: ", args.topk_groups, " of ", args.num_groups, " over ", experts,
+              " experts");
+  const int64_t group_size = experts / args.num_groups;
+  TIDAL_CHECK(!args.group_score_top2_sum || group_size >= 2,
+              "a group score of the two best experts needs groups of two or more");
+  TIDAL_CHECK(k <= args.topk_groups * group_size, "top-k of ", k, " from ", args.topk_groups,
+              " groups of ", group_size, " experts");
+  thread_local std::vector<float> scores, selection, group_scores;
+  thread_local std::vector<bool> eligible, kept;
+  scores.resize(static_cast<size_t>(experts));
+  selection.resize(static_cast<size_t>(experts));
+  group_scores.resize(static_cast<size_t>(args.num_groups));
+  for (int64_t t = 0; t < args.num_tokens; ++t) {
+    const float* row = args.logits + t * experts;
+    if (args.sigmoid) {
+      for (int64_t e = 0; e < experts; ++e) scores[e] = 1.0f / (1.0f + std::exp(-row[e]));
+    } else {
+      const float max_logit = *std::max_element(row, row + experts);
+      float total = 0;
+      for (int64_t e = 0; e < experts; ++e) {
+        scores[e] = std::exp(row[e] - max_logit);
+        total += scores[e];
+      }
+      for (int64_t e = 0; e < experts; ++e) scores[e] /= total;
     }
-    for (int64_t e = 0; e < num_experts; ++e) probs[e] /= total;
-    taken.assign(static_cast<size_t>(num_experts), false);
+    for (int64_t e = 0; e < experts; ++e) {
+      selection[e] = scores[e] + (args.selection_bias != nullptr ? args.selection_bias[e] : 0.0f);
+    }
+    eligible.assign(static_cast<size_t>(experts), true);
+    if (args.num_groups > 1) {
+      for (int64_t g = 0; g < args.num_groups; ++g) {
+        float best = -INFINITY;
+        float second = -INFINITY;
+        for (int64_t e = g * group_size; e < (g + 1) * group_size; ++e) {
+          if (selection[e] > best) {
+            second = best;
+            best = selection[e];
+          } else if (selection[e] > second) {
+            second = selection[e];
+          }
+        }
+        group_scores[g] = args.group_score_top2_sum ? best + second : best;
+      }
+      kept.assign(static_cast<size_t>(args.num_groups), false);
+      for (int64_t picked = 0; picked < args.topk_groups; ++picked) {
+        int64_t best = -1;
+        for (int64_t g = 0; g < args.num_groups; ++g) {
+          if (!kept[g] && (best < 0 || group_scores[g] > group_scores[best])) best = g;
+        }
+        kept[best] = true;
+      }
+      for (int64_t e = 0; e < experts; ++e) eligible[e] = kept[e / group_size];
+    }
     float chosen_total = 0;
     for (int64_t j = 0; j < k; ++j) {
       int64_t best = -1;
-      for (int64_t e = 0; e < num_experts; ++e) {
-        if (!taken[e] && (best < 0 || probs[e] > probs[best])) best = e;
+      for (int64_t e = 0; e < experts; ++e) {
+        if (eligible[e] && (best < 0 || selection[e] > selection[best])) best = e;
       }
-      taken[best] = true;
-      topk_ids[t * k + j] = static_cast<int32_t>(best);
-      topk_weights[t * k + j] = probs[best];
-      chosen_total += probs[best];
+      eligible[best] = false;
+      args.topk_ids[t * k + j] = static_cast<int32_t>(best);
+      args.topk_weights[t * k + j] = scores[best];
+      chosen_total += scores[best];
     }
-    if (renormalize) {
-      for (int64_t j = 0; j < k; ++j) topk_weights[t * k + j] /= chosen_total;
+    for (int64_t j = 0; j < k; ++j) {
+      float& weight = args.topk_weights[t * k + j];
+      if (args.renormalize) weight /= chosen_total;
+      weight *= args.scaling;
     }
   }
 }

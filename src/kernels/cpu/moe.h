@@ -7,10 +7,27 @@
 
 namespace tidal::cpu {
 
-// Softmax over each row of `logits` [tokens, num_experts], the k largest (ties to the lower
-// index) in descending order, optionally renormalised to sum to one.
-void router_topk(const float* logits, int64_t num_tokens, int64_t num_experts, int64_t k,
-                 bool renormalize, float* topk_weights, int32_t* topk_ids);
+// How the router scores and picks (Backend's RouterSpec, with host pointers).
+struct RouterTopkArgs {
+  const float* logits = nullptr;  // [tokens, num_experts]
+  int64_t num_tokens = 0;
+  int64_t num_experts = 0;
+  int64_t k = 0;
+  bool sigmoid = false;                   // false: softmax over the row
+  const float* selection_bias = nullptr;  // [num_experts] or nullptr
+  int64_t num_groups = 1;
+  int64_t topk_groups = 1;
+  bool group_score_top2_sum = false;
+  bool renormalize = false;
+  float scaling = 1.0f;
+  float* topk_weights = nullptr;  // [tokens, k]
+  int32_t* topk_ids = nullptr;    // [tokens, k]
+};
+
+// Per row: the scores (softmax or sigmoid), the k largest selection scores (score + bias) among
+// the experts of the topk_groups best groups (ties to the lower index), in descending order;
+// weights are their scores, renormalised when asked, times scaling (Backend::router_topk).
+void router_topk(const RouterTopkArgs& args);
 
 struct MoeExpertsArgs {
   const float* x = nullptr;  // [tokens, hidden]

@@ -16,19 +16,25 @@ constexpr int kStoreThreads = 256;
 constexpr int kWarps = 16;
 constexpr int kDimsPerLane = static_cast<int>(kMaxAttentionHeadDim / 32);
 
+// A thread per (token, column) over the wider of the two rows: column c writes key c and value c
+// where each exists, so equal widths (GQA) copy both in one pass, as they always did.
 __global__ void store_kv_kernel(const __nv_bfloat16* __restrict__ k,
                                 const __nv_bfloat16* __restrict__ v, int64_t num_tokens,
-                                const int32_t* __restrict__ slot_mapping, PagedKvCache cache) {
-  const int64_t width = cache.num_kv_heads * cache.head_dim;
-  const int64_t num_slots = cache.num_blocks * cache.block_size;
+                                const int32_t* __restrict__ slot_mapping, KvStoreTarget target) {
+  const int64_t key_width = target.key_width;
+  const int64_t value_width = target.value_width;
+  const int64_t width = key_width > value_width ? key_width : value_width;
   const int64_t total = num_tokens * width;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t slot = slot_mapping[i / width];
-    if (slot < 0 || slot >= num_slots) continue;
-    const int64_t dst = slot * width + i % width;
-    cache.key[dst] = k[i];
-    cache.value[dst] = v[i];
+    const int64_t token = i / width;
+    const int64_t column = i % width;
+    const int64_t slot = slot_mapping[token];
+    if (slot < 0 || slot >= target.num_slots) continue;
+    if (column < key_width) target.key[slot * key_width + column] = k[token * key_width + column];
+    if (column < value_width) {
+      target.value[slot * value_width + column] = v[token * value_width + column];
+    }
   }
 }
 
@@ -148,12 +154,15 @@ __global__ void __launch_bounds__(kWarps * 32)
 }  // namespace
 
 cudaError_t store_kv_bf16(const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t num_tokens,
-                          const int32_t* slot_mapping, const PagedKvCache& cache,
+                          const int32_t* slot_mapping, const KvStoreTarget& target,
                           cudaStream_t stream) {
-  const int64_t total = num_tokens * cache.num_kv_heads * cache.head_dim;
+  if (target.key_width < 0 || target.value_width < 0) return cudaErrorInvalidValue;
+  const int64_t width =
+      target.key_width > target.value_width ? target.key_width : target.value_width;
+  const int64_t total = num_tokens * width;
   if (total == 0) return cudaSuccess;
   store_kv_kernel<<<grid_for(total, kStoreThreads), kStoreThreads, 0, stream>>>(
-      k, v, num_tokens, slot_mapping, cache);
+      k, v, num_tokens, slot_mapping, target);
   return cudaGetLastError();
 }
 

@@ -19,10 +19,21 @@ struct PagedKvCache {
   int64_t head_dim = 0;
 };
 
-// Writes k, v [tokens, num_kv_heads, head_dim] into their slots; a slot < 0 (padding) or past
-// the cache is skipped.
+// Where store_kv_bf16 writes: two pools of num_slots rows, key rows of key_width elements and
+// value rows of value_width (equal for grouped-query attention's keys and values; multi-head
+// latent attention keeps a latent as the key and a rotary key as the value).
+struct KvStoreTarget {
+  __nv_bfloat16* key = nullptr;
+  __nv_bfloat16* value = nullptr;
+  int64_t num_slots = 0;
+  int64_t key_width = 0;
+  int64_t value_width = 0;
+};
+
+// Writes k [tokens, key_width] and v [tokens, value_width] into their slots' rows; a slot < 0
+// (padding) or past the pools is skipped.
 cudaError_t store_kv_bf16(const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t num_tokens,
-                          const int32_t* slot_mapping, const PagedKvCache& cache,
+                          const int32_t* slot_mapping, const KvStoreTarget& target,
                           cudaStream_t stream);
 
 constexpr int64_t kMaxAttentionHeadDim = 256;

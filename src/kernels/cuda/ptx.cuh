@@ -37,6 +37,13 @@ __device__ __forceinline__ void load_matrix_x4_trans(uint32_t (&r)[4], uint32_t 
                : "r"(address));
 }
 
+// Two transposed 8x8 matrices, from the row addresses of lanes 0-15 (the others are ignored).
+__device__ __forceinline__ void load_matrix_x2_trans(uint32_t (&r)[2], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(address));
+}
+
 // c += a b: a 16x16 (row-major fragment), b 16x8 (column-major fragment, b0 b1), c 16x8 in f32.
 __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {

@@ -1,6 +1,7 @@
 // Rotary embedding kernels: the plain one with a thread per (token, head, rotation pair), and the
 // fused q/k norm + RoPE + KV store with a block per token. They live in one file so both call the
-// same compiled angle function (rope_cos_sin), and so round alike.
+// same compiled angle function (rope_cos_sin), and so round alike. The interleaved-pair rotation of
+// DeepSeek's MLA (given inverse frequencies) is here too, a thread per pair.
 #include <algorithm>
 
 #include "kernels/cuda/element.cuh"
@@ -52,6 +53,26 @@ __global__ void rope_kernel(__nv_bfloat16* q, __nv_bfloat16* k,
     const float first = __bfloat162float(row[i]);
     const float second = __bfloat162float(row[i + half]);
     rope_rotate(first, second, cos_sin.x, cos_sin.y, &row[i], &row[i + half]);
+  }
+}
+
+// Pair i of (token, head) is x[2i], x[2i + 1]: rotated by positions[token] * inv_freq[i] (one f32
+// multiply, kept out of sincosf's own multiply-adds) and scaled by `factor`.
+__global__ void rope_pairs_kernel(__nv_bfloat16* x, const int32_t* __restrict__ positions,
+                                  const float* __restrict__ inv_freq, int64_t num_tokens,
+                                  int64_t num_heads, int64_t half, float factor) {
+  const int64_t total = num_tokens * num_heads * half;
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < total;
+       index += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = index % half;
+    const int64_t token = index / (half * num_heads);
+    const float angle = __fmul_rn(static_cast<float>(positions[token]), inv_freq[i]);
+    float sine;
+    float cosine;
+    sincosf(angle, &sine, &cosine);
+    __nv_bfloat16* pair = x + 2 * index;  // (token, head, i) is pair `index` of the tensor
+    rope_rotate(__bfloat162float(pair[0]), __bfloat162float(pair[1]), __fmul_rn(cosine, factor),
+                __fmul_rn(sine, factor), &pair[0], &pair[1]);
   }
 }
 
@@ -156,6 +177,17 @@ cudaError_t rope_bf16(__nv_bfloat16* q, __nv_bfloat16* k, const int32_t* positio
   if (total == 0) return cudaSuccess;
   rope_kernel<<<grid_for(total, kThreads), kThreads, 0, stream>>>(
       q, k, positions, num_tokens, num_heads, num_kv_heads, head_dim, static_cast<float>(theta));
+  return cudaGetLastError();
+}
+
+cudaError_t rope_pairs_bf16(__nv_bfloat16* x, const int32_t* positions, const float* inv_freq,
+                            int64_t num_tokens, int64_t num_heads, int64_t dim, float factor,
+                            cudaStream_t stream) {
+  const int64_t total = num_tokens * num_heads * (dim / 2);
+  if (total == 0) return cudaSuccess;
+  if (dim % 2 != 0) return cudaErrorInvalidValue;
+  rope_pairs_kernel<<<grid_for(total, kThreads), kThreads, 0, stream>>>(
+      x, positions, inv_freq, num_tokens, num_heads, dim / 2, factor);
   return cudaGetLastError();
 }
 

@@ -18,6 +18,13 @@ cudaError_t rope_bf16(__nv_bfloat16* q, __nv_bfloat16* k, const int32_t* positio
                       int64_t num_tokens, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
                       double theta, cudaStream_t stream);
 
+// Interleaved-pair rotary embedding (DeepSeek's MLA) in place on x [tokens, num_heads, dim]
+// contiguous bf16: pair (2i, 2i + 1) rotates by positions[t] * inv_freq[i] (inv_freq [dim / 2]
+// f32 on the device), then both outputs are scaled by `factor`; one rounding per output.
+cudaError_t rope_pairs_bf16(__nv_bfloat16* x, const int32_t* positions, const float* inv_freq,
+                            int64_t num_tokens, int64_t num_heads, int64_t dim, float factor,
+                            cudaStream_t stream);
+
 struct QkNormRopeStoreParams {
   __nv_bfloat16* q = nullptr;        // [num_tokens, num_heads, head_dim], rewritten in place
   __nv_bfloat16* k = nullptr;        // [num_tokens, cache.num_kv_heads, head_dim], likewise

@@ -64,7 +64,9 @@ Tensor attention_forward(Backend& backend, Workspace& workspace, const ModelConf
   }
 
   const Tensor context = workspace.take(act, {tokens, heads, head_dim});
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const float scale = config.attention_scale > 0.0f
+                          ? config.attention_scale
+                          : 1.0f / std::sqrt(static_cast<float>(head_dim));
   backend.paged_attention(q, cache, batch.attention, scale, context);
   const Tensor out = workspace.take(act, {tokens, config.hidden_size});
   backend.linear(context.reshaped({tokens, heads * head_dim}), weights.o_proj,

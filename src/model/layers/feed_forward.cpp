@@ -2,6 +2,7 @@
 #include "model/layers/feed_forward.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <utility>
 
@@ -60,7 +61,30 @@ MoeWeights MoeWeights::load(WeightStore& store, const ModelConfig& config,
                      .experts = {},
                      .shared_expert = std::nullopt,
                      .shared_expert_gate = std::nullopt,
+                     .selection_bias = std::nullopt,
                      .names = names};
+  if (config.router.selection_bias) {
+    const std::string name = prefix + names.selection_bias;
+    const TensorInfo& bias = checkpoint.tensor(name, {experts});
+    if (bias.dtype == DType::kF32) {
+      weights.selection_bias = store.get(name, {experts});
+    } else {
+      // The router adds it in f32; a checkpoint cast to 16 bits is widened here, once.
+      TIDAL_CHECK(
+          !checkpoint.is_synthetic() && (bias.dtype == DType::kBF16 || bias.dtype == DType::kF16),
+          bias.file, ": tensor '", name, "' is ", bias.dtype_name,
+          "; tidal reads it as F32, BF16 or F16");
+      std::vector<float> values(static_cast<size_t>(experts));
+      for (size_t e = 0; e < values.size(); ++e) {
+        uint16_t bits = 0;
+        std::memcpy(&bits, bias.data.data() + 2 * e, 2);
+        values[e] = bias.dtype == DType::kBF16 ? bf16_to_f32(bits) : f16_to_f32(bits);
+      }
+      weights.selection_bias = store.allocate(DType::kF32, {experts});
+      store.backend().copy_from_host(weights.selection_bias->data, values.data(),
+                                     values.size() * sizeof(float));
+    }
+  }
   if (config.shared_expert_intermediate_size > 0) {
     weights.shared_expert = DenseMlpWeights::load(store, config, prefix + names.shared_expert,
                                                   config.shared_expert_intermediate_size);
@@ -155,11 +179,21 @@ Tensor moe_forward(Backend& backend, Workspace& workspace, const ModelConfig& co
   backend.linear(x, weights.router, biased ? &weights.router_test_bias : nullptr, logits);
   const Tensor topk_weights = workspace.take(DType::kF32, {tokens, k});
   const Tensor topk_ids = workspace.take(DType::kI32, {tokens, k});
-  backend.router_topk(logits, config.norm_topk_prob, topk_weights, topk_ids);
+  const RouterConfig& router = config.router;
+  backend.router_topk(
+      logits,
+      {.sigmoid = router.sigmoid,
+       .selection_bias = weights.selection_bias ? &*weights.selection_bias : nullptr,
+       .num_groups = router.num_groups,
+       .topk_groups = router.topk_groups,
+       .group_score_top2_sum = router.group_score_top2_sum,
+       .renormalize = config.norm_topk_prob,
+       .scaling = router.routed_scaling_factor},
+      topk_weights, topk_ids);
   const Tensor out = executor.run(backend, workspace, moe_layer, x, topk_ids, topk_weights,
                                   weights.experts, token_ids);
   if (!weights.shared_expert) return out;
-  // The shared expert sees every token on every rank, as attention does; its sum with the
+  // The shared experts see every token on every rank, as attention does; their sum with the
   // routed experts' follows the family's reference order (routed first, then shared).
   const Tensor shared = dense_mlp_forward(backend, workspace, *weights.shared_expert, x);
   if (weights.shared_expert_gate) {

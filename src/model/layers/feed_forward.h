@@ -24,6 +24,7 @@ struct MoeWeightNames {
   ExpertProjectionNames experts;
   std::string shared_expert = "shared_expert.";  // DeepSeek: "shared_experts."
   std::string shared_expert_gate = "shared_expert_gate.weight";
+  std::string selection_bias = "gate.e_score_correction_bias";
 };
 
 struct DenseMlpWeights {
@@ -42,6 +43,9 @@ struct MoeWeights {
   std::optional<DenseMlpWeights> shared_expert;
   // [1, hidden]: the shared expert's output is scaled by sigmoid(gate . x) (Qwen2-MoE).
   std::optional<Tensor> shared_expert_gate;
+  // [num_experts] F32: added to the router's scores to choose experts, not to weigh them
+  // (config.router.selection_bias, DeepSeek-V3).
+  std::optional<Tensor> selection_bias;
   MoeWeightNames names;
   // TEST-ONLY: added to the router logits (TIDAL_TEST_ROUTER_BIAS, see feed_forward.cpp); empty
   // in serving.

@@ -38,7 +38,11 @@ MoeDecoder::MoeDecoder(Backend& backend, ModelConfig config, Checkpoint checkpoi
     Layer layer;
     layer.input_norm = store_.get(prefix + "input_layernorm.weight", {hidden});
     layer.post_attention_norm = store_.get(prefix + "post_attention_layernorm.weight", {hidden});
-    layer.attention = AttentionWeights::load(store_, config_, prefix + "self_attn.");
+    if (config_.mla.enabled()) {
+      layer.latent_attention = LatentAttentionWeights::load(store_, config_, prefix + "self_attn.");
+    } else {
+      layer.attention = AttentionWeights::load(store_, config_, prefix + "self_attn.");
+    }
     layer.is_moe = config_.is_moe_layer(i);
     if (layer.is_moe) {
       const size_t moe_index = static_cast<size_t>(std::count_if(
@@ -87,10 +91,14 @@ std::vector<SyntheticTensor> MoeDecoder::checkpoint_tensors(const ModelConfig& c
     add(layer + "input_layernorm.weight", {hidden});
     add(layer + "post_attention_layernorm.weight", {hidden});
     const std::string attention = layer + "self_attn.";
-    add(attention + "q_proj.weight", {q_width, hidden});
-    add(attention + "k_proj.weight", {kv_width, hidden});
-    add(attention + "v_proj.weight", {kv_width, hidden});
-    add(attention + "o_proj.weight", {hidden, q_width});
+    if (config.mla.enabled()) {
+      LatentAttentionWeights::add_checkpoint_tensors(config, attention, tensors);
+    } else {
+      add(attention + "q_proj.weight", {q_width, hidden});
+      add(attention + "k_proj.weight", {kv_width, hidden});
+      add(attention + "v_proj.weight", {kv_width, hidden});
+      add(attention + "o_proj.weight", {hidden, q_width});
+    }
     if (config.qk_norm) {
       add(attention + "q_norm.weight", {config.head_dim});
       add(attention + "k_norm.weight", {config.head_dim});
@@ -105,6 +113,11 @@ std::vector<SyntheticTensor> MoeDecoder::checkpoint_tensors(const ModelConfig& c
       const std::string moe = layer + names.moe_block;
       const int64_t inter = config.moe_intermediate_size;
       add(moe + "gate.weight", {config.num_experts, hidden});
+      if (config.router.selection_bias) {
+        tensors.push_back({.name = moe + names.moe.selection_bias,
+                           .dtype = DType::kF32,
+                           .shape = {config.num_experts}});
+      }
       add(moe + "experts.gate_up_proj", {config.num_experts, 2 * inter, hidden});
       add(moe + "experts.down_proj", {config.num_experts, hidden, inter});
       if (config.shared_expert_intermediate_size > 0) {
@@ -164,7 +177,11 @@ Tensor MoeDecoder::forward(const ForwardBatch& batch, std::span<const KvCacheLay
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
     const Tensor attention =
-        attention_forward(backend, workspace, config_, layer.attention, normed, batch, kv_cache[i]);
+        layer.latent_attention
+            ? latent_attention_forward(backend, workspace, config_, *layer.latent_attention, normed,
+                                       batch, kv_cache[i])
+            : attention_forward(backend, workspace, config_, layer.attention, normed, batch,
+                                kv_cache[i]);
     backend.add_rms_norm(residual, attention, layer.post_attention_norm, config_.rms_norm_eps,
                          normed);
     const Tensor mixed = layer.is_moe

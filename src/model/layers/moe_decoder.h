@@ -1,7 +1,7 @@
-// The decoder stack of the grouped-query-attention MoE families (Qwen3-MoE, Qwen2-MoE, Mixtral):
-// its weights and one forward step, following Hugging Face's modeling of each. What differs
-// between them is in the config (q/k norms, biases, shared expert, router normalisation) and in
-// the weight names.
+// The decoder stack of the MoE families (Qwen3-MoE, Qwen2-MoE, Mixtral, DeepSeek-V2/V3): its
+// weights and one forward step, following Hugging Face's modeling of each. What differs between
+// them is in the config (grouped-query or latent attention, q/k norms, biases, shared experts,
+// the router's scoring and groups) and in the weight names.
 #pragma once
 
 #include <memory>
@@ -15,6 +15,7 @@
 #include "model/layers/attention.h"
 #include "model/layers/expert_executor.h"
 #include "model/layers/feed_forward.h"
+#include "model/layers/latent_attention.h"
 #include "model/loader/safetensors.h"
 #include "model/weight_store.h"
 
@@ -49,7 +50,8 @@ class MoeDecoder final : public CausalLm {
   struct Layer {
     Tensor input_norm;
     Tensor post_attention_norm;
-    AttentionWeights attention;
+    AttentionWeights attention;                              // grouped-query attention ...
+    std::optional<LatentAttentionWeights> latent_attention;  // ... or latent (config.mla)
     bool is_moe = false;
     MoeWeights moe;
     DenseMlpWeights mlp;
