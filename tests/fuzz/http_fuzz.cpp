@@ -7,10 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -85,17 +88,41 @@ RunningServer& running_server() {
   return *running;
 }
 
-// Sends the bytes, half-closes, and reads until the server closes (bounded: a hang is a bug).
-void exchange(int port, const uint8_t* data, size_t size) {
+// Connects to the server. libFuzzer's -timeout alarm (SIGALRM) may interrupt a blocking
+// connect, which then goes on in the background: wait for it instead of calling it a failure.
+int connect_to(int port) {
   const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (sock < 0) {
+    std::fprintf(stderr, "socket: %s\n", std::strerror(errno));
+    std::abort();
+  }
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<uint16_t>(port));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(sock, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) std::abort();
+  if (::connect(sock, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) return sock;
+  if (errno == EINTR || errno == EINPROGRESS) {
+    pollfd writable{.fd = sock, .events = POLLOUT, .revents = 0};
+    int ready = 0;
+    do ready = ::poll(&writable, 1, 5000);
+    while (ready < 0 && errno == EINTR);
+    int error = ready == 1 ? 0 : ETIMEDOUT;
+    socklen_t length = sizeof(error);
+    if (ready == 1) ::getsockopt(sock, SOL_SOCKET, SO_ERROR, &error, &length);
+    if (error == 0) return sock;
+    errno = error;
+  }
+  std::fprintf(stderr, "connect: %s\n", std::strerror(errno));
+  std::abort();  // the server stopped accepting: a bug
+}
+
+// Sends the bytes, half-closes, and reads until the server closes (bounded: a hang is a bug).
+void exchange(int port, const uint8_t* data, size_t size) {
+  const int sock = connect_to(port);
   size_t sent = 0;
   while (sent < size) {
     const ssize_t n = ::send(sock, data + sent, size - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;  // the server closed early (a refusal): fine
     sent += static_cast<size_t>(n);
   }
@@ -108,7 +135,9 @@ void exchange(int port, const uint8_t* data, size_t size) {
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) std::abort();  // the server neither answered nor closed
     if (::poll(&ready, 1, static_cast<int>(left.count())) <= 0) continue;
-    if (::recv(sock, buffer, sizeof(buffer), 0) <= 0) break;
+    const ssize_t n = ::recv(sock, buffer, sizeof(buffer), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
   }
   ::close(sock);
 }
