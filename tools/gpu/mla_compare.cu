@@ -162,7 +162,8 @@ struct FlashInferMla {
         query_indptr.data(), page_indptr.data(), kv_lens.data(),
         static_cast<uint32_t>(kv_lens.size()), static_cast<uint32_t>(heads), kLatentDim,
         /*causal=*/true, nullptr));
-    CHECK_CUDA(cudaDeviceSynchronize());
+    // Since 0.7 the plan only stages its tables in the pinned buffer; the caller uploads them.
+    CHECK_CUDA(cudaMemcpy(int_workspace, pinned, staged, cudaMemcpyHostToDevice));
   }
 
   template <typename T>
