@@ -34,6 +34,7 @@ struct ServeOptions {
   AccessOptions access;
   RequestLimits request_limits;
   std::string generation_config = "auto";
+  std::string chat_template_file;  // replaces the model's template when given
   EngineSetup setup;
 };
 
@@ -57,10 +58,19 @@ int run_serve(const ServeOptions& options) {
   const std::string model_dir = bundled ? default_model_directory() : options.model;
   const Tokenizer tokenizer = Tokenizer::from_file(model_dir);
   std::optional<ChatTemplate> chat_template;
-  try {
-    chat_template = ChatTemplate::from_model_dir(model_dir);
-  } catch (const Error& error) {
-    log_warning("no chat template, /v1/chat/completions will refuse requests: ", error.what());
+  if (!options.chat_template_file.empty()) {
+    // Asked for by name: a file that is missing or does not parse stops the server.
+    chat_template = ChatTemplate::from_model_dir(model_dir, options.chat_template_file);
+    log_info("chat template from ", options.chat_template_file);
+  } else {
+    try {
+      chat_template = ChatTemplate::from_model_dir(model_dir);
+    } catch (const Error& error) {
+      log_warning(
+          "no chat template, /v1/chat/completions refuses requests without their own "
+          "chat_template: ",
+          error.what());
+    }
   }
 
   RunningEngine running = start_engine(options.setup, model_dir, tokenizer);
@@ -212,6 +222,8 @@ Command add_serve_command(CLI::App& app) {
       ->add_option("--generation-config", options->generation_config,
                    "auto: sampling defaults from generation_config.json; none: OpenAI's")
       ->check(CLI::IsMember({"auto", "none"}));
+  command->add_option("--chat-template", options->chat_template_file,
+                      "a Jinja file that replaces the model's chat template");
   return [options]() { return run_serve(*options); };
 }
 

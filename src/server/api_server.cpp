@@ -122,20 +122,46 @@ std::vector<HttpRoute> ApiServer::routes() {
                             .content_type = "text/plain; version=0.0.4; charset=utf-8",
                             .body = std::move(text)});
        }});
+  routes.push_back(
+      {.method = "GET",
+       .path = "/v1/models",
+       .prefix = false,
+       .offload = false,
+       .handler = [this](HttpRequest, std::shared_ptr<HttpExchange> exchange) {
+         exchange->respond(json_response(
+             200, {{"object", "list"}, {"data", nlohmann::json::array({model_card()})}}));
+       }});
   routes.push_back({.method = "GET",
-                    .path = "/v1/models",
+                    .path = "/v1/models/",
+                    .prefix = true,
+                    .offload = false,
+                    .handler = [this](HttpRequest request, std::shared_ptr<HttpExchange> exchange) {
+                      const std::string id = request.path.substr(std::string("/v1/models/").size());
+                      if (id != context_.model_name) {
+                        return exchange->respond(error_response(model_not_found(id)));
+                      }
+                      exchange->respond(json_response(200, model_card()));
+                    }});
+  routes.push_back({.method = "GET",
+                    .path = "/version",
                     .prefix = false,
                     .offload = false,
-                    .handler = [this](HttpRequest, std::shared_ptr<HttpExchange> exchange) {
-                      exchange->respond(json_response(
-                          200, {{"object", "list"},
-                                {"data",
-                                 {{{"id", context_.model_name},
-                                   {"object", "model"},
-                                   {"created", static_cast<int64_t>(std::time(nullptr))},
-                                   {"owned_by", "tidal"},
-                                   {"root", context_.model_directory},
-                                   {"max_model_len", context_.engine->max_model_len()}}}}}));
+                    .handler = [](HttpRequest, std::shared_ptr<HttpExchange> exchange) {
+                      exchange->respond(json_response(200, {{"version", TIDAL_VERSION}}));
+                    }});
+  routes.push_back({.method = "POST",
+                    .path = "/tokenize",
+                    .prefix = false,
+                    .offload = true,
+                    .handler = [this](HttpRequest request, std::shared_ptr<HttpExchange> exchange) {
+                      exchange->respond(tokenize(request.body));
+                    }});
+  routes.push_back({.method = "POST",
+                    .path = "/detokenize",
+                    .prefix = false,
+                    .offload = true,
+                    .handler = [this](HttpRequest request, std::shared_ptr<HttpExchange> exchange) {
+                      exchange->respond(detokenize(request.body));
                     }});
   // Parsing, templates and tokenizing run on the worker pool; the response is then produced on
   // the connection's I/O strand as outputs arrive.
@@ -155,6 +181,92 @@ std::vector<HttpRoute> ApiServer::routes() {
                     }});
   add_admin_routes(routes, *context_.engine);
   return routes;
+}
+
+nlohmann::json ApiServer::model_card() const {
+  return {{"id", context_.model_name},
+          {"object", "model"},
+          {"created", static_cast<int64_t>(std::time(nullptr))},
+          {"owned_by", "tidal"},
+          {"root", context_.model_directory},
+          {"max_model_len", context_.engine->max_model_len()}};
+}
+
+ApiError ApiServer::model_not_found(const std::string& model) {
+  return {.status = 404,
+          .type = "invalid_request_error",
+          .message = cat("The model '", model, "' does not exist"),
+          .param = "model",
+          .code = "model_not_found"};
+}
+
+std::variant<std::string, ApiError> ApiServer::render_chat(const ChatInputs& inputs) const {
+  std::optional<ChatTemplate> own;
+  if (inputs.chat_template) {
+    try {
+      own = context_.chat_template != nullptr
+                ? context_.chat_template->with_source(*inputs.chat_template)
+                : ChatTemplate::from_source(*inputs.chat_template, "", "");
+    } catch (const Error& error) {
+      return ApiError::bad_request(cat("chat_template does not parse: ", error.what()),
+                                   "chat_template");
+    }
+  } else if (context_.chat_template == nullptr) {
+    return ApiError::bad_request(
+        "this model has no chat template; pass 'chat_template', start the server with "
+        "--chat-template FILE, or use /v1/completions");
+  }
+  const ChatTemplate& chosen = own ? *own : *context_.chat_template;
+  try {
+    return chosen.render(inputs.messages, inputs.add_generation_prompt, inputs.template_kwargs);
+  } catch (const Error& error) {
+    return ApiError::bad_request(cat("the chat template failed: ", error.what()), "messages");
+  }
+}
+
+HttpResponse ApiServer::tokenize(const std::string& body) const {
+  std::variant<TokenizeRequest, ApiError> parsed =
+      parse_tokenize_request(body, options_.request_limits);
+  if (auto* error = std::get_if<ApiError>(&parsed)) return error_response(*error);
+  const TokenizeRequest& request = std::get<TokenizeRequest>(parsed);
+  if (request.model && *request.model != context_.model_name)
+    return error_response(model_not_found(*request.model));
+  std::string text;
+  if (request.chat) {
+    std::variant<std::string, ApiError> rendered = render_chat(*request.chat);
+    if (auto* error = std::get_if<ApiError>(&rendered)) return error_response(*error);
+    text = std::move(std::get<std::string>(rendered));
+  } else {
+    text = *request.prompt;
+  }
+  const std::vector<int32_t> ids = context_.tokenizer->encode(text);
+  nlohmann::json token_strs = nullptr;
+  if (request.return_token_strs) {
+    token_strs = nlohmann::json::array();
+    for (const int32_t id : ids) token_strs.push_back(context_.tokenizer->id_to_token(id));
+  }
+  return json_response(200, {{"count", ids.size()},
+                             {"max_model_len", context_.engine->max_model_len()},
+                             {"tokens", ids},
+                             {"token_strs", token_strs}});
+}
+
+HttpResponse ApiServer::detokenize(const std::string& body) const {
+  std::variant<DetokenizeRequest, ApiError> parsed =
+      parse_detokenize_request(body, options_.request_limits);
+  if (auto* error = std::get_if<ApiError>(&parsed)) return error_response(*error);
+  const DetokenizeRequest& request = std::get<DetokenizeRequest>(parsed);
+  if (request.model && *request.model != context_.model_name)
+    return error_response(model_not_found(*request.model));
+  const int32_t vocab = context_.tokenizer->vocab_size();
+  for (const int32_t id : request.tokens) {
+    if (id >= vocab) {
+      return error_response(ApiError::bad_request(
+          cat("token id ", id, " is outside the vocabulary (", vocab, " ids)"), "tokens"));
+    }
+  }
+  // As vLLM: special tokens are kept, so that tokenize and detokenize are inverses.
+  return json_response(200, {{"prompt", context_.tokenizer->decode(request.tokens, false)}});
 }
 
 void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExchange>& exchange,
@@ -179,28 +291,13 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
     request = &std::get<CompletionRequest>(completion);
   }
   if (request->model != context_.model_name) {
-    return exchange->respond(
-        error_response({.status = 404,
-                        .type = "invalid_request_error",
-                        .message = cat("The model '", request->model, "' does not exist"),
-                        .param = "model",
-                        .code = "model_not_found"}));
+    return exchange->respond(error_response(model_not_found(request->model)));
   }
   if (chat) {
-    const ChatRequest& parsed = std::get<ChatRequest>(chat_request);
-    if (context_.chat_template == nullptr) {
-      return exchange->respond(error_response(
-          ApiError::bad_request("this model has no chat template; use /v1/completions")));
-    }
-    std::string rendered;
-    try {
-      rendered = context_.chat_template->render(parsed.messages, parsed.add_generation_prompt,
-                                                parsed.template_kwargs);
-    } catch (const Error& error) {
-      return exchange->respond(error_response(
-          ApiError::bad_request(cat("the chat template failed: ", error.what()), "messages")));
-    }
-    prompts.push_back(context_.tokenizer->encode(rendered));
+    std::variant<std::string, ApiError> rendered = render_chat(std::get<ChatRequest>(chat_request));
+    if (auto* error = std::get_if<ApiError>(&rendered))
+      return exchange->respond(error_response(*error));
+    prompts.push_back(context_.tokenizer->encode(std::get<std::string>(rendered)));
   } else {
     const CompletionRequest& parsed = std::get<CompletionRequest>(completion);
     for (const Prompt& prompt : parsed.prompts) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <variant>
 
 #include "engine/engine_client.h"
 #include "model/tokenizer/tokenizer.h"
@@ -55,6 +56,13 @@ class ApiServer {
   std::vector<HttpRoute> routes();
   HttpHooks hooks();
   void generate(HttpRequest request, const std::shared_ptr<HttpExchange>& exchange, bool chat);
+  HttpResponse tokenize(const std::string& body) const;
+  HttpResponse detokenize(const std::string& body) const;
+  // The prompt the chat template makes of `inputs` (the request's own template when it has one),
+  // or the 400 that says why there is none.
+  std::variant<std::string, ApiError> render_chat(const ChatInputs& inputs) const;
+  nlohmann::json model_card() const;
+  static ApiError model_not_found(const std::string& model);
 
   ServingContext context_;
   ApiServerOptions options_;

@@ -116,10 +116,14 @@ ChatTemplate::ChatTemplate(const std::string& source,
   }
 }
 
-ChatTemplate ChatTemplate::from_model_dir(const std::string& directory) {
+ChatTemplate ChatTemplate::from_model_dir(const std::string& directory,
+                                          const std::string& template_file) {
   const std::filesystem::path dir(directory);
   const std::filesystem::path config_path = dir / "tokenizer_config.json";
-  const std::filesystem::path jinja_path = dir / "chat_template.jinja";
+  const std::filesystem::path jinja_path =
+      template_file.empty() ? dir / "chat_template.jinja" : std::filesystem::path(template_file);
+  if (!template_file.empty() && !std::filesystem::is_regular_file(jinja_path))
+    TIDAL_FAIL("--chat-template ", template_file, ": no such file");
   Json config = Json::object();
   if (std::filesystem::exists(config_path)) {
     try {
@@ -151,6 +155,12 @@ ChatTemplate ChatTemplate::from_source(const std::string& source, std::string bo
   if (!bos_token.empty()) bos = std::move(bos_token);
   if (!eos_token.empty()) eos = std::move(eos_token);
   return ChatTemplate(source, std::nullopt, std::move(bos), std::move(eos));
+}
+
+ChatTemplate ChatTemplate::with_source(const std::string& source) const {
+  ChatTemplate other(source, std::nullopt, bos_token_, eos_token_);
+  other.clock_ = clock_;
+  return other;
 }
 
 std::string ChatTemplate::render(const Json& messages, bool add_generation_prompt,

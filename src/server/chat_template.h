@@ -25,10 +25,17 @@ class ChatTemplate {
   // tokenizer_config.json (a string, {"content": ...} or null). Throws tidal::Error naming the file
   // when there is no template or it does not parse (the message names the unsupported construct
   // and its line).
-  static ChatTemplate from_model_dir(const std::string& directory);
+  // `template_file` (--chat-template), when given, replaces the model's template: it is read whole
+  // as the template (no tool_use variant), and the model need not have one of its own.
+  static ChatTemplate from_model_dir(const std::string& directory,
+                                     const std::string& template_file = "");
   // An empty token is left undefined in the template, as transformers does for a null one.
   static ChatTemplate from_source(const std::string& source, std::string bos_token,
                                   std::string eos_token);
+
+  // The same special tokens with another template (a request's chat_template). Throws
+  // tidal::Error naming the construct when the source does not parse.
+  ChatTemplate with_source(const std::string& source) const;
 
   // messages: the OpenAI-style list ({"role","content",...}); extra: more template variables
   // (tools, documents, enable_thinking, ...). Like transformers, message keys whose value is null

@@ -279,6 +279,50 @@ std::string content_text(const nlohmann::json& content, size_t index) {
   return text;
 }
 
+// messages, add_generation_prompt, tools, chat_template_kwargs and chat_template.
+void parse_chat_inputs(const nlohmann::json& body, ChatInputs& inputs) {
+  const nlohmann::json* messages = field(body, "messages");
+  if (messages == nullptr) fail("messages", "'messages' is required");
+  if (!messages->is_array() || messages->empty())
+    fail("messages", "'messages' must be a non-empty list");
+  inputs.messages = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const nlohmann::json& message = (*messages)[i];
+    if (!message.is_object()) fail("messages", cat("messages[", i, "] must be an object"));
+    const nlohmann::json* role = field(message, "role");
+    if (role == nullptr || !role->is_string())
+      fail("messages", cat("messages[", i, "].role must be a string"));
+    static const std::vector<std::string> kRoles = {"system", "developer", "user", "assistant",
+                                                    "tool"};
+    if (std::find(kRoles.begin(), kRoles.end(), role->get<std::string>()) == kRoles.end()) {
+      fail("messages", cat("messages[", i, "].role '", role->get<std::string>(),
+                           "' is not one of system, developer, user, assistant, tool"));
+    }
+    nlohmann::ordered_json normalised = nlohmann::ordered_json::parse(message.dump());
+    normalised["content"] =
+        content_text(message.contains("content") ? message["content"] : nlohmann::json(nullptr), i);
+    inputs.messages.push_back(std::move(normalised));
+  }
+  inputs.add_generation_prompt = bool_field(body, "add_generation_prompt").value_or(true);
+  if (const nlohmann::json* tools = field(body, "tools")) {
+    if (!tools->is_array()) fail("tools", "'tools' must be a list");
+    // An empty list is no tools: it must not pick a template's tool_use variant.
+    if (!tools->empty())
+      inputs.template_kwargs["tools"] = nlohmann::ordered_json::parse(tools->dump());
+  }
+  if (const nlohmann::json* kwargs = field(body, "chat_template_kwargs")) {
+    if (!kwargs->is_object())
+      fail("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    for (const auto& [key, value] : kwargs->items()) {
+      inputs.template_kwargs[key] = nlohmann::ordered_json::parse(value.dump());
+    }
+  }
+  if (const nlohmann::json* source = field(body, "chat_template")) {
+    if (!source->is_string()) fail("chat_template", "'chat_template' must be a string");
+    inputs.chat_template = source->get<std::string>();
+  }
+}
+
 }  // namespace
 
 ApiError ApiError::bad_request(std::string message, std::string param) {
@@ -375,42 +419,7 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
     // Chat without max_tokens runs to EOS or the end of the context (OpenAI, vLLM):
     // Generation::start bounds it by what the prompt leaves.
     parse_common(body, defaults, limits, std::numeric_limits<int64_t>::max(), request);
-    const nlohmann::json* messages = field(body, "messages");
-    if (messages == nullptr) fail("messages", "'messages' is required");
-    if (!messages->is_array() || messages->empty())
-      fail("messages", "'messages' must be a non-empty list");
-    request.messages = nlohmann::ordered_json::array();
-    for (size_t i = 0; i < messages->size(); ++i) {
-      const nlohmann::json& message = (*messages)[i];
-      if (!message.is_object()) fail("messages", cat("messages[", i, "] must be an object"));
-      const nlohmann::json* role = field(message, "role");
-      if (role == nullptr || !role->is_string())
-        fail("messages", cat("messages[", i, "].role must be a string"));
-      static const std::vector<std::string> kRoles = {"system", "developer", "user", "assistant",
-                                                      "tool"};
-      if (std::find(kRoles.begin(), kRoles.end(), role->get<std::string>()) == kRoles.end()) {
-        fail("messages", cat("messages[", i, "].role '", role->get<std::string>(),
-                             "' is not one of system, developer, user, assistant, tool"));
-      }
-      nlohmann::ordered_json normalised = nlohmann::ordered_json::parse(message.dump());
-      normalised["content"] = content_text(
-          message.contains("content") ? message["content"] : nlohmann::json(nullptr), i);
-      request.messages.push_back(std::move(normalised));
-    }
-    request.add_generation_prompt = bool_field(body, "add_generation_prompt").value_or(true);
-    if (const nlohmann::json* tools = field(body, "tools")) {
-      if (!tools->is_array()) fail("tools", "'tools' must be a list");
-      // An empty list is no tools: it must not pick a template's tool_use variant.
-      if (!tools->empty())
-        request.template_kwargs["tools"] = nlohmann::ordered_json::parse(tools->dump());
-    }
-    if (const nlohmann::json* kwargs = field(body, "chat_template_kwargs")) {
-      if (!kwargs->is_object())
-        fail("chat_template_kwargs", "'chat_template_kwargs' must be an object");
-      for (const auto& [key, value] : kwargs->items()) {
-        request.template_kwargs[key] = nlohmann::ordered_json::parse(value.dump());
-      }
-    }
+    parse_chat_inputs(body, request);
     request.logprobs = bool_field(body, "logprobs").value_or(false);
     if (const auto top = bounded_field(body, "top_logprobs", 0, limits.max_logprobs)) {
       if (!request.logprobs) fail("top_logprobs", "'top_logprobs' needs 'logprobs': true");
@@ -423,6 +432,64 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
     return failure.error;
   } catch (const nlohmann::json::exception& error) {
     // A field of an unexpected JSON type deep inside (e.g. a non-string "type" of a part).
+    return ApiError::bad_request(cat("malformed request: ", error.what()));
+  }
+}
+
+std::variant<TokenizeRequest, ApiError> parse_tokenize_request(std::string_view text,
+                                                               const RequestLimits& limits) {
+  try {
+    const nlohmann::json body = parse_body(text, limits);
+    if (!body.is_object()) fail("", "the request body must be a JSON object");
+    TokenizeRequest request;
+    if (const nlohmann::json* model = field(body, "model")) {
+      if (!model->is_string()) fail("model", "'model' must be a string");
+      request.model = model->get<std::string>();
+    }
+    const nlohmann::json* prompt = field(body, "prompt");
+    const bool has_messages = field(body, "messages") != nullptr;
+    if ((prompt != nullptr) == has_messages)
+      fail(has_messages ? "prompt" : "messages", "give either 'prompt' or 'messages'");
+    if (prompt != nullptr) {
+      if (!prompt->is_string()) fail("prompt", "'prompt' must be a string");
+      request.prompt = prompt->get<std::string>();
+    } else {
+      request.chat.emplace();
+      parse_chat_inputs(body, *request.chat);
+    }
+    // The tokenizer adds no special tokens of its own (see Tokenizer::encode): true would promise
+    // what is not done, so only the value that matches is accepted.
+    if (const auto add = bool_field(body, "add_special_tokens"); add && *add)
+      fail("add_special_tokens",
+           "tidal's tokenizer never adds special tokens around a text (no post-processor); only "
+           "false is accepted");
+    request.return_token_strs = bool_field(body, "return_token_strs").value_or(false);
+    return request;
+  } catch (const ParseFailure& failure) {
+    return failure.error;
+  } catch (const nlohmann::json::exception& error) {
+    return ApiError::bad_request(cat("malformed request: ", error.what()));
+  }
+}
+
+std::variant<DetokenizeRequest, ApiError> parse_detokenize_request(std::string_view text,
+                                                                   const RequestLimits& limits) {
+  try {
+    const nlohmann::json body = parse_body(text, limits);
+    if (!body.is_object()) fail("", "the request body must be a JSON object");
+    DetokenizeRequest request;
+    if (const nlohmann::json* model = field(body, "model")) {
+      if (!model->is_string()) fail("model", "'model' must be a string");
+      request.model = model->get<std::string>();
+    }
+    const nlohmann::json* tokens = field(body, "tokens");
+    if (tokens == nullptr || !tokens->is_array())
+      fail("tokens", "'tokens' must be a list of token ids");
+    for (const nlohmann::json& item : *tokens) request.tokens.push_back(token_id(item, "tokens"));
+    return request;
+  } catch (const ParseFailure& failure) {
+    return failure.error;
+  } catch (const nlohmann::json::exception& error) {
     return ApiError::bad_request(cat("malformed request: ", error.what()));
   }
 }

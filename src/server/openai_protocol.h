@@ -67,11 +67,30 @@ struct CompletionRequest : GenerationRequest {
   std::vector<Prompt> prompts;  // one choice set per prompt
 };
 
-struct ChatRequest : GenerationRequest {
+// What a chat template renders: shared by chat completions and /tokenize.
+struct ChatInputs {
   nlohmann::ordered_json messages;  // content normalised to strings
   bool add_generation_prompt = true;
   nlohmann::ordered_json template_kwargs = nlohmann::ordered_json::object();  // tools, ...
+  std::optional<std::string> chat_template;  // the request's own template, replacing the model's
+};
+
+struct ChatRequest : GenerationRequest, ChatInputs {
   bool logprobs = false;  // chat's logprobs is a bool plus top_logprobs
+};
+
+// vLLM's POST /tokenize: a prompt, or chat messages rendered by the template first.
+struct TokenizeRequest {
+  std::optional<std::string> model;  // checked against the served name when given
+  std::optional<std::string> prompt;
+  std::optional<ChatInputs> chat;  // set when the body has "messages"
+  bool return_token_strs = false;
+};
+
+// vLLM's POST /detokenize.
+struct DetokenizeRequest {
+  std::optional<std::string> model;
+  std::vector<int32_t> tokens;
 };
 
 // Parse and validate; on failure the ApiError names the field. Fields of the OpenAI API that
@@ -82,5 +101,10 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(
 std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view body,
                                                        const SamplingDefaults& defaults,
                                                        const RequestLimits& limits = {});
+
+std::variant<TokenizeRequest, ApiError> parse_tokenize_request(std::string_view body,
+                                                               const RequestLimits& limits = {});
+std::variant<DetokenizeRequest, ApiError> parse_detokenize_request(
+    std::string_view body, const RequestLimits& limits = {});
 
 }  // namespace tidal
