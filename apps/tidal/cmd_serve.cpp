@@ -35,6 +35,7 @@ struct ServeOptions {
   RequestLimits request_limits;
   std::string generation_config = "auto";
   std::string chat_template_file;  // replaces the model's template when given
+  std::string reasoning_parser;    // "", qwen3 or deepseek_r1
   EngineSetup setup;
 };
 
@@ -87,7 +88,8 @@ int run_serve(const ServeOptions& options) {
       .defaults = options.generation_config == "auto" ? SamplingDefaults::from_model_dir(model_dir)
                                                       : SamplingDefaults{},
       .kv_block_size = options.setup.engine.block_size,
-      .max_num_seqs = options.setup.engine.scheduler.max_num_seqs};
+      .max_num_seqs = options.setup.engine.scheduler.max_num_seqs,
+      .reasoning = reasoning_syntax_named(options.reasoning_parser)};
   if (context.defaults.temperature || context.defaults.top_p || context.defaults.top_k) {
     log_info("sampling defaults from generation_config.json: temperature=",
              context.defaults.temperature.value_or(1.0f),
@@ -224,6 +226,10 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "none"}));
   command->add_option("--chat-template", options->chat_template_file,
                       "a Jinja file that replaces the model's chat template");
+  command
+      ->add_option("--reasoning-parser", options->reasoning_parser,
+                   "separate chat answers' <think> block into reasoning_content")
+      ->check(CLI::IsMember({"qwen3", "deepseek_r1"}));
   return [options]() { return run_serve(*options); };
 }
 

@@ -275,6 +275,7 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
   std::variant<ChatRequest, ApiError> chat_request;
   const GenerationRequest* request = nullptr;
   std::vector<std::vector<int32_t>> prompts;
+  std::optional<bool> thinking_first;  // chat with --reasoning-parser only
   if (chat) {
     chat_request =
         parse_chat_request(http_request.body, context_.defaults, options_.request_limits);
@@ -297,7 +298,9 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
     std::variant<std::string, ApiError> rendered = render_chat(std::get<ChatRequest>(chat_request));
     if (auto* error = std::get_if<ApiError>(&rendered))
       return exchange->respond(error_response(*error));
-    prompts.push_back(context_.tokenizer->encode(std::get<std::string>(rendered)));
+    const std::string& text = std::get<std::string>(rendered);
+    if (context_.reasoning) thinking_first = starts_in_reasoning(*context_.reasoning, text);
+    prompts.push_back(context_.tokenizer->encode(text));
   } else {
     const CompletionRequest& parsed = std::get<CompletionRequest>(completion);
     for (const Prompt& prompt : parsed.prompts) {
@@ -343,7 +346,8 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
                               .model = context_.model_name,
                               .tokenizer = context_.tokenizer,
                               .return_token_ids = request->return_token_ids,
-                              .logprobs = request->params.logprobs.has_value()};
+                              .logprobs = request->params.logprobs.has_value(),
+                              .reasoning_starts_in_thinking = thinking_first};
   exchange->produce(std::make_shared<GenerationResponse>(
       std::move(std::get<std::unique_ptr<Generation>>(started)), format, request->stream,
       request->include_usage, std::move(release)));

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -17,6 +18,7 @@
 #include "server/http/http_server.h"
 #include "server/metrics.h"
 #include "server/openai_protocol.h"
+#include "server/reasoning_parser.h"
 
 namespace tidal {
 
@@ -29,6 +31,8 @@ struct ServingContext {
   SamplingDefaults defaults;
   int64_t kv_block_size = 0;  // tokens per KV block on every rank (0: no capacity in /metrics)
   int64_t max_num_seqs = 0;   // sequences each rank runs at once (0: no queue limit)
+  // --reasoning-parser: chat answers' thinking goes to reasoning_content (nullopt: off).
+  std::optional<ReasoningSyntax> reasoning;
 };
 
 struct ApiServerOptions {

@@ -31,7 +31,7 @@ GenerationResponse::GenerationResponse(std::unique_ptr<Generation> generation,
       stream_(stream),
       include_usage_(include_usage),
       on_end_(std::move(on_end)),
-      started_choices_(generation_->choices().size(), false) {}
+      streams_(format_.choice_streams(generation_->choices().size())) {}
 
 GenerationResponse::~GenerationResponse() {
   // Unhook first: the generation's abort below must not wake a connection that is gone.
@@ -56,7 +56,7 @@ void GenerationResponse::drain_stream(std::string& chunk) {
   while (std::optional<Generation::Update> update = generation_->next()) {
     if (!stream_) continue;
     for (const nlohmann::json& event :
-         format_.stream_chunks(*generation_, *update, started_choices_, include_usage_)) {
+         format_.stream_chunks(*generation_, *update, streams_, include_usage_)) {
       chunk += sse_event(dump(event));
     }
   }

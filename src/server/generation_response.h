@@ -33,7 +33,7 @@ class GenerationResponse final : public ResponseProducer {
   bool include_usage_;
   std::function<void()> on_end_;
   bool head_sent_ = false;
-  std::vector<bool> started_choices_;
+  std::vector<ChoiceStream> streams_;
 };
 
 }  // namespace tidal

@@ -58,6 +58,14 @@ nlohmann::json ResponseFormat::logprobs_json(const std::vector<TokenLogprob>& en
           {"text_offset", offsets}};
 }
 
+std::vector<ChoiceStream> ResponseFormat::choice_streams(size_t num_choices) const {
+  std::vector<ChoiceStream> streams(num_choices);
+  if (chat && reasoning_starts_in_thinking) {
+    for (ChoiceStream& stream : streams) stream.reasoning.emplace(*reasoning_starts_in_thinking);
+  }
+  return streams;
+}
+
 nlohmann::json ResponseFormat::usage(const Generation& generation) const {
   const int64_t prompt = generation.num_prompt_tokens();
   const int64_t completion = generation.num_completion_tokens();
@@ -72,7 +80,17 @@ nlohmann::json ResponseFormat::full_response(const Generation& generation) const
     nlohmann::json entry = {{"index", choice.index},
                             {"logprobs", logprobs ? logprobs_json(choice.logprobs) : nullptr},
                             {"finish_reason", finish_json(choice.finish_reason)}};
-    if (chat) {
+    if (chat && reasoning_starts_in_thinking) {
+      const ReasoningDelta split =
+          ReasoningSplitter::split(choice.text, *reasoning_starts_in_thinking);
+      // As vLLM: a part the answer lacks is null.
+      entry["message"] = {
+          {"role", "assistant"},
+          {"content",
+           split.content.empty() ? nlohmann::json(nullptr) : nlohmann::json(split.content)},
+          {"reasoning_content",
+           split.reasoning.empty() ? nlohmann::json(nullptr) : nlohmann::json(split.reasoning)}};
+    } else if (chat) {
       entry["message"] = {{"role", "assistant"}, {"content", choice.text}};
     } else {
       entry["text"] = choice.text;
@@ -102,7 +120,7 @@ nlohmann::json ResponseFormat::chunk_envelope(const Generation& generation,
 
 std::vector<nlohmann::json> ResponseFormat::stream_chunks(const Generation& generation,
                                                           const Generation::Update& update,
-                                                          std::vector<bool>& started_choices,
+                                                          std::vector<ChoiceStream>& streams,
                                                           bool include_usage) const {
   std::vector<nlohmann::json> chunks;
   const RequestOutput& output = update.output;
@@ -113,8 +131,9 @@ std::vector<nlohmann::json> ResponseFormat::stream_chunks(const Generation& gene
     if (include_usage) chunk["usage"] = nullptr;
     chunks.push_back(std::move(chunk));
   };
-  if (chat && !started_choices[index]) {
-    started_choices[index] = true;
+  ChoiceStream& stream = streams[index];
+  if (chat && !stream.started) {
+    stream.started = true;
     add({{"index", index},
          {"delta", {{"role", "assistant"}, {"content", ""}}},
          {"logprobs", nullptr},
@@ -124,7 +143,18 @@ std::vector<nlohmann::json> ResponseFormat::stream_chunks(const Generation& gene
   nlohmann::json choice = {{"index", index},
                            {"logprobs", logprobs ? logprobs_json(output.new_logprobs) : nullptr},
                            {"finish_reason", finish_json(output.finish_reason)}};
-  if (chat) {
+  if (chat && stream.reasoning) {
+    ReasoningDelta delta = stream.reasoning->push(output.new_text);
+    if (output.finished()) {
+      const ReasoningDelta rest = stream.reasoning->finish();
+      delta.reasoning += rest.reasoning;
+      delta.content += rest.content;
+    }
+    // Bytes that may begin a tag wait for the next chunk: this one may carry no text at all.
+    choice["delta"] = nlohmann::json::object();
+    if (!delta.reasoning.empty()) choice["delta"]["reasoning_content"] = delta.reasoning;
+    if (!delta.content.empty()) choice["delta"]["content"] = delta.content;
+  } else if (chat) {
     choice["delta"] = output.new_text.empty() && output.finished()
                           ? nlohmann::json::object()
                           : nlohmann::json{{"content", output.new_text}};

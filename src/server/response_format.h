@@ -1,6 +1,7 @@
 // ResponseFormat: the JSON of completion and chat responses, stream chunks, logprobs and usage.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -8,8 +9,15 @@
 
 #include "model/tokenizer/tokenizer.h"
 #include "server/generation.h"
+#include "server/reasoning_parser.h"
 
 namespace tidal {
+
+// A choice's state while it streams.
+struct ChoiceStream {
+  bool started = false;                        // chat: the role chunk went out
+  std::optional<ReasoningSplitter> reasoning;  // set when thinking is separated
+};
 
 struct ResponseFormat {
   bool chat = false;
@@ -17,12 +25,17 @@ struct ResponseFormat {
   const Tokenizer* tokenizer = nullptr;
   bool return_token_ids = false;
   bool logprobs = false;
+  // Chat with --reasoning-parser: whether the answers start inside the thinking block (see
+  // reasoning_parser.h); nullopt: thinking stays in the content.
+  std::optional<bool> reasoning_starts_in_thinking;
+
+  std::vector<ChoiceStream> choice_streams(size_t num_choices) const;
 
   nlohmann::json full_response(const Generation& generation) const;
   // The chunks one update produces (chat sends the role first, once per choice).
   std::vector<nlohmann::json> stream_chunks(const Generation& generation,
                                             const Generation::Update& update,
-                                            std::vector<bool>& started_choices,
+                                            std::vector<ChoiceStream>& streams,
                                             bool include_usage) const;
   nlohmann::json usage_chunk(const Generation& generation) const;
   nlohmann::json usage(const Generation& generation) const;
