@@ -36,6 +36,7 @@ struct ServeOptions {
   std::string generation_config = "auto";
   std::string chat_template_file;  // replaces the model's template when given
   std::string reasoning_parser;    // "", qwen3 or deepseek_r1
+  std::string tool_call_parser;    // "" or hermes
   EngineSetup setup;
 };
 
@@ -89,7 +90,8 @@ int run_serve(const ServeOptions& options) {
                                                       : SamplingDefaults{},
       .kv_block_size = options.setup.engine.block_size,
       .max_num_seqs = options.setup.engine.scheduler.max_num_seqs,
-      .reasoning = reasoning_syntax_named(options.reasoning_parser)};
+      .reasoning = reasoning_syntax_named(options.reasoning_parser),
+      .parse_tool_calls = options.tool_call_parser == "hermes"};
   if (context.defaults.temperature || context.defaults.top_p || context.defaults.top_k) {
     log_info("sampling defaults from generation_config.json: temperature=",
              context.defaults.temperature.value_or(1.0f),
@@ -230,6 +232,11 @@ Command add_serve_command(CLI::App& app) {
       ->add_option("--reasoning-parser", options->reasoning_parser,
                    "separate chat answers' <think> block into reasoning_content")
       ->check(CLI::IsMember({"qwen3", "deepseek_r1"}));
+  command
+      ->add_option("--tool-call-parser", options->tool_call_parser,
+                   "parse <tool_call> blocks (Qwen2.5/Qwen3's Hermes format) into tool_calls for "
+                   "requests with tools and tool_choice \"auto\"")
+      ->check(CLI::IsMember({"hermes"}));
   return [options]() { return run_serve(*options); };
 }
 

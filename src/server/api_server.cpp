@@ -294,6 +294,16 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
   if (request->model != context_.model_name) {
     return exchange->respond(error_response(model_not_found(request->model)));
   }
+  bool parse_tool_calls = false;
+  if (chat && std::get<ChatRequest>(chat_request).tool_choice == "auto") {
+    if (!context_.parse_tool_calls) {
+      return exchange->respond(error_response(ApiError::bad_request(
+          "tool_choice \"auto\" needs the server started with --tool-call-parser hermes; pass "
+          "tool_choice \"none\" to give the template the tools and keep the answer as text",
+          "tool_choice")));
+    }
+    parse_tool_calls = true;
+  }
   if (chat) {
     std::variant<std::string, ApiError> rendered = render_chat(std::get<ChatRequest>(chat_request));
     if (auto* error = std::get_if<ApiError>(&rendered))
@@ -347,7 +357,8 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
                               .tokenizer = context_.tokenizer,
                               .return_token_ids = request->return_token_ids,
                               .logprobs = request->params.logprobs.has_value(),
-                              .reasoning_starts_in_thinking = thinking_first};
+                              .reasoning_starts_in_thinking = thinking_first,
+                              .parse_tool_calls = parse_tool_calls};
   exchange->produce(std::make_shared<GenerationResponse>(
       std::move(std::get<std::unique_ptr<Generation>>(started)), format, request->stream,
       request->include_usage, std::move(release)));

@@ -33,6 +33,8 @@ struct ServingContext {
   int64_t max_num_seqs = 0;   // sequences each rank runs at once (0: no queue limit)
   // --reasoning-parser: chat answers' thinking goes to reasoning_content (nullopt: off).
   std::optional<ReasoningSyntax> reasoning;
+  // --tool-call-parser hermes: tool_choice "auto" parses <tool_call> blocks into tool_calls.
+  bool parse_tool_calls = false;
 };
 
 struct ApiServerOptions {

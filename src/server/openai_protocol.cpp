@@ -100,8 +100,8 @@ bool is_one(const Json& value, const Json&) {
 bool is_empty(const Json& value, const Json&) {
   return value.is_structured() && value.empty();
 }
-// Tools reach the chat template and the model's reply stays text (no tool_calls are parsed):
-// that is what "auto" may give and all that "none" allows.
+// "auto" parses the answer's calls (with --tool-call-parser) and "none" leaves it text; both need
+// nothing more of decoding. "required" and a named function do (constrained decoding).
 bool is_none_or_auto(const Json& value, const Json&) {
   return value == "none" || value == "auto";
 }
@@ -279,8 +279,11 @@ std::string content_text(const nlohmann::json& content, size_t index) {
   return text;
 }
 
-// messages, add_generation_prompt, tools, chat_template_kwargs and chat_template.
-void parse_chat_inputs(const nlohmann::json& body, ChatInputs& inputs) {
+// messages, add_generation_prompt, tools, chat_template_kwargs and chat_template. What reaches the
+// template keeps the client's key order (`text` parsed again, into ordered_json): templates dump
+// tools and arguments with tojson, and transformers keeps the order the client wrote.
+void parse_chat_inputs(const nlohmann::json& body, std::string_view text, ChatInputs& inputs) {
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text);
   const nlohmann::json* messages = field(body, "messages");
   if (messages == nullptr) fail("messages", "'messages' is required");
   if (!messages->is_array() || messages->empty())
@@ -298,7 +301,7 @@ void parse_chat_inputs(const nlohmann::json& body, ChatInputs& inputs) {
       fail("messages", cat("messages[", i, "].role '", role->get<std::string>(),
                            "' is not one of system, developer, user, assistant, tool"));
     }
-    nlohmann::ordered_json normalised = nlohmann::ordered_json::parse(message.dump());
+    nlohmann::ordered_json normalised = ordered.at("messages").at(i);
     normalised["content"] =
         content_text(message.contains("content") ? message["content"] : nlohmann::json(nullptr), i);
     inputs.messages.push_back(std::move(normalised));
@@ -307,14 +310,13 @@ void parse_chat_inputs(const nlohmann::json& body, ChatInputs& inputs) {
   if (const nlohmann::json* tools = field(body, "tools")) {
     if (!tools->is_array()) fail("tools", "'tools' must be a list");
     // An empty list is no tools: it must not pick a template's tool_use variant.
-    if (!tools->empty())
-      inputs.template_kwargs["tools"] = nlohmann::ordered_json::parse(tools->dump());
+    if (!tools->empty()) inputs.template_kwargs["tools"] = ordered.at("tools");
   }
   if (const nlohmann::json* kwargs = field(body, "chat_template_kwargs")) {
     if (!kwargs->is_object())
       fail("chat_template_kwargs", "'chat_template_kwargs' must be an object");
-    for (const auto& [key, value] : kwargs->items()) {
-      inputs.template_kwargs[key] = nlohmann::ordered_json::parse(value.dump());
+    for (const auto& [key, value] : ordered.at("chat_template_kwargs").items()) {
+      inputs.template_kwargs[key] = value;
     }
   }
   if (const nlohmann::json* source = field(body, "chat_template")) {
@@ -419,7 +421,11 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
     // Chat without max_tokens runs to EOS or the end of the context (OpenAI, vLLM):
     // Generation::start bounds it by what the prompt leaves.
     parse_common(body, defaults, limits, std::numeric_limits<int64_t>::max(), request);
-    parse_chat_inputs(body, request);
+    parse_chat_inputs(body, text, request);
+    if (request.template_kwargs.contains("tools")) {
+      const nlohmann::json* choice = field(body, "tool_choice");
+      request.tool_choice = choice != nullptr ? choice->get<std::string>() : "auto";
+    }
     request.logprobs = bool_field(body, "logprobs").value_or(false);
     if (const auto top = bounded_field(body, "top_logprobs", 0, limits.max_logprobs)) {
       if (!request.logprobs) fail("top_logprobs", "'top_logprobs' needs 'logprobs': true");
@@ -455,7 +461,7 @@ std::variant<TokenizeRequest, ApiError> parse_tokenize_request(std::string_view 
       request.prompt = prompt->get<std::string>();
     } else {
       request.chat.emplace();
-      parse_chat_inputs(body, *request.chat);
+      parse_chat_inputs(body, text, *request.chat);
     }
     // The tokenizer adds no special tokens of its own (see Tokenizer::encode): true would promise
     // what is not done, so only the value that matches is accepted.

@@ -77,6 +77,10 @@ struct ChatInputs {
 
 struct ChatRequest : GenerationRequest, ChatInputs {
   bool logprobs = false;  // chat's logprobs is a bool plus top_logprobs
+  // "auto" (the default when tools are given: calls are parsed into tool_calls) or "none" (tools
+  // still reach the template; the answer stays text). "required" and a named function need
+  // constrained decoding and are refused.
+  std::string tool_choice = "none";
 };
 
 // vLLM's POST /tokenize: a prompt, or chat messages rendered by the template first.

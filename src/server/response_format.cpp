@@ -1,6 +1,8 @@
 // JSON bodies in the shapes the OpenAI clients expect.
 #include "server/response_format.h"
 
+#include "common/error.h"
+
 namespace tidal {
 namespace {
 
@@ -15,7 +17,59 @@ nlohmann::json bytes_of(const std::string& text) {
   return bytes;
 }
 
+// OpenAI's tool_calls entries; `first` numbers them within the choice.
+nlohmann::json tool_calls_json(const std::vector<ToolCall>& calls, const std::string& id_prefix,
+                               size_t first, bool with_index) {
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    nlohmann::json entry = {
+        {"id", cat(id_prefix, first + i)},
+        {"type", "function"},
+        {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+    if (with_index) entry["index"] = first + i;
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+// A choice that called tools and then stopped finished with "tool_calls" (as OpenAI reports it).
+nlohmann::json finish_with_calls(FinishReason reason, size_t num_calls) {
+  if (reason == FinishReason::kStop && num_calls > 0) return "tool_calls";
+  return finish_json(reason);
+}
+
 }  // namespace
+
+ChatPiece ChoiceStream::push(std::string_view text, bool at_end) {
+  ChatPiece piece;
+  if (reasoning) {
+    ReasoningDelta delta = reasoning->push(text);
+    if (at_end) {
+      const ReasoningDelta rest = reasoning->finish();
+      delta.reasoning += rest.reasoning;
+      delta.content += rest.content;
+    }
+    piece.reasoning = std::move(delta.reasoning);
+    piece.content = std::move(delta.content);
+  } else {
+    piece.content = std::string(text);
+  }
+  if (tools) {
+    ToolCallDelta delta = tools->push(piece.content);
+    if (at_end) {
+      ToolCallDelta rest = tools->finish();
+      delta.content += rest.content;
+      delta.calls.insert(delta.calls.end(), rest.calls.begin(), rest.calls.end());
+    }
+    piece.content = std::move(delta.content);
+    piece.calls = std::move(delta.calls);
+  }
+  return piece;
+}
+
+std::string ResponseFormat::tool_call_id_prefix(const Generation& generation, size_t choice) const {
+  return cat("call_", generation.id(), "_", choice, "_");
+}
 
 nlohmann::json ResponseFormat::logprobs_json(const std::vector<TokenLogprob>& entries) const {
   auto token_text = [&](int32_t id) {
@@ -60,8 +114,10 @@ nlohmann::json ResponseFormat::logprobs_json(const std::vector<TokenLogprob>& en
 
 std::vector<ChoiceStream> ResponseFormat::choice_streams(size_t num_choices) const {
   std::vector<ChoiceStream> streams(num_choices);
-  if (chat && reasoning_starts_in_thinking) {
-    for (ChoiceStream& stream : streams) stream.reasoning.emplace(*reasoning_starts_in_thinking);
+  for (ChoiceStream& stream : streams) {
+    if (chat && reasoning_starts_in_thinking)
+      stream.reasoning.emplace(*reasoning_starts_in_thinking);
+    if (chat && parse_tool_calls) stream.tools.emplace();
   }
   return streams;
 }
@@ -80,18 +136,23 @@ nlohmann::json ResponseFormat::full_response(const Generation& generation) const
     nlohmann::json entry = {{"index", choice.index},
                             {"logprobs", logprobs ? logprobs_json(choice.logprobs) : nullptr},
                             {"finish_reason", finish_json(choice.finish_reason)}};
-    if (chat && reasoning_starts_in_thinking) {
-      const ReasoningDelta split =
-          ReasoningSplitter::split(choice.text, *reasoning_starts_in_thinking);
-      // As vLLM: a part the answer lacks is null.
-      entry["message"] = {
-          {"role", "assistant"},
-          {"content",
-           split.content.empty() ? nlohmann::json(nullptr) : nlohmann::json(split.content)},
-          {"reasoning_content",
-           split.reasoning.empty() ? nlohmann::json(nullptr) : nlohmann::json(split.reasoning)}};
-    } else if (chat) {
-      entry["message"] = {{"role", "assistant"}, {"content", choice.text}};
+    if (chat) {
+      ChoiceStream whole = std::move(choice_streams(1)[0]);
+      const ChatPiece piece = whole.push(choice.text, /*at_end=*/true);
+      const bool parsed = reasoning_starts_in_thinking || parse_tool_calls;
+      nlohmann::json message = {{"role", "assistant"}, {"content", piece.content}};
+      // As vLLM: with a parser, a part the answer lacks is null.
+      if (parsed && piece.content.empty()) message["content"] = nullptr;
+      if (reasoning_starts_in_thinking) {
+        message["reasoning_content"] =
+            piece.reasoning.empty() ? nlohmann::json(nullptr) : nlohmann::json(piece.reasoning);
+      }
+      if (!piece.calls.empty()) {
+        message["tool_calls"] = tool_calls_json(
+            piece.calls, tool_call_id_prefix(generation, choice.index), 0, /*with_index=*/false);
+      }
+      entry["message"] = std::move(message);
+      entry["finish_reason"] = finish_with_calls(choice.finish_reason, piece.calls.size());
     } else {
       entry["text"] = choice.text;
     }
@@ -143,17 +204,22 @@ std::vector<nlohmann::json> ResponseFormat::stream_chunks(const Generation& gene
   nlohmann::json choice = {{"index", index},
                            {"logprobs", logprobs ? logprobs_json(output.new_logprobs) : nullptr},
                            {"finish_reason", finish_json(output.finish_reason)}};
-  if (chat && stream.reasoning) {
-    ReasoningDelta delta = stream.reasoning->push(output.new_text);
-    if (output.finished()) {
-      const ReasoningDelta rest = stream.reasoning->finish();
-      delta.reasoning += rest.reasoning;
-      delta.content += rest.content;
+  if (chat && (stream.reasoning || stream.tools)) {
+    const size_t calls_before = stream.tools ? stream.tools->num_calls() : 0;
+    const ChatPiece piece = stream.push(output.new_text, output.finished());
+    // Bytes that may begin a tag, or a tool call's unfinished body, wait for a later chunk: this
+    // one may carry no text at all.
+    nlohmann::json delta = nlohmann::json::object();
+    if (!piece.reasoning.empty()) delta["reasoning_content"] = piece.reasoning;
+    if (!piece.content.empty()) delta["content"] = piece.content;
+    if (!piece.calls.empty()) {
+      delta["tool_calls"] = tool_calls_json(piece.calls, tool_call_id_prefix(generation, index),
+                                            calls_before, /*with_index=*/true);
     }
-    // Bytes that may begin a tag wait for the next chunk: this one may carry no text at all.
-    choice["delta"] = nlohmann::json::object();
-    if (!delta.reasoning.empty()) choice["delta"]["reasoning_content"] = delta.reasoning;
-    if (!delta.content.empty()) choice["delta"]["content"] = delta.content;
+    choice["delta"] = std::move(delta);
+    if (stream.tools) {
+      choice["finish_reason"] = finish_with_calls(output.finish_reason, stream.tools->num_calls());
+    }
   } else if (chat) {
     choice["delta"] = output.new_text.empty() && output.finished()
                           ? nlohmann::json::object()

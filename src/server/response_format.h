@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -10,13 +11,24 @@
 #include "model/tokenizer/tokenizer.h"
 #include "server/generation.h"
 #include "server/reasoning_parser.h"
+#include "server/tool_call_parser.h"
 
 namespace tidal {
 
-// A choice's state while it streams.
+// What one piece of a chat answer becomes once thinking and tool calls are taken out.
+struct ChatPiece {
+  std::string reasoning;
+  std::string content;
+  std::vector<ToolCall> calls;
+};
+
+// A choice's state while it streams (and, run once over the whole text, for a whole answer).
 struct ChoiceStream {
   bool started = false;                        // chat: the role chunk went out
   std::optional<ReasoningSplitter> reasoning;  // set when thinking is separated
+  std::optional<ToolCallSplitter> tools;       // set when tool calls are parsed (after thinking)
+
+  ChatPiece push(std::string_view text, bool at_end);
 };
 
 struct ResponseFormat {
@@ -28,6 +40,8 @@ struct ResponseFormat {
   // Chat with --reasoning-parser: whether the answers start inside the thinking block (see
   // reasoning_parser.h); nullopt: thinking stays in the content.
   std::optional<bool> reasoning_starts_in_thinking;
+  // Chat with --tool-call-parser and tool_choice "auto": calls become tool_calls.
+  bool parse_tool_calls = false;
 
   std::vector<ChoiceStream> choice_streams(size_t num_choices) const;
 
@@ -42,6 +56,7 @@ struct ResponseFormat {
 
  private:
   nlohmann::json logprobs_json(const std::vector<TokenLogprob>& entries) const;
+  std::string tool_call_id_prefix(const Generation& generation, size_t choice) const;
   nlohmann::json chunk_envelope(const Generation& generation, nlohmann::json choices) const;
 };
 

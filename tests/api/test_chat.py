@@ -198,7 +198,9 @@ def test_chat_tools_reach_the_template(client):
     tools = [{"type": "function", "function": {
         "name": "get_weather", "description": "Weather of a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    # "none": the template gets the tools, the answer stays text (no --tool-call-parser here).
     choice = client.chat.completions.create(model=MODEL, messages=HELLO, tools=tools, max_tokens=1,
+                                            tool_choice="none",
                                             extra_body={"return_token_ids": True}).choices[0]
     prompt = extra(choice, "prompt_token_ids")
     plain = tokenize(HELLO_RENDERED)

@@ -1,0 +1,107 @@
+// Hermes tool calls: text outside blocks streams through; a block's body is held until it closes.
+#include "server/tool_call_parser.h"
+
+#include <algorithm>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+namespace tidal {
+namespace {
+
+constexpr std::string_view kOpen = "<tool_call>";
+constexpr std::string_view kClose = "</tool_call>";
+
+size_t partial_tag_suffix(std::string_view text, std::string_view tag) {
+  for (size_t length = std::min(text.size(), tag.size() - 1); length > 0; --length) {
+    if (text.substr(text.size() - length) == tag.substr(0, length)) return length;
+  }
+  return 0;
+}
+
+bool all_whitespace(std::string_view text) {
+  return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
+}
+
+// The call a block's body holds, if it is one.
+std::optional<ToolCall> parse_call(std::string_view body) {
+  const nlohmann::json call = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) return std::nullopt;
+  const char* key = call.contains("arguments") ? "arguments" : "parameters";
+  nlohmann::json arguments = call.contains(key) ? call[key] : nlohmann::json::object();
+  // Some models write the arguments as a JSON string already.
+  if (arguments.is_string()) {
+    arguments = nlohmann::json::parse(arguments.get<std::string>(), nullptr, false);
+  }
+  if (!arguments.is_object()) return std::nullopt;
+  return ToolCall{.name = call["name"].get<std::string>(), .arguments = arguments.dump()};
+}
+
+}  // namespace
+
+ToolCallDelta ToolCallSplitter::push(std::string_view text) {
+  pending_.append(text);
+  ToolCallDelta out;
+  drain(out, /*at_end=*/false);
+  return out;
+}
+
+ToolCallDelta ToolCallSplitter::finish() {
+  ToolCallDelta out;
+  drain(out, /*at_end=*/true);
+  return out;
+}
+
+ToolCallDelta ToolCallSplitter::split(std::string_view answer) {
+  ToolCallSplitter splitter;
+  ToolCallDelta out = splitter.push(answer);
+  ToolCallDelta rest = splitter.finish();
+  out.content += rest.content;
+  out.calls.insert(out.calls.end(), rest.calls.begin(), rest.calls.end());
+  return out;
+}
+
+void ToolCallSplitter::drain(ToolCallDelta& out, bool at_end) {
+  for (;;) {
+    if (in_block_) {
+      const size_t close = pending_.find(kClose);
+      if (close == std::string::npos && !at_end) return;  // the body is not complete yet
+      const std::string_view body = std::string_view(pending_).substr(0, close);
+      if (std::optional<ToolCall> call = parse_call(body)) {
+        out.calls.push_back(std::move(*call));
+        ++num_calls_;
+      } else {
+        // Not a call: the block stays text, exactly as written.
+        out.content.append(kOpen);
+        out.content.append(pending_, 0,
+                           close == std::string::npos ? pending_.size() : close + kClose.size());
+      }
+      pending_.erase(0, close == std::string::npos ? pending_.size() : close + kClose.size());
+      in_block_ = false;
+      if (close == std::string::npos) return;
+      continue;
+    }
+    const size_t open = pending_.find(kOpen);
+    if (open != std::string::npos) {
+      const std::string_view before = std::string_view(pending_).substr(0, open);
+      if (num_calls_ == 0 || !all_whitespace(before)) out.content.append(before);
+      pending_.erase(0, open + kOpen.size());
+      in_block_ = true;
+      continue;
+    }
+    // No block opens in what is here: emit all but bytes that may begin one. Between calls,
+    // whitespace waits too, since it is dropped if another block follows.
+    size_t keep = at_end ? 0 : partial_tag_suffix(pending_, kOpen);
+    if (!at_end && num_calls_ > 0 &&
+        all_whitespace(std::string_view(pending_).substr(0, pending_.size() - keep))) {
+      return;
+    }
+    if (at_end && num_calls_ > 0 && all_whitespace(pending_)) keep = pending_.size();
+    out.content.append(pending_, 0, pending_.size() - keep);
+    pending_.erase(0, pending_.size() - keep);
+    if (at_end) pending_.clear();
+    return;
+  }
+}
+
+}  // namespace tidal
