@@ -58,7 +58,10 @@ RouteAccess route_access(std::string_view path) {
       path == "/is_scaling_elastic_ep") {
     return RouteAccess::kAdmin;
   }
-  if (path.starts_with("/v1/")) return RouteAccess::kApi;
+  // /tokenize and /detokenize sit outside /v1 (vLLM's paths) but run the tokenizer and templates:
+  // they need the API key like the rest of the API.
+  if (path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize")
+    return RouteAccess::kApi;
   return RouteAccess::kOpen;
 }
 

@@ -40,6 +40,13 @@ def test_v1_needs_the_api_key(keyed):
     assert httpx.get(keyed.url + "/v1/models", headers=bearer(API_KEY)).status_code == 200
 
 
+def test_tokenize_routes_need_the_api_key(keyed):
+    for path, body in (("/tokenize", {"prompt": "hi"}), ("/detokenize", {"tokens": [1]})):
+        assert httpx.post(keyed.url + path, json=body).status_code == 401
+        assert httpx.post(keyed.url + path, json=body, headers=bearer(API_KEY)).status_code == 200
+    assert httpx.get(keyed.url + "/version").status_code == 200
+
+
 def test_the_openai_client_works_with_the_key(keyed):
     with openai.OpenAI(base_url=keyed.url + "/v1", api_key=API_KEY, max_retries=0) as client:
         completion = client.completions.create(model=MODEL, prompt="Hello", max_tokens=2)
