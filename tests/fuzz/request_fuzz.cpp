@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "server/openai_protocol.h"
+#include "server/reasoning_parser.h"
 #include "server/request_json.h"
+#include "server/tool_call_parser.h"
 
 namespace {
 
@@ -44,6 +46,33 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                    .max_logprobs = 2};
   (void)tidal::parse_completion_request(body, defaults, tight);
   (void)tidal::parse_chat_request(body, defaults, tight);
+  (void)tidal::parse_tokenize_request(body);
+  (void)tidal::parse_detokenize_request(body);
+  (void)tidal::parse_tokenize_request(body, tight);
+  // The answer splitters: any text, cut anywhere, must split as the whole does.
+  const size_t cut = size == 0 ? 0 : data[0] % (size + 1);
+  for (const bool thinking_first : {false, true}) {
+    const tidal::ReasoningDelta whole = tidal::ReasoningSplitter::split(body, thinking_first);
+    tidal::ReasoningSplitter streamed(thinking_first);
+    tidal::ReasoningDelta first = streamed.push(std::string_view(body).substr(0, cut));
+    const tidal::ReasoningDelta second = streamed.push(std::string_view(body).substr(cut));
+    const tidal::ReasoningDelta rest = streamed.finish();
+    if (first.reasoning + second.reasoning + rest.reasoning != whole.reasoning ||
+        first.content + second.content + rest.content != whole.content) {
+      std::abort();
+    }
+  }
+  {
+    const tidal::ToolCallDelta whole = tidal::ToolCallSplitter::split(body);
+    tidal::ToolCallSplitter streamed;
+    const tidal::ToolCallDelta first = streamed.push(std::string_view(body).substr(0, cut));
+    const tidal::ToolCallDelta second = streamed.push(std::string_view(body).substr(cut));
+    const tidal::ToolCallDelta rest = streamed.finish();
+    if (first.content + second.content + rest.content != whole.content ||
+        first.calls.size() + second.calls.size() + rest.calls.size() != whole.calls.size()) {
+      std::abort();
+    }
+  }
   for (const int32_t max_depth : {1, 4, 64}) {
     const auto parsed = tidal::parse_request_json(body, max_depth);
     if (const auto* value = std::get_if<nlohmann::json>(&parsed);
