@@ -37,6 +37,7 @@ struct ServeOptions {
   std::string chat_template_file;  // replaces the model's template when given
   std::string reasoning_parser;    // "", qwen3 or deepseek_r1
   std::string tool_call_parser;    // "" or hermes
+  bool trust_request_chat_template = false;
   EngineSetup setup;
 };
 
@@ -91,7 +92,8 @@ int run_serve(const ServeOptions& options) {
       .kv_block_size = options.setup.engine.block_size,
       .max_num_seqs = options.setup.engine.scheduler.max_num_seqs,
       .reasoning = reasoning_syntax_named(options.reasoning_parser),
-      .parse_tool_calls = options.tool_call_parser == "hermes"};
+      .parse_tool_calls = options.tool_call_parser == "hermes",
+      .trust_request_chat_template = options.trust_request_chat_template};
   if (context.defaults.temperature || context.defaults.top_p || context.defaults.top_k) {
     log_info("sampling defaults from generation_config.json: temperature=",
              context.defaults.temperature.value_or(1.0f),
@@ -228,6 +230,9 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "none"}));
   command->add_option("--chat-template", options->chat_template_file,
                       "a Jinja file that replaces the model's chat template");
+  command->add_flag("--trust-request-chat-template", options->trust_request_chat_template,
+                    "render a request's own chat_template (a template is a program: only for "
+                    "clients you trust)");
   command
       ->add_option("--reasoning-parser", options->reasoning_parser,
                    "separate chat answers' <think> block into reasoning_content")

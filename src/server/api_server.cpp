@@ -202,6 +202,13 @@ ApiError ApiServer::model_not_found(const std::string& model) {
 
 std::variant<std::string, ApiError> ApiServer::render_chat(const ChatInputs& inputs) const {
   std::optional<ChatTemplate> own;
+  if (inputs.chat_template && !context_.trust_request_chat_template) {
+    // A template is a program: a tiny one can render a prompt far past the body limit.
+    return ApiError::bad_request(
+        "a request's own chat_template needs the server started with "
+        "--trust-request-chat-template",
+        "chat_template");
+  }
   if (inputs.chat_template) {
     try {
       own = context_.chat_template != nullptr

@@ -35,6 +35,8 @@ struct ServingContext {
   std::optional<ReasoningSyntax> reasoning;
   // --tool-call-parser hermes: tool_choice "auto" parses <tool_call> blocks into tool_calls.
   bool parse_tool_calls = false;
+  // --trust-request-chat-template: a request's chat_template is rendered (else refused).
+  bool trust_request_chat_template = false;
 };
 
 struct ApiServerOptions {

@@ -283,7 +283,14 @@ std::string content_text(const nlohmann::json& content, size_t index) {
 // template keeps the client's key order (`text` parsed again, into ordered_json): templates dump
 // tools and arguments with tojson, and transformers keeps the order the client wrote.
 void parse_chat_inputs(const nlohmann::json& body, std::string_view text, ChatInputs& inputs) {
-  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text);
+  // Only the fields that reach the template are kept (an ordered object's keys are found one by
+  // one, so a huge unrelated object must not be built again here).
+  const nlohmann::ordered_json::parser_callback_t keep_template_inputs =
+      [](int depth, nlohmann::ordered_json::parse_event_t event, nlohmann::ordered_json& parsed) {
+        if (depth != 1 || event != nlohmann::ordered_json::parse_event_t::key) return true;
+        return parsed == "messages" || parsed == "tools" || parsed == "chat_template_kwargs";
+      };
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text, keep_template_inputs);
   const nlohmann::json* messages = field(body, "messages");
   if (messages == nullptr) fail("messages", "'messages' is required");
   if (!messages->is_array() || messages->empty())
@@ -464,7 +471,8 @@ std::variant<TokenizeRequest, ApiError> parse_tokenize_request(std::string_view 
       parse_chat_inputs(body, text, *request.chat);
     }
     // The tokenizer adds no special tokens of its own (see Tokenizer::encode): true would promise
-    // what is not done, so only the value that matches is accepted.
+    // what is not done, so it is refused. An absent field is taken as false, which differs from
+    // vLLM's default (true) only for tokenizers whose post-processor adds tokens (a BOS).
     if (const auto add = bool_field(body, "add_special_tokens"); add && *add)
       fail("add_special_tokens",
            "tidal's tokenizer never adds special tokens around a text (no post-processor); only "

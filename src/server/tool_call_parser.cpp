@@ -23,15 +23,46 @@ bool all_whitespace(std::string_view text) {
   return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
 }
 
-// The call a block's body holds, if it is one.
+// The deepest nesting of arrays and objects in JSON text (strings skipped), so that model output
+// nested past what a request may be is refused before the recursive parser and dump see it.
+int nesting_of(std::string_view text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+constexpr int kMaxCallNesting = 64;  // as a request body's default --max-json-depth
+
+// The call a block's body holds, if it is one. Ordered: the arguments keep the order the model
+// wrote them in, which a client sends back and the template renders again.
 std::optional<ToolCall> parse_call(std::string_view body) {
-  const nlohmann::json call = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (nesting_of(body) > kMaxCallNesting) return std::nullopt;
+  using Json = nlohmann::ordered_json;
+  const Json call = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) return std::nullopt;
   const char* key = call.contains("arguments") ? "arguments" : "parameters";
-  nlohmann::json arguments = call.contains(key) ? call[key] : nlohmann::json::object();
+  Json arguments = call.contains(key) ? call[key] : Json::object();
   // Some models write the arguments as a JSON string already.
   if (arguments.is_string()) {
-    arguments = nlohmann::json::parse(arguments.get<std::string>(), nullptr, false);
+    const auto& text = arguments.get_ref<const std::string&>();
+    if (nesting_of(text) > kMaxCallNesting) return std::nullopt;
+    arguments = Json::parse(text, nullptr, false);
   }
   if (!arguments.is_object()) return std::nullopt;
   return ToolCall{.name = call["name"].get<std::string>(), .arguments = arguments.dump()};
@@ -64,8 +95,14 @@ ToolCallDelta ToolCallSplitter::split(std::string_view answer) {
 void ToolCallSplitter::drain(ToolCallDelta& out, bool at_end) {
   for (;;) {
     if (in_block_) {
-      const size_t close = pending_.find(kClose);
-      if (close == std::string::npos && !at_end) return;  // the body is not complete yet
+      // Only where the tag could not have been before: a long open body is not searched again.
+      const size_t from = searched_ > kClose.size() ? searched_ - kClose.size() : 0;
+      const size_t close = pending_.find(kClose, from);
+      if (close == std::string::npos && !at_end) {
+        searched_ = pending_.size();
+        return;  // the body is not complete yet
+      }
+      searched_ = 0;
       const std::string_view body = std::string_view(pending_).substr(0, close);
       if (std::optional<ToolCall> call = parse_call(body)) {
         out.calls.push_back(std::move(*call));

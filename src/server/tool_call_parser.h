@@ -49,6 +49,7 @@ class ToolCallSplitter {
   bool in_block_ = false;
   size_t num_calls_ = 0;
   std::string pending_;  // outside a block: bytes not yet emitted; inside: the block's body
+  size_t searched_ = 0;  // inside a block: bytes of pending_ already searched for the close
 };
 
 }  // namespace tidal

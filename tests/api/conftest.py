@@ -15,7 +15,7 @@ from support import MAX_MODEL_LEN, REFERENCE_FILE, start_server
 @pytest.fixture(scope="session")
 def server():
     """The server most tests share: the bundled fixture model with its defaults."""
-    with start_server("--max-model-len", str(MAX_MODEL_LEN)) as running:
+    with start_server("--max-model-len", str(MAX_MODEL_LEN), "--trust-request-chat-template") as running:
         yield running
 
 

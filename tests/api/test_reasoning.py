@@ -42,7 +42,7 @@ def ask(client: openai.OpenAI, stream: bool, **extra):
 
 @pytest.fixture(scope="module", params=["qwen3", "deepseek_r1"])
 def parsed(request):
-    with start_server("--reasoning-parser", request.param) as server:
+    with start_server("--reasoning-parser", request.param, "--trust-request-chat-template") as server:
         with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
                            timeout=60) as client:
             yield request.param, client

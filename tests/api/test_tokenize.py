@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 
+import httpx
 import openai
 import pytest
 
@@ -109,6 +110,12 @@ def test_chat_template_flag_replaces_the_models(tmp_path):
             chat = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=1,
                                                   extra_body={"return_token_ids": True})
         assert chat.choices[0].model_extra["prompt_token_ids"] == tokenize(PLAIN_RENDERED)
+        # Without --trust-request-chat-template a request's own template is refused by name.
+        refused = httpx.post(server.url + "/tokenize", timeout=30, json={
+            "messages": MESSAGES, "chat_template": PLAIN_TEMPLATE})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "chat_template"
+        assert "--trust-request-chat-template" in refused.json()["error"]["message"]
 
 
 def test_a_missing_chat_template_file_stops_the_server(tmp_path):

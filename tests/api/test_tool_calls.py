@@ -83,7 +83,13 @@ def test_a_tool_round_trip_renders_as_transformers_does(hermes):
         "messages": messages, "tools": case["extra"]["tools"],
         "add_generation_prompt": case["add_generation_prompt"]}, timeout=30).json()
     assert body["tokens"] == tokenize(case["rendered"])
-    # And the conversation is answered, with the tool result fed back.
+    # And the conversation is answered, with the tool result fed back: its prompt is the same
+    # rendering up to the tool result, then the generation prompt.
+    upto_tool = httpx.post(server.url + "/tokenize", timeout=30, json={
+        "messages": messages[:3], "tools": case["extra"]["tools"]}).json()["tokens"]
     reply = client.chat.completions.create(model=MODEL, messages=messages[:3],
-                                           tools=case["extra"]["tools"], max_tokens=4)
-    assert reply.choices[0].finish_reason in ("length", "stop", "tool_calls")
+                                           tools=case["extra"]["tools"], max_tokens=4,
+                                           extra_body={"return_token_ids": True})
+    assert reply.choices[0].model_extra["prompt_token_ids"] == upto_tool
+    prompt = httpx.post(server.url + "/detokenize", timeout=30, json={"tokens": upto_tool}).json()
+    assert '<tool_response>\n{"temperature": 21}\n</tool_response>' in prompt["prompt"]

@@ -1,6 +1,8 @@
 // Hermes tool calls: whole answers, and every way a stream may cut them.
 #include "server/tool_call_parser.h"
 
+#include "server/response_format.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -82,9 +84,50 @@ TEST(ToolCallSplitter, WhatIsNotACallStaysAsWritten) {
   expect_split("<tool_call>{\"name\": \"a\", \"argu", {"<tool_call>{\"name\": \"a\", \"argu", {}});
 }
 
+TEST(ToolCallSplitter, ArgumentsKeepTheOrderTheModelWrote) {
+  expect_split(
+      R"(<tool_call>{"name": "a", "arguments": {"unit": "C", "city": "Paris"}}</tool_call>)",
+      {"", {{"a", R"({"unit":"C","city":"Paris"})"}}});
+}
+
+TEST(ToolCallSplitter, ArgumentsNestedPastTheRequestLimitAreNotACall) {
+  const std::string deep = std::string(65, '[') + std::string(65, ']');
+  const std::string block =
+      R"(<tool_call>{"name": "a", "arguments": {"x": )" + deep + "}}</tool_call>";
+  const ToolCallDelta split = ToolCallSplitter::split(block);
+  EXPECT_TRUE(split.calls.empty());
+  EXPECT_EQ(split.content, block);
+}
+
+TEST(ToolCallSplitter, ALongOpenBodyIsHeldWholeUntilTheEnd) {
+  // 200,000 one-byte pushes into an open block (each push searches only what is new).
+  ToolCallSplitter splitter;
+  splitter.push("<tool_call>");
+  for (int i = 0; i < 200000; ++i) EXPECT_TRUE(splitter.push("x").content.empty());
+  const ToolCallDelta rest = splitter.finish();
+  EXPECT_EQ(rest.content.size(), std::string("<tool_call>").size() + 200000);
+}
+
 TEST(ToolCallSplitter, ACompleteCallTheModelLeftOpen) {
   expect_split("<tool_call>\n{\"name\": \"a\", \"arguments\": {\"q\": \"x\"}}\n",
                {"", {{"a", R"({"q":"x"})"}}});
+}
+
+// Thinking is taken out first, then calls from what is left, at every cut of the stream.
+TEST(ChoiceStream, ThinkingThenCallsChained) {
+  const std::string answer =
+      "<think>plan</think>\n\nok <tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>";
+  for (size_t cut = 0; cut <= answer.size(); ++cut) {
+    ChoiceStream stream;
+    stream.reasoning.emplace(false);
+    stream.tools.emplace();
+    const ChatPiece first = stream.push(answer.substr(0, cut), false);
+    const ChatPiece last = stream.push(answer.substr(cut), true);
+    EXPECT_EQ(first.reasoning + last.reasoning, "plan") << cut;
+    EXPECT_EQ(first.content + last.content, "\n\nok ") << cut;
+    ASSERT_EQ(first.calls.size() + last.calls.size(), 1u) << cut;
+    EXPECT_EQ(stream.tools->num_calls(), 1u);
+  }
 }
 
 }  // namespace
