@@ -93,7 +93,8 @@ int run_serve(const ServeOptions& options) {
       .max_num_seqs = options.setup.engine.scheduler.max_num_seqs,
       .reasoning = reasoning_syntax_named(options.reasoning_parser),
       .parse_tool_calls = options.tool_call_parser == "hermes",
-      .trust_request_chat_template = options.trust_request_chat_template};
+      .trust_request_chat_template = options.trust_request_chat_template,
+      .adjusted_sampling = options.setup.device == "cpu"};
   if (context.defaults.temperature || context.defaults.top_p || context.defaults.top_k) {
     log_info("sampling defaults from generation_config.json: temperature=",
              context.defaults.temperature.value_or(1.0f),

@@ -108,6 +108,13 @@ nlohmann::json to_json(const SamplingParams& params) {
                           {"logprobs", nullptr}};
   if (params.seed) value["seed"] = *params.seed;
   if (params.logprobs) value["logprobs"] = *params.logprobs;
+  value["presence_penalty"] = params.presence_penalty;
+  value["frequency_penalty"] = params.frequency_penalty;
+  value["repetition_penalty"] = params.repetition_penalty;
+  value["min_p"] = params.min_p;
+  value["logit_bias"] = params.logit_bias;
+  value["allowed_token_ids"] = params.allowed_token_ids;
+  value["bad_words_ids"] = params.bad_words_ids;
   return value;
 }
 
@@ -124,6 +131,13 @@ SamplingParams params_from_json(const nlohmann::json& value) {
   params.skip_special_tokens = value.at("skip_special_tokens").get<bool>();
   if (!value.at("seed").is_null()) params.seed = value.at("seed").get<uint64_t>();
   if (!value.at("logprobs").is_null()) params.logprobs = value.at("logprobs").get<int32_t>();
+  params.presence_penalty = value.at("presence_penalty").get<float>();
+  params.frequency_penalty = value.at("frequency_penalty").get<float>();
+  params.repetition_penalty = value.at("repetition_penalty").get<float>();
+  params.min_p = value.at("min_p").get<float>();
+  params.logit_bias = value.at("logit_bias").get<std::vector<std::pair<int32_t, float>>>();
+  params.allowed_token_ids = value.at("allowed_token_ids").get<std::vector<int32_t>>();
+  params.bad_words_ids = value.at("bad_words_ids").get<std::vector<std::vector<int32_t>>>();
   return params;
 }
 

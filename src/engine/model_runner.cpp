@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <map>
 
 #include "common/logging.h"
 
@@ -39,6 +40,55 @@ EagerSamplingLayout eager_sampling_layout(int64_t rows, int64_t banned) {
 // min_tokens.
 bool bans_stop_ids(const Request& request) {
   return static_cast<int64_t>(request.output_ids.size()) < request.params.min_tokens;
+}
+
+// Fills `row`'s adjusted-draw fields and appends what they index to `ids` (SamplingRow's
+// ranges): bad words' banned ids, the allowed ids, and one LogitAdjustment per id whose logit
+// changes (a biased id, an id of the context under a repetition penalty, an id of the output
+// under a frequency or presence penalty).
+void add_adjusted_sampling(const Request& request, SamplingRow& row, std::vector<int32_t>& ids) {
+  const SamplingParams& params = request.params;
+  row.presence_penalty = params.presence_penalty;
+  row.frequency_penalty = params.frequency_penalty;
+  row.repetition_penalty = params.repetition_penalty;
+  row.min_p = params.min_p;
+  // A bad word whose other ids end the output may not be completed: append after the row's own
+  // banned ids, which ids ends with.
+  const std::vector<int32_t>& output = request.output_ids;
+  for (const std::vector<int32_t>& word : params.bad_words_ids) {
+    const size_t prefix = word.size() - 1;
+    if (prefix <= output.size() &&
+        std::equal(word.begin(), word.end() - 1, output.end() - static_cast<ptrdiff_t>(prefix))) {
+      if (row.banned_count == 0) row.banned_begin = static_cast<int32_t>(ids.size());
+      ids.push_back(word.back());
+      ++row.banned_count;
+    }
+  }
+  if (!params.allowed_token_ids.empty()) {
+    row.allowed_begin = static_cast<int32_t>(ids.size());
+    row.allowed_count = static_cast<int32_t>(params.allowed_token_ids.size());
+    ids.insert(ids.end(), params.allowed_token_ids.begin(), params.allowed_token_ids.end());
+  }
+  if (!params.adjusts_logits()) return;
+  std::map<int32_t, LogitAdjustment> entries;  // by id: the adjustments come out in id order
+  for (const auto& [id, bias] : params.logit_bias) entries[id] = {.id = id, .bias = bias};
+  if (params.repetition_penalty != 1.0f) {
+    for (const int32_t id : request.prompt_ids) {
+      entries.try_emplace(id, LogitAdjustment{.id = id}).first->second.in_context = 1;
+    }
+  }
+  for (const int32_t id : output) {
+    LogitAdjustment& entry = entries.try_emplace(id, LogitAdjustment{.id = id}).first->second;
+    entry.in_context = 1;
+    ++entry.output_count;
+  }
+  row.adjust_begin = static_cast<int32_t>(ids.size());
+  row.adjust_count = static_cast<int32_t>(entries.size());
+  for (const auto& [id, entry] : entries) {
+    int32_t words[kLogitAdjustmentWords];
+    std::memcpy(words, &entry, sizeof(entry));
+    ids.insert(ids.end(), words, words + kLogitAdjustmentWords);
+  }
 }
 
 // The KV cache slot of a request's token at `position`.
@@ -103,6 +153,7 @@ ModelRunner::HostSampling ModelRunner::sampling_rows(const std::vector<Request*>
                          params.stop_token_ids.end());
       row.banned_count = static_cast<int32_t>(host.banned.size()) - row.banned_begin;
     }
+    if (params.needs_adjusted_sampling()) add_adjusted_sampling(request, row, host.banned);
     std::memcpy(host.rows.data() + i * static_cast<size_t>(kSamplingRowWords), &row, sizeof(row));
   }
   return host;
@@ -115,7 +166,10 @@ StepSamples ModelRunner::sample_eager(std::vector<Request*> requests, const Tens
   const auto banned = static_cast<int64_t>(host.banned.size());
   const EagerSamplingLayout layout = eager_sampling_layout(rows, banned);
   const auto bytes = static_cast<size_t>(layout.end) * sizeof(int32_t);
-  // Sized by the warm-up for max_num_seqs rows of every banned id a request may have.
+  // Sized by the warm-up for max_num_seqs rows of every banned id a request may have. Adjusted
+  // draws (CPU only, where nothing records addresses) may need more: the buffer grows.
+  if (eager_sampling_.bytes() < bytes && !backend_->supports_graphs())
+    eager_sampling_ = backend_->allocate(bytes);
   TIDAL_CHECK(eager_sampling_.bytes() >= bytes, "sampling ", rows, " rows with ", banned,
               " banned ids needs ", bytes, " bytes; the warm-up sized ", eager_sampling_.bytes());
   std::vector<int32_t> staged(static_cast<size_t>(layout.samples), 0);
@@ -456,6 +510,8 @@ const ModelRunner::DecodeGraph* ModelRunner::graph_for(
     if (bans_stop_ids(request)) {
       banned += num_eos + static_cast<int64_t>(request.params.stop_token_ids.size());
     }
+    // Adjusted draws need the ids buffer's other ranges, which graphs do not hold.
+    if (request.params.needs_adjusted_sampling()) return nullptr;
   }
   const auto num_seqs = static_cast<int64_t>(batch.size());
   // Measured against the batch, not the bucket, so any bucket the group agrees on holds them.

@@ -35,7 +35,47 @@ Status SamplingParams::validate(int32_t vocab_size) const {
       return Status::invalid_argument(cat("stop_token_ids: ", id, " is outside the vocabulary"));
     }
   }
+  if (!(std::abs(presence_penalty) <= 2.0f))
+    return Status::invalid_argument(
+        cat("presence_penalty must be in [-2, 2], got ", presence_penalty));
+  if (!(std::abs(frequency_penalty) <= 2.0f))
+    return Status::invalid_argument(
+        cat("frequency_penalty must be in [-2, 2], got ", frequency_penalty));
+  if (!(repetition_penalty > 0.0f && std::isfinite(repetition_penalty)))
+    return Status::invalid_argument(
+        cat("repetition_penalty must be > 0, got ", repetition_penalty));
+  if (!(min_p >= 0.0f && min_p <= 1.0f))
+    return Status::invalid_argument(cat("min_p must be in [0, 1], got ", min_p));
+  for (size_t i = 0; i < logit_bias.size(); ++i) {
+    const auto [id, bias] = logit_bias[i];
+    if (id < 0 || id >= vocab_size)
+      return Status::invalid_argument(cat("logit_bias: ", id, " is outside the vocabulary"));
+    if (!std::isfinite(bias))
+      return Status::invalid_argument(cat("logit_bias: the bias of ", id, " is not finite"));
+    if (i > 0 && logit_bias[i - 1].first >= id)
+      return Status::invalid_argument("logit_bias: ids must be sorted and given once");
+  }
+  for (const int32_t id : allowed_token_ids) {
+    if (id < 0 || id >= vocab_size)
+      return Status::invalid_argument(cat("allowed_token_ids: ", id, " is outside the vocabulary"));
+  }
+  for (const std::vector<int32_t>& word : bad_words_ids) {
+    if (word.empty()) return Status::invalid_argument("bad_words: a word has no tokens");
+    for (const int32_t id : word) {
+      if (id < 0 || id >= vocab_size)
+        return Status::invalid_argument(cat("bad_words: ", id, " is outside the vocabulary"));
+    }
+  }
   return Status::ok();
+}
+
+bool SamplingParams::adjusts_logits() const {
+  return presence_penalty != 0.0f || frequency_penalty != 0.0f || repetition_penalty != 1.0f ||
+         !logit_bias.empty();
+}
+
+bool SamplingParams::needs_adjusted_sampling() const {
+  return adjusts_logits() || min_p > 0.0f || !allowed_token_ids.empty() || !bad_words_ids.empty();
 }
 
 }  // namespace tidal

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -30,8 +31,29 @@ struct SamplingParams {
   bool ignore_eos = false;
   std::optional<int32_t> logprobs;  // number of top alternatives per generated token
   bool skip_special_tokens = true;
+  // vLLM's definitions, applied in this order to the logits the draw (greedy included) sees;
+  // logprobs stay those of the model's raw logits:
+  //   logit_bias: logit[id] += bias (clamped to [-100, 100] by the API, as OpenAI does);
+  //   repetition_penalty r: an id in the prompt or the output gets logit / r if positive, else
+  //   logit * r; frequency_penalty f and presence_penalty p: logit -= f * count + p * (count > 0),
+  //   count being the id's occurrences in the output; then temperature, then min_p (ids below
+  //   min_p times the most likely one's probability are dropped), then top_k and top_p.
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;
+  float min_p = 0.0f;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // by id, each id once
+  std::vector<int32_t> allowed_token_ids;             // empty: every id may be drawn
+  // Token sequences that may not be completed: the last id of one is banned whenever the output
+  // ends with the rest of it (a one-token sequence is banned always).
+  std::vector<std::vector<int32_t>> bad_words_ids;
 
   bool greedy() const { return temperature < kGreedyBelowTemperature; }
+  // Whether the draw needs more than temperature, top-k, top-p and banned ids: the logit
+  // adjustments, min_p, allowed_token_ids or bad_words (the CPU backend's sampler only, for now).
+  bool needs_adjusted_sampling() const;
+  // Whether the logits change before the draw (penalties or bias).
+  bool adjusts_logits() const;
   // Returns an invalid_argument Status naming the first bad field.
   Status validate(int32_t vocab_size) const;
 };

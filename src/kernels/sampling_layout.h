@@ -32,6 +32,13 @@ constexpr int32_t kMaxTopLogprobs = 20;
 //  - Logprobs (num_top_logprobs >= 0, at most kMaxTopLogprobs counted): log_softmax of the raw
 //    logits (no temperature, banned ids included) at the token, and the top n ids of the raw
 //    logits with theirs. NaN logits give an unspecified token (never an out-of-range one).
+//  - Adjusted draws (the CPU backend only, for now; SamplingParams says what each field means):
+//    allowed ids (ids[allowed_begin, +allowed_count), when the count is > 0) narrow what may be
+//    drawn before banned ids are taken out; LogitAdjustment entries (adjust_count of them, as
+//    kLogitAdjustmentWords words each from ids[adjust_begin]) change the logits the draw sees
+//    (bias, then repetition_penalty for ids in the context, then the output count's
+//    frequency and presence penalties); min_p > 0 drops, after temperature, the ids whose s is
+//    below max s + log(min_p), before top_k and top_p. Logprobs stay the raw logits'.
 struct SamplingRow {
   uint64_t seed = 0;
   uint64_t counter = 0;  // the request's output index of the token drawn
@@ -41,8 +48,26 @@ struct SamplingRow {
   int32_t num_top_logprobs = -1;  // -1: no logprobs; 0..kMaxTopLogprobs: the token's and top n
   int32_t banned_begin = 0;
   int32_t banned_count = 0;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;
+  float min_p = 0.0f;
+  int32_t adjust_begin = 0;  // in int32 words of the ids buffer
+  int32_t adjust_count = 0;  // LogitAdjustment entries
+  int32_t allowed_begin = 0;
+  int32_t allowed_count = 0;
 };
-static_assert(sizeof(SamplingRow) == 40, "SamplingRow is uploaded as 10 int32 words per row");
+static_assert(sizeof(SamplingRow) == 72, "SamplingRow is uploaded as 18 int32 words per row");
+
+// One id whose logit an adjusted draw changes, stored in the ids buffer as int32 words.
+struct LogitAdjustment {
+  int32_t id = 0;
+  float bias = 0.0f;         // logit_bias
+  int32_t output_count = 0;  // occurrences in the output (frequency and presence penalties)
+  int32_t in_context = 0;    // 1: in the prompt or the output (repetition penalty)
+};
+static_assert(sizeof(LogitAdjustment) == 16, "LogitAdjustment is 4 int32 words");
+constexpr int64_t kLogitAdjustmentWords = sizeof(LogitAdjustment) / 4;
 
 struct SampledToken {
   int32_t token = -1;    // -1 only when every id is banned

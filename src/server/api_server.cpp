@@ -1,6 +1,7 @@
 // ApiServer: the routes, admission, the completion and chat handlers, and error bodies.
 #include "server/api_server.h"
 
+#include <algorithm>
 #include <ctime>
 #include <memory>
 
@@ -276,6 +277,33 @@ HttpResponse ApiServer::detokenize(const std::string& body) const {
   return json_response(200, {{"prompt", context_.tokenizer->decode(request.tokens, false)}});
 }
 
+std::vector<std::vector<int32_t>> ApiServer::bad_words_ids(
+    const std::vector<std::string>& words) const {
+  // As vLLM: each word as written (leading spaces stripped) and with one leading space, since
+  // byte-level tokenizers spell a word differently after a space.
+  std::vector<std::vector<int32_t>> ids;
+  for (const std::string& word : words) {
+    const std::string stripped = word.substr(std::min(word.find_first_not_of(' '), word.size()));
+    if (stripped.empty()) continue;
+    for (const std::string& text : {stripped, " " + stripped}) {
+      std::vector<int32_t> tokens = context_.tokenizer->encode(text);
+      if (!tokens.empty() && std::find(ids.begin(), ids.end(), tokens) == ids.end())
+        ids.push_back(std::move(tokens));
+    }
+  }
+  return ids;
+}
+
+std::string ApiServer::adjusted_sampling_field(const SamplingParams& params) {
+  if (params.presence_penalty != 0.0f) return "presence_penalty";
+  if (params.frequency_penalty != 0.0f) return "frequency_penalty";
+  if (params.repetition_penalty != 1.0f) return "repetition_penalty";
+  if (!params.logit_bias.empty()) return "logit_bias";
+  if (params.min_p > 0.0f) return "min_p";
+  if (!params.allowed_token_ids.empty()) return "allowed_token_ids";
+  return "bad_words";
+}
+
 void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExchange>& exchange,
                          bool chat) {
   std::variant<CompletionRequest, ApiError> completion;
@@ -300,6 +328,15 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
   }
   if (request->model != context_.model_name) {
     return exchange->respond(error_response(model_not_found(request->model)));
+  }
+  SamplingParams& params = chat ? std::get<ChatRequest>(chat_request).params
+                                : std::get<CompletionRequest>(completion).params;
+  if (!request->bad_words.empty()) params.bad_words_ids = bad_words_ids(request->bad_words);
+  if (params.needs_adjusted_sampling() && !context_.adjusted_sampling) {
+    return exchange->respond(error_response(
+        ApiError::bad_request(cat("the GPU sampler does not implement ",
+                                  adjusted_sampling_field(params), " yet (the CPU backend's does)"),
+                              adjusted_sampling_field(params))));
   }
   bool parse_tool_calls = false;
   if (chat && std::get<ChatRequest>(chat_request).tool_choice == "auto") {

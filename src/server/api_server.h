@@ -37,6 +37,9 @@ struct ServingContext {
   bool parse_tool_calls = false;
   // --trust-request-chat-template: a request's chat_template is rendered (else refused).
   bool trust_request_chat_template = false;
+  // Whether the ranks' sampler takes penalties, logit_bias, min_p, allowed_token_ids and
+  // bad_words (the CPU backend's; the GPU's does not yet, and such requests get 400 there).
+  bool adjusted_sampling = false;
 };
 
 struct ApiServerOptions {
@@ -71,6 +74,10 @@ class ApiServer {
   std::variant<std::string, ApiError> render_chat(const ChatInputs& inputs) const;
   nlohmann::json model_card() const;
   static ApiError model_not_found(const std::string& model);
+  // vLLM's bad_words as token sequences (each word with and without a leading space).
+  std::vector<std::vector<int32_t>> bad_words_ids(const std::vector<std::string>& words) const;
+  // The first field of `params` that needs the adjusted sampler, for an error's param.
+  static std::string adjusted_sampling_field(const SamplingParams& params);
 
   ServingContext context_;
   ApiServerOptions options_;

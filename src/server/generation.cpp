@@ -9,8 +9,10 @@ namespace {
 // The request field an engine verdict is about, for the error's param: sampling checks name
 // the field first ("top_p must be ...", "stop_token_ids: ..."), prompt checks mention it.
 std::string param_of(const std::string& message) {
-  static const char* kFields[] = {"temperature", "top_k",    "top_p", "max_tokens",
-                                  "min_tokens",  "logprobs", "stop",  "stop_token_ids"};
+  static const char* kFields[] = {
+      "temperature",        "top_k", "top_p",          "max_tokens",        "min_tokens",
+      "logprobs",           "stop",  "stop_token_ids", "presence_penalty",  "frequency_penalty",
+      "repetition_penalty", "min_p", "logit_bias",     "allowed_token_ids", "bad_words"};
   const std::string first = message.substr(0, message.find_first_of(" :"));
   for (const char* field : kFields) {
     if (first == field) return first;

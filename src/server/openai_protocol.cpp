@@ -2,9 +2,11 @@
 #include "server/openai_protocol.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 
 #include "common/error.h"
 #include "server/request_json.h"
@@ -91,12 +93,6 @@ bool only_null(const Json&, const Json&) {
 bool is_false(const Json& value, const Json&) {
   return value == false;
 }
-bool is_zero(const Json& value, const Json&) {
-  return value.is_number() && value == 0;
-}
-bool is_one(const Json& value, const Json&) {
-  return value.is_number() && value == 1;
-}
 bool is_empty(const Json& value, const Json&) {
   return value.is_structured() && value.empty();
 }
@@ -129,11 +125,6 @@ struct Unimplemented {
 };
 
 constexpr Unimplemented kUnimplemented[] = {
-    {"presence_penalty", "0", is_zero},
-    {"frequency_penalty", "0", is_zero},
-    {"repetition_penalty", "1", is_one},
-    {"min_p", "0", is_zero},
-    {"logit_bias", "{}", is_empty},
     {"response_format", R"({"type": "text"})", is_text_format},
     {"tool_choice", R"("none" or "auto")", is_none_or_auto},
     {"parallel_tool_calls", "true, or false without tools", allows_parallel_calls},
@@ -148,8 +139,6 @@ constexpr Unimplemented kUnimplemented[] = {
     {"use_beam_search", "false", is_false},
     {"include_stop_str_in_output", "false", is_false},
     {"prompt_logprobs", "null", only_null},
-    {"bad_words", "[]", is_empty},
-    {"allowed_token_ids", "null", only_null},
     {"truncate_prompt_tokens", "null", only_null},
     {"guided_json", "null", only_null},
     {"guided_regex", "null", only_null},
@@ -233,6 +222,39 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
     }
     for (const nlohmann::json& item : *ids)
       params.stop_token_ids.push_back(token_id(item, "stop_token_ids"));
+  }
+  params.presence_penalty = number_field(body, "presence_penalty").value_or(0.0f);
+  params.frequency_penalty = number_field(body, "frequency_penalty").value_or(0.0f);
+  params.repetition_penalty = number_field(body, "repetition_penalty").value_or(1.0f);
+  params.min_p = number_field(body, "min_p").value_or(0.0f);
+  if (const nlohmann::json* bias = field(body, "logit_bias")) {
+    if (!bias->is_object())
+      fail("logit_bias", "'logit_bias' must be an object of token ids to numbers");
+    std::map<int32_t, float> by_id;
+    for (const auto& [key, value] : bias->items()) {
+      int32_t id = -1;
+      const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), id);
+      if (error != std::errc() || end != key.data() + key.size() || id < 0)
+        fail("logit_bias", cat("'logit_bias' keys must be token ids; '", key, "' is not"));
+      if (!value.is_number()) fail("logit_bias", "'logit_bias' values must be numbers");
+      // OpenAI's range: past it a bias only bans or forces, which -100 and 100 already do.
+      by_id[id] = std::clamp(value.get<float>(), -100.0f, 100.0f);
+    }
+    params.logit_bias.assign(by_id.begin(), by_id.end());
+  }
+  if (const nlohmann::json* allowed = field(body, "allowed_token_ids")) {
+    if (!allowed->is_array() || allowed->empty())
+      fail("allowed_token_ids", "'allowed_token_ids' must be a non-empty list of token ids");
+    for (const nlohmann::json& item : *allowed)
+      params.allowed_token_ids.push_back(token_id(item, "allowed_token_ids"));
+  }
+  if (const nlohmann::json* words = field(body, "bad_words")) {
+    if (!words->is_array()) fail("bad_words", "'bad_words' must be a list of strings");
+    for (const nlohmann::json& item : *words) {
+      if (!item.is_string() || item.get_ref<const std::string&>().empty())
+        fail("bad_words", "'bad_words' must be a list of non-empty strings");
+      request.bad_words.push_back(item.get<std::string>());
+    }
   }
   request.n = static_cast<int32_t>(bounded_field(body, "n", 1, limits.max_choices).value_or(1));
   request.stream = bool_field(body, "stream").value_or(false);

@@ -61,6 +61,8 @@ struct GenerationRequest {
   bool stream = false;
   bool include_usage = false;
   bool return_token_ids = false;
+  // vLLM's bad_words, as text: the server tokenizes them into params.bad_words_ids.
+  std::vector<std::string> bad_words;
 };
 
 struct CompletionRequest : GenerationRequest {

@@ -151,15 +151,10 @@ def test_max_tokens_at_the_edge_of_the_context(client):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("presence_penalty", 0.5),
-    ("frequency_penalty", -1),
-    ("repetition_penalty", 1.2),
-    ("min_p", 0.1),
     ("response_format", {"type": "json_object"}),
     ("tool_choice", "required"),
     ("tool_choice", {"type": "function", "function": {"name": "f"}}),
     ("tools_with_parallel_tool_calls", False),
-    ("logit_bias", {"5": -100}),
     ("functions", [{"name": "f", "parameters": {}}]),
     ("function_call", {"name": "f"}),
     ("best_of", 3),

@@ -283,5 +283,97 @@ TEST(Sampler, BadArgumentsThrow) {
   EXPECT_THROW(backend.sample(bf16, rows_tensor, {}, out_tensor), Error);
 }
 
+// The ids buffer of an adjusted row: `entries` as LogitAdjustment words.
+std::vector<int32_t> adjustment_words(const std::vector<LogitAdjustment>& entries) {
+  std::vector<int32_t> words(entries.size() * kLogitAdjustmentWords);
+  std::memcpy(words.data(), entries.data(), entries.size() * sizeof(LogitAdjustment));
+  return words;
+}
+
+TEST(Sampler, LogitBiasMovesTheDrawButNotTheLogprobs) {
+  const std::vector<float> logits = {3.0f, 1.0f, 0.0f};
+  const std::vector<int32_t> ids = adjustment_words({{.id = 2, .bias = 5.0f}});
+  const SamplingRow row{.num_top_logprobs = 1, .adjust_begin = 0, .adjust_count = 1};
+  const SampledToken biased = sample_one(logits, row, ids);
+  EXPECT_EQ(biased.token, 2);  // 0 + 5 beats 3
+  const SampledToken plain = sample_one(logits, {.num_top_logprobs = 1});
+  EXPECT_EQ(plain.token, 0);
+  // The raw distribution's logprobs, with or without the bias.
+  EXPECT_EQ(biased.top_ids[0], 0);
+  EXPECT_FLOAT_EQ(biased.top_logprobs[0], plain.top_logprobs[0]);
+  EXPECT_FLOAT_EQ(biased.logprob, plain.top_logprobs[0] - 3.0f);
+}
+
+TEST(Sampler, PenaltiesFollowVllmsDefinitions) {
+  // id 0 (logit 2) and id 1 (logit -1) are in the context; id 0 was output twice.
+  const std::vector<float> logits = {2.0f, -1.0f, 1.5f, 1.2f};
+  const std::vector<int32_t> ids =
+      adjustment_words({{.id = 0, .output_count = 2, .in_context = 1}, {.id = 1, .in_context = 1}});
+  const auto greedy_with = [&](float repetition, float frequency, float presence) {
+    return sample_one(logits,
+                      {.presence_penalty = presence,
+                       .frequency_penalty = frequency,
+                       .repetition_penalty = repetition,
+                       .adjust_begin = 0,
+                       .adjust_count = 2},
+                      ids)
+        .token;
+  };
+  EXPECT_EQ(greedy_with(1.0f, 0.0f, 0.0f), 0);
+  EXPECT_EQ(greedy_with(1.5f, 0.0f, 0.0f), 2);  // 2 / 1.5 = 1.33 < 1.5
+  EXPECT_EQ(greedy_with(1.2f, 0.0f, 0.0f), 0);  // 2 / 1.2 = 1.67 > 1.5
+  EXPECT_EQ(greedy_with(1.0f, 0.3f, 0.0f), 2);  // 2 - 0.6 = 1.4 < 1.5
+  EXPECT_EQ(greedy_with(1.0f, 0.2f, 0.0f), 0);  // 2 - 0.4 = 1.6
+  EXPECT_EQ(greedy_with(1.0f, 0.0f, 0.6f), 2);  // 2 - 0.6 (once, whatever the count)
+  // A negative logit is multiplied: -1 * 4 pushes id 1 further down; with every other id banned
+  // it is still drawn.
+  const std::vector<int32_t> banned_and_ids = [&] {
+    std::vector<int32_t> all = {0, 2, 3};
+    all.insert(all.end(), ids.begin(), ids.end());
+    return all;
+  }();
+  EXPECT_EQ(sample_one(logits,
+                       {.banned_begin = 0,
+                        .banned_count = 3,
+                        .repetition_penalty = 4.0f,
+                        .adjust_begin = 3,
+                        .adjust_count = 2},
+                       banned_and_ids)
+                .token,
+            1);
+}
+
+TEST(Sampler, AllowedIdsNarrowTheDraw) {
+  const std::vector<float> logits = {3.0f, 1.0f, 2.0f, 0.0f};
+  const std::vector<int32_t> ids = {3, 1};
+  EXPECT_EQ(sample_one(logits, {.allowed_begin = 0, .allowed_count = 2}, ids).token, 1);
+  for (uint64_t counter = 0; counter < 64; ++counter) {
+    SamplingRow row = random_row(1.0f, counter);
+    row.allowed_begin = 0;
+    row.allowed_count = 2;
+    const int32_t token = sample_one(logits, row, ids).token;
+    EXPECT_TRUE(token == 1 || token == 3) << token;
+  }
+}
+
+TEST(Sampler, MinPDropsWhatIsLessLikelyThanItsShareOfTheBest) {
+  // Probabilities at temperature 1: e^0 : e^-1 : e^-3 (relative to the best).
+  const std::vector<float> logits = {5.0f, 4.0f, 2.0f};
+  std::set<int32_t> drawn_without, drawn_with;
+  for (uint64_t counter = 0; counter < 400; ++counter) {
+    SamplingRow row = random_row(1.0f, counter);
+    drawn_without.insert(sample_one(logits, row).token);
+    row.min_p = 0.3f;  // keeps p >= 0.3 p_max: e^-1 = 0.37 stays, e^-3 = 0.05 goes
+    drawn_with.insert(sample_one(logits, row).token);
+  }
+  EXPECT_EQ(drawn_without, (std::set<int32_t>{0, 1, 2}));
+  EXPECT_EQ(drawn_with, (std::set<int32_t>{0, 1}));
+}
+
+TEST(Sampler, AdjustedRangesOutsideTheIdsAreErrors) {
+  EXPECT_THROW(sample_one({1.0f, 2.0f}, {.adjust_begin = 0, .adjust_count = 1}, {0, 0}), Error);
+  EXPECT_THROW(sample_one({1.0f, 2.0f}, {.allowed_begin = 1, .allowed_count = 2}, {0, 1}), Error);
+}
+
 }  // namespace
 }  // namespace tidal

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -46,6 +47,12 @@ int32_t draw(const float* logits, int64_t vocab, const SamplingRow& row,
   for (int64_t id = 0; id < vocab; ++id) {
     s[id] = logits[id] / temperature;
     if (allowed[id] != 0) kept.push_back(static_cast<int32_t>(id));
+  }
+  if (row.min_p > 0.0f && !kept.empty()) {
+    float max_s = -std::numeric_limits<float>::infinity();
+    for (const int32_t id : kept) max_s = std::max(max_s, s[id]);
+    const float threshold = max_s + std::log(row.min_p);
+    std::erase_if(kept, [&](int32_t id) { return !(s[id] >= threshold); });
   }
   if (row.top_k > 0 && row.top_k < static_cast<int64_t>(kept.size())) {
     std::vector<int32_t> by_rank = kept;
@@ -91,19 +98,51 @@ int32_t draw(const float* logits, int64_t vocab, const SamplingRow& row,
   return token;
 }
 
-void sample_row(const float* logits, int64_t vocab, const SamplingRow& row, const int32_t* banned,
-                int64_t num_banned, SampledToken& out) {
+void check_range(int32_t begin, int64_t words, int64_t num_ids, const char* what) {
+  TIDAL_CHECK(begin >= 0 && words >= 0 && int64_t{begin} + words <= num_ids, "sample: ", what,
+              " range [", begin, ", ", int64_t{begin} + words, ") outside the ", num_ids, " ids");
+}
+
+// The logits the draw sees: the raw row with the row's LogitAdjustment entries applied.
+std::vector<float> adjusted_logits(const float* logits, int64_t vocab, const SamplingRow& row,
+                                   const int32_t* ids) {
+  std::vector<float> adjusted(logits, logits + vocab);
+  for (int32_t i = 0; i < row.adjust_count; ++i) {
+    LogitAdjustment entry;
+    std::memcpy(static_cast<void*>(&entry), ids + row.adjust_begin + i * kLogitAdjustmentWords,
+                sizeof(entry));
+    if (entry.id < 0 || entry.id >= vocab) continue;
+    float value = adjusted[entry.id] + entry.bias;
+    if (entry.in_context != 0) {
+      value = value > 0.0f ? value / row.repetition_penalty : value * row.repetition_penalty;
+    }
+    value -= row.frequency_penalty * static_cast<float>(entry.output_count) +
+             (entry.output_count > 0 ? row.presence_penalty : 0.0f);
+    adjusted[entry.id] = value;
+  }
+  return adjusted;
+}
+
+void sample_row(const float* raw_logits, int64_t vocab, const SamplingRow& row,
+                const int32_t* banned, int64_t num_banned, SampledToken& out) {
   out = SampledToken{};
-  TIDAL_CHECK(row.banned_begin >= 0 && row.banned_count >= 0 &&
-                  int64_t{row.banned_begin} + row.banned_count <= num_banned,
-              "sample: banned range [", row.banned_begin, ", ",
-              int64_t{row.banned_begin} + row.banned_count, ") outside the ", num_banned,
-              " banned ids");
-  std::vector<uint8_t> allowed(static_cast<size_t>(vocab), 1);
+  check_range(row.banned_begin, row.banned_count, num_banned, "banned");
+  check_range(row.allowed_begin, row.allowed_count, num_banned, "allowed");
+  check_range(row.adjust_begin, int64_t{row.adjust_count} * kLogitAdjustmentWords, num_banned,
+              "adjustment");
+  std::vector<uint8_t> allowed(static_cast<size_t>(vocab), row.allowed_count > 0 ? 0 : 1);
+  for (int32_t i = 0; i < row.allowed_count; ++i) {
+    const int32_t id = banned[row.allowed_begin + i];
+    if (id >= 0 && id < vocab) allowed[id] = 1;
+  }
   for (int32_t i = 0; i < row.banned_count; ++i) {
     const int32_t id = banned[row.banned_begin + i];
     if (id >= 0 && id < vocab) allowed[id] = 0;
   }
+  // The draw reads the adjusted logits; the logprobs below read the raw ones.
+  std::vector<float> adjusted;
+  if (row.adjust_count > 0) adjusted = adjusted_logits(raw_logits, vocab, row, banned);
+  const float* logits = row.adjust_count > 0 ? adjusted.data() : raw_logits;
   if (std::find(allowed.begin(), allowed.end(), 1) == allowed.end()) {
     out.token = -1;
   } else if (!(row.temperature > 0.0f)) {
@@ -121,19 +160,21 @@ void sample_row(const float* logits, int64_t vocab, const SamplingRow& row, cons
   if (row.num_top_logprobs < 0) return;
 
   float max_logit = -std::numeric_limits<float>::infinity();
-  for (int64_t id = 0; id < vocab; ++id) max_logit = std::max(max_logit, logits[id]);
+  for (int64_t id = 0; id < vocab; ++id) max_logit = std::max(max_logit, raw_logits[id]);
   double total = 0;
   for (int64_t id = 0; id < vocab; ++id) {
-    total += logits[id] == max_logit ? 1.0 : std::exp(static_cast<double>(logits[id] - max_logit));
+    total += raw_logits[id] == max_logit
+                 ? 1.0
+                 : std::exp(static_cast<double>(raw_logits[id] - max_logit));
   }
   const double log_total = max_logit + std::log(total);
-  const auto logprob = [&](int64_t id) { return static_cast<float>(logits[id] - log_total); };
+  const auto logprob = [&](int64_t id) { return static_cast<float>(raw_logits[id] - log_total); };
   if (out.token >= 0) out.logprob = logprob(out.token);
   const int64_t num_top = std::min<int64_t>({row.num_top_logprobs, kMaxTopLogprobs, vocab});
   std::vector<int32_t> ids(static_cast<size_t>(vocab));
   std::iota(ids.begin(), ids.end(), 0);
   std::partial_sort(ids.begin(), ids.begin() + num_top, ids.end(), [&](int32_t a, int32_t b) {
-    return rank_of(logits[a], a) > rank_of(logits[b], b);
+    return rank_of(raw_logits[a], a) > rank_of(raw_logits[b], b);
   });
   out.num_top = static_cast<int32_t>(num_top);
   for (int64_t i = 0; i < num_top; ++i) {
