@@ -32,12 +32,14 @@ CORPUS = FIXTURES / "corpus.jsonl"
 
 FIXTURE_TOKENIZER = ROOT / "tests" / "fixtures" / "tiny-qwen3-moe" / "tokenizer.json"
 OPTIONS_TOKENIZER = FIXTURES / "fixture_options" / "tokenizer.json"
+TEMPLATE_TOKENIZER = FIXTURES / "fixture_template" / "tokenizer.json"
 
 # name -> tokenizer.json path (".xz" files are unpacked to a temporary file first)
 TOKENIZERS = {
     "qwen3": FIXTURES / "qwen3" / "tokenizer.json.xz",
     "fixture": FIXTURE_TOKENIZER,
     "fixture_options": OPTIONS_TOKENIZER,
+    "fixture_template": TEMPLATE_TOKENIZER,
 }
 
 RANDOM_SEQUENCES = 200
@@ -83,6 +85,36 @@ def write_options_variant():
     OPTIONS_TOKENIZER.parent.mkdir(parents=True, exist_ok=True)
     OPTIONS_TOKENIZER.write_text(json.dumps(config, ensure_ascii=False, indent=1) + "\n",
                                  encoding="utf-8")
+
+
+def write_template_variant():
+    """Derives from the fixture tokenizer one whose post-processor adds special tokens around a
+    text (a BOS before it and an EOS after it), as Llama-, Mistral- and DeepSeek-style files do:
+    Sequence[ByteLevel, TemplateProcessing]."""
+    config = json.loads(FIXTURE_TOKENIZER.read_text(encoding="utf-8"))
+    ids = {token["content"]: token["id"] for token in config["added_tokens"]}
+    bos, eos = "<|im_start|>", "<|endoftext|>"
+    config["post_processor"] = {"type": "Sequence", "processors": [
+        config["post_processor"],
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                    {"Sequence": {"id": "A", "type_id": 0}},
+                    {"SpecialToken": {"id": eos, "type_id": 0}}],
+         "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                  {"Sequence": {"id": "A", "type_id": 0}},
+                  {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {name: {"id": name, "ids": [ids[name]], "tokens": [name]}
+                            for name in (bos, eos)}}]}
+    TEMPLATE_TOKENIZER.parent.mkdir(parents=True, exist_ok=True)
+    TEMPLATE_TOKENIZER.write_text(json.dumps(config, ensure_ascii=False, indent=1) + "\n",
+                                  encoding="utf-8")
+
+
+def write_special_expectations(name, tokenizer, corpus):
+    """encode(text, add_special_tokens=True) of the corpus: what the post-processor adds."""
+    out = [dump({"ids": tokenizer.encode(text, add_special_tokens=True).ids}) for text in corpus]
+    (FIXTURES / f"{name}.special_expected.jsonl").write_text("\n".join(out) + "\n",
+                                                              encoding="utf-8")
 
 
 def read_corpus():
@@ -151,6 +183,7 @@ def main(names):
     corpus = read_corpus()
     if FIXTURE_TOKENIZER.exists():
         write_options_variant()
+        write_template_variant()
     missing = []
     for name in names or TOKENIZERS:
         path = TOKENIZERS[name]
@@ -161,6 +194,7 @@ def main(names):
         tokenizer = load(path)
         write_corpus_expectations(name, tokenizer, corpus)
         write_decode_expectations(name, tokenizer)
+        write_special_expectations(name, tokenizer, corpus)
         print(f"{name}: {len(corpus)} corpus entries, {RANDOM_SEQUENCES} decode sequences")
     return 1 if missing and names else 0
 

@@ -232,6 +232,17 @@ std::variant<std::string, ApiError> ApiServer::render_chat(const ChatInputs& inp
   }
 }
 
+std::variant<std::vector<int32_t>, ApiError> ApiServer::encode(const std::string& text,
+                                                               bool add_special_tokens) const {
+  try {
+    return context_.tokenizer->encode(text, add_special_tokens);
+  } catch (const Error& error) {
+    // The tokenizer's post-processor is of a kind tidal cannot apply: the caller may do without.
+    return ApiError::bad_request(cat(error.what(), "; pass add_special_tokens: false"),
+                                 "add_special_tokens");
+  }
+}
+
 HttpResponse ApiServer::tokenize(const std::string& body) const {
   std::variant<TokenizeRequest, ApiError> parsed =
       parse_tokenize_request(body, options_.request_limits);
@@ -247,7 +258,9 @@ HttpResponse ApiServer::tokenize(const std::string& body) const {
   } else {
     text = *request.prompt;
   }
-  const std::vector<int32_t> ids = context_.tokenizer->encode(text);
+  std::variant<std::vector<int32_t>, ApiError> encoded = encode(text, request.add_special_tokens);
+  if (auto* error = std::get_if<ApiError>(&encoded)) return error_response(*error);
+  const std::vector<int32_t>& ids = std::get<std::vector<int32_t>>(encoded);
   nlohmann::json token_strs = nullptr;
   if (request.return_token_strs) {
     token_strs = nlohmann::json::array();
@@ -354,12 +367,18 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
       return exchange->respond(error_response(*error));
     const std::string& text = std::get<std::string>(rendered);
     if (context_.reasoning) thinking_first = starts_in_reasoning(*context_.reasoning, text);
-    prompts.push_back(context_.tokenizer->encode(text));
+    std::variant<std::vector<int32_t>, ApiError> ids = encode(text, request->add_special_tokens);
+    if (auto* error = std::get_if<ApiError>(&ids)) return exchange->respond(error_response(*error));
+    prompts.push_back(std::move(std::get<std::vector<int32_t>>(ids)));
   } else {
     const CompletionRequest& parsed = std::get<CompletionRequest>(completion);
     for (const Prompt& prompt : parsed.prompts) {
       if (const auto* text = std::get_if<std::string>(&prompt)) {
-        prompts.push_back(context_.tokenizer->encode(*text));
+        std::variant<std::vector<int32_t>, ApiError> ids =
+            encode(*text, request->add_special_tokens);
+        if (auto* error = std::get_if<ApiError>(&ids))
+          return exchange->respond(error_response(*error));
+        prompts.push_back(std::move(std::get<std::vector<int32_t>>(ids)));
       } else {
         prompts.push_back(std::get<std::vector<int32_t>>(prompt));
       }

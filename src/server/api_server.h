@@ -73,6 +73,10 @@ class ApiServer {
   // or the 400 that says why there is none.
   std::variant<std::string, ApiError> render_chat(const ChatInputs& inputs) const;
   nlohmann::json model_card() const;
+  // The tokenizer's encode, or the 400 that names add_special_tokens when its post-processor
+  // cannot be applied.
+  std::variant<std::vector<int32_t>, ApiError> encode(const std::string& text,
+                                                      bool add_special_tokens) const;
   static ApiError model_not_found(const std::string& model);
   // vLLM's bad_words as token sequences (each word with and without a leading space).
   std::vector<std::vector<int32_t>> bad_words_ids(const std::vector<std::string>& words) const;

@@ -265,6 +265,7 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
     request.include_usage = bool_field(*options, "include_usage").value_or(false);
   }
   request.return_token_ids = bool_field(body, "return_token_ids").value_or(false);
+
   if (const auto best_of = integer_field(body, "best_of"); best_of && *best_of != request.n) {
     fail("best_of", cat("tidal does not implement 'best_of' yet; only best_of = n (", request.n,
                         ") is accepted"));
@@ -400,6 +401,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
     const nlohmann::json body = parse_body(text, limits);
     CompletionRequest request;
     parse_common(body, defaults, limits, /*default_max_tokens=*/16, request);  // OpenAI's default
+    request.add_special_tokens = bool_field(body, "add_special_tokens").value_or(true);
     const nlohmann::json* prompt = field(body, "prompt");
     if (prompt == nullptr) fail("prompt", "'prompt' is required");
     // Each prompt of a list runs n choices: bound them before any is tokenized.
@@ -450,6 +452,8 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
     // Chat without max_tokens runs to EOS or the end of the context (OpenAI, vLLM):
     // Generation::start bounds it by what the prompt leaves.
     parse_common(body, defaults, limits, std::numeric_limits<int64_t>::max(), request);
+    // The template writes the special tokens itself (vLLM's default for chat).
+    request.add_special_tokens = bool_field(body, "add_special_tokens").value_or(false);
     parse_chat_inputs(body, text, request);
     if (request.template_kwargs.contains("tools")) {
       const nlohmann::json* choice = field(body, "tool_choice");
@@ -492,13 +496,8 @@ std::variant<TokenizeRequest, ApiError> parse_tokenize_request(std::string_view 
       request.chat.emplace();
       parse_chat_inputs(body, text, *request.chat);
     }
-    // The tokenizer adds no special tokens of its own (see Tokenizer::encode): true would promise
-    // what is not done, so it is refused. An absent field is taken as false, which differs from
-    // vLLM's default (true) only for tokenizers whose post-processor adds tokens (a BOS).
-    if (const auto add = bool_field(body, "add_special_tokens"); add && *add)
-      fail("add_special_tokens",
-           "tidal's tokenizer never adds special tokens around a text (no post-processor); only "
-           "false is accepted");
+    request.add_special_tokens =
+        bool_field(body, "add_special_tokens").value_or(!request.chat.has_value());
     request.return_token_strs = bool_field(body, "return_token_strs").value_or(false);
     return request;
   } catch (const ParseFailure& failure) {

@@ -63,6 +63,9 @@ struct GenerationRequest {
   bool return_token_ids = false;
   // vLLM's bad_words, as text: the server tokenizes them into params.bad_words_ids.
   std::vector<std::string> bad_words;
+  // Whether text prompts get the tokenizer's special tokens (its post-processor's BOS, say): vLLM's
+  // defaults, true for completions and false for chat (whose template writes them).
+  bool add_special_tokens = true;
 };
 
 struct CompletionRequest : GenerationRequest {
@@ -90,6 +93,7 @@ struct TokenizeRequest {
   std::optional<std::string> model;  // checked against the served name when given
   std::optional<std::string> prompt;
   std::optional<ChatInputs> chat;  // set when the body has "messages"
+  bool add_special_tokens = true;  // vLLM's defaults: true for a prompt, false for messages
   bool return_token_strs = false;
 };
 

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from support import BINARY, MAX_MODEL_LEN, MODEL, SOURCE_DIR, start_server, tokenize
+from support import BINARY, FIXTURE_DIR, MAX_MODEL_LEN, MODEL, SOURCE_DIR, start_server, tokenize
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a tide."}]
 # A template unlike the model's, so that its use shows in the tokens.
@@ -56,7 +56,6 @@ def test_detokenize_inverts_tokenize(http):
     ("/tokenize", {"prompt": "a", "messages": MESSAGES}, "prompt"),
     ("/tokenize", {}, "messages"),
     ("/tokenize", {"prompt": 7}, "prompt"),
-    ("/tokenize", {"prompt": "a", "add_special_tokens": True}, "add_special_tokens"),
     ("/tokenize", {"messages": MESSAGES, "chat_template": "{% for %}"}, "chat_template"),
     ("/detokenize", {"tokens": [1, 10**9]}, "tokens"),
     ("/detokenize", {"tokens": [-1]}, "tokens"),
@@ -124,3 +123,39 @@ def test_a_missing_chat_template_file_stops_the_server(tmp_path):
                             capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode != 0
     assert f"--chat-template {missing}: no such file" in result.stderr.decode()
+
+
+def test_special_tokens_of_the_post_processor(tmp_path):
+    """A tokenizer whose post-processor puts a BOS and an EOS around a text (as Llama-, Mistral-
+    and DeepSeek-style files do): completions add them by default, chat does not (its template
+    writes them), and add_special_tokens says otherwise; as vLLM."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for item in FIXTURE_DIR.iterdir():
+        if item.name != "tokenizer.json":
+            (model / item.name).symlink_to(item)
+    template = SOURCE_DIR / "tests/fixtures/tokenizers/fixture_template/tokenizer.json"
+    (model / "tokenizer.json").symlink_to(template)
+    bos, eos = tokenize("<|im_start|>"), tokenize("<|endoftext|>")
+    text = "The lighthouse keeper"
+    with start_server("--model", str(model), "--served-model-name", MODEL) as server:
+        with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0) as client:
+            def prompt_ids(**kwargs):
+                return client.completions.create(
+                    model=MODEL, prompt=text, max_tokens=1,
+                    extra_body={"return_token_ids": True, **kwargs}).choices[0].model_extra[
+                        "prompt_token_ids"]
+            assert prompt_ids() == bos + tokenize(text) + eos
+            assert prompt_ids(add_special_tokens=False) == tokenize(text)
+            chat = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=1,
+                                                  extra_body={"return_token_ids": True})
+            rendered = httpx.post(server.url + "/tokenize", timeout=30,
+                                  json={"messages": MESSAGES}).json()["tokens"]
+            assert chat.choices[0].model_extra["prompt_token_ids"] == rendered
+            # No BOS added before the template's own first token, no EOS after the prompt.
+            assert rendered[:2 * len(bos)] != bos + bos and rendered[-len(eos):] != eos
+        tokenized = httpx.post(server.url + "/tokenize", timeout=30, json={"prompt": text}).json()
+        assert tokenized["tokens"] == bos + tokenize(text) + eos
+        plain = httpx.post(server.url + "/tokenize", timeout=30,
+                           json={"prompt": text, "add_special_tokens": False}).json()
+        assert plain["tokens"] == tokenize(text)

@@ -1,9 +1,8 @@
 // Tokenizer: loads tokenizer.json and runs Hugging Face's encode pipeline (added tokens,
 // normalizer, pre-tokenizer, BPE) and decode.
 //
-// Only what encode(text, add_special_tokens=False) and decode need is read: "post_processor" adds
-// nothing when no special tokens are requested, so it is ignored, and so are "truncation" and
-// "padding" (the server bounds lengths itself).
+// "truncation" and "padding" are not read (the server bounds lengths itself); "post_processor"
+// only matters to encode(text, add_special_tokens=true).
 #include "model/tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
@@ -101,6 +100,8 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, const std::string& so
     impl->added = tok::AddedVocabulary::from_json(field_or_null(root, "added_tokens"), impl->model,
                                                   impl->normalizer, source);
     impl->decoder = tok::Decoder::from_json(field_or_null(root, "decoder"), source);
+    impl->post_processor =
+        tok::PostProcessor::from_json(field_or_null(root, "post_processor"), source);
   } catch (const tok::Json::exception& e) {
     // A field of the wrong JSON type somewhere in the file.
     TIDAL_FAIL("tokenizer ", source, ": malformed: ", e.what());
@@ -159,6 +160,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
     }
   }
   return ids;
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+  std::vector<int32_t> ids = encode(text);
+  return add_special_tokens ? impl_->post_processor.add_special_tokens(std::move(ids)) : ids;
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {

@@ -26,6 +26,10 @@ class Tokenizer {
   // Like Hugging Face's encode(text, add_special_tokens=False): no BOS/EOS added, but added and
   // special tokens written in the text are recognised.
   std::vector<int32_t> encode(std::string_view text) const;
+  // encode(text, add_special_tokens): with true, also what the file's post-processor puts around
+  // one text (a BOS, say), as Hugging Face does. Throws tidal::Error for a post-processor type
+  // tidal cannot apply.
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const;
   // Bytes that do not form valid UTF-8 become U+FFFD, as Hugging Face does.
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens) const;
 

@@ -10,6 +10,7 @@
 #include "model/tokenizer/bpe_model.h"
 #include "model/tokenizer/decoder.h"
 #include "model/tokenizer/normalizer.h"
+#include "model/tokenizer/post_processor.h"
 #include "model/tokenizer/pre_tokenizer.h"
 #include "model/tokenizer/tokenizer.h"
 
@@ -21,6 +22,7 @@ struct Tokenizer::Impl {
   tok::BpeModel model;
   tok::AddedVocabulary added;
   tok::Decoder decoder;
+  tok::PostProcessor post_processor;
   int32_t vocab_size = 0;
 
   // Per id, filled once at load so that decoding is a lookup: the decoder's bytes for the token and

@@ -144,6 +144,20 @@ TEST_P(Fidelity, EncodeDecodeRoundTripsCorpus) {
   }
 }
 
+TEST_P(Fidelity, AddSpecialTokensMatchesHuggingFace) {
+  const auto corpus = testing::read_jsonl(testing::tokenizer_fixture("corpus.jsonl"));
+  const auto expected =
+      testing::read_jsonl(testing::tokenizer_fixture(GetParam().name + ".special_expected.jsonl"));
+  ASSERT_EQ(corpus.size(), expected.size())
+      << "stale expectations: rerun tools/make_tokenizer_expectations.py";
+  for (size_t index = 0; index < corpus.size(); ++index) {
+    const std::string text = corpus[index].get<std::string>();
+    EXPECT_EQ(ids_text(tokenizer().encode(text, /*add_special_tokens=*/true)),
+              ids_text(expected[index]["ids"].get<std::vector<int32_t>>()))
+        << "entry " << index << " " << printable(text);
+  }
+}
+
 std::vector<FidelityCase> fidelity_cases() {
   std::vector<FidelityCase> cases;
 #ifdef TIDAL_QWEN3_TOKENIZER_JSON
@@ -156,6 +170,9 @@ std::vector<FidelityCase> fidelity_cases() {
   // Derived from the fixture to cover added-token, split and normalizer options Qwen3 lacks.
   cases.push_back(
       {"fixture_options", testing::tokenizer_fixture("fixture_options/tokenizer.json")});
+  // Derived from the fixture with a post-processor that adds a BOS and an EOS around a text.
+  cases.push_back(
+      {"fixture_template", testing::tokenizer_fixture("fixture_template/tokenizer.json")});
   return cases;
 }
 

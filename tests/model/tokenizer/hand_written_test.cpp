@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "model/tokenizer/pcre_regex.h"
 #include "model/tokenizer/pre_tokenizer.h"
 #include "model/tokenizer/split.h"
@@ -113,6 +114,55 @@ TEST(HandWritten, AddedTokensGoThroughTheByteLevelDecoder) {
   EXPECT_EQ(ids, (Ids{0, 23, 7, 24}));
   // "é" is the byte character for 0xE9, a lone lead byte; "Ġx" is " x".
   EXPECT_EQ(t.decode(ids, false), "a\xEF\xBF\xBD  x");
+}
+
+TEST(HandWritten, PostProcessorsAddTheirTokensOnlyWhenAsked) {
+  const auto with_processor = [](const nlohmann::json& processor) {
+    nlohmann::json json = nlohmann::json::parse(kTinyJson);
+    json["post_processor"] = processor;
+    return Tokenizer::from_json(json.dump(), "tiny-post");
+  };
+  EXPECT_EQ(tiny().encode("abc", true), (Ids{10}));  // null: nothing
+  const Tokenizer bert =
+      with_processor({{"type", "BertProcessing"}, {"sep", {"[R]", 22}}, {"cls", {"<s>", 20}}});
+  EXPECT_EQ(bert.encode("abc", true), (Ids{20, 10, 22}));
+  EXPECT_EQ(bert.encode("abc", false), (Ids{10}));
+  EXPECT_EQ(bert.encode("abc"), (Ids{10}));
+  const Tokenizer roberta = with_processor({{"type", "RobertaProcessing"},
+                                            {"sep", {"[R]", 22}},
+                                            {"cls", {"<s>", 20}},
+                                            {"trim_offsets", true},
+                                            {"add_prefix_space", false}});
+  EXPECT_EQ(roberta.encode("abc", true), (Ids{20, 10, 22}));
+  // A Sequence wraps: the later processor's tokens go outside the earlier one's.
+  const nlohmann::json template_bos = {
+      {"type", "TemplateProcessing"},
+      {"single",
+       {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+        {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+      {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {20}}, {"tokens", {"<s>"}}}}}}};
+  const Tokenizer nested =
+      with_processor({{"type", "Sequence"},
+                      {"processors",
+                       {{{"type", "ByteLevel"}},
+                        {{"type", "BertProcessing"}, {"sep", {"[R]", 22}}, {"cls", {"[L]", 21}}},
+                        template_bos}}});
+  EXPECT_EQ(nested.encode("abc", true), (Ids{20, 21, 10, 22}));
+  // A type tidal cannot apply loads, and says so only when its tokens are asked for.
+  const Tokenizer other = with_processor({{"type", "SomethingNew"}});
+  EXPECT_EQ(other.encode("abc"), (Ids{10}));
+  EXPECT_THROW(
+      {
+        try {
+          (void)other.encode("abc", true);
+        } catch (const Error& error) {
+          EXPECT_NE(std::string(error.what()).find("post_processor type 'SomethingNew'"),
+                    std::string::npos)
+              << error.what();
+          throw;
+        }
+      },
+      Error);
 }
 
 TEST(HandWritten, IncrementalDetokenizerHoldsPartialCharacters) {
