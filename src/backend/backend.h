@@ -244,6 +244,9 @@ class Backend {
   // caller rewrites the recorded inputs in place between replays. Nothing recorded may allocate
   // or synchronise (the backend throws if it would). Backends without graphs throw.
   virtual bool supports_graphs() const { return false; }
+  // Whether sample() honours SamplingRow's adjusted-draw fields (allowed ids, logit adjustments,
+  // min_p); the others must not be given rows that use them.
+  virtual bool draws_adjusted() const { return false; }
   virtual void begin_capture() { TIDAL_FAIL(name(), ": this backend has no graphs"); }
   // Returns the graph's id for replay().
   virtual int64_t end_capture() { TIDAL_FAIL(name(), ": this backend has no graphs"); }

@@ -115,6 +115,8 @@ nlohmann::json to_json(const SamplingParams& params) {
   value["logit_bias"] = params.logit_bias;
   value["allowed_token_ids"] = params.allowed_token_ids;
   value["bad_words_ids"] = params.bad_words_ids;
+  value["prompt_logprobs"] = nullptr;
+  if (params.prompt_logprobs) value["prompt_logprobs"] = *params.prompt_logprobs;
   return value;
 }
 
@@ -138,18 +140,39 @@ SamplingParams params_from_json(const nlohmann::json& value) {
   params.logit_bias = value.at("logit_bias").get<std::vector<std::pair<int32_t, float>>>();
   params.allowed_token_ids = value.at("allowed_token_ids").get<std::vector<int32_t>>();
   params.bad_words_ids = value.at("bad_words_ids").get<std::vector<std::vector<int32_t>>>();
+  if (!value.at("prompt_logprobs").is_null())
+    params.prompt_logprobs = value.at("prompt_logprobs").get<int32_t>();
   return params;
 }
 
-nlohmann::json to_json(const RequestOutput& output) {
+namespace {
+
+nlohmann::json logprobs_json(const std::vector<TokenLogprob>& entries) {
   nlohmann::json logprobs = nlohmann::json::array();
-  for (const TokenLogprob& entry : output.new_logprobs) {
+  for (const TokenLogprob& entry : entries) {
     logprobs.push_back({entry.token_id, entry.logprob, entry.top});
   }
+  return logprobs;
+}
+
+std::vector<TokenLogprob> logprobs_from_json(const nlohmann::json& value) {
+  std::vector<TokenLogprob> entries;
+  for (const nlohmann::json& entry : value) {
+    entries.push_back({.token_id = entry.at(0).get<int32_t>(),
+                       .logprob = entry.at(1).get<float>(),
+                       .top = entry.at(2).get<std::vector<std::pair<int32_t, float>>>()});
+  }
+  return entries;
+}
+
+}  // namespace
+
+nlohmann::json to_json(const RequestOutput& output) {
   return {{"id", output.request_id},
           {"tokens", output.new_token_ids},
           {"text", output.new_text},
-          {"logprobs", logprobs},
+          {"logprobs", logprobs_json(output.new_logprobs)},
+          {"prompt_logprobs", logprobs_json(output.prompt_logprobs)},
           {"finish", static_cast<int>(output.finish_reason)},
           {"prompt_tokens", output.num_prompt_tokens},
           {"output_tokens", output.num_output_tokens}};
@@ -160,12 +183,8 @@ RequestOutput output_from_json(const nlohmann::json& value) {
   output.request_id = value.at("id").get<std::string>();
   output.new_token_ids = value.at("tokens").get<std::vector<int32_t>>();
   output.new_text = value.at("text").get<std::string>();
-  for (const nlohmann::json& entry : value.at("logprobs")) {
-    output.new_logprobs.push_back(
-        {.token_id = entry.at(0).get<int32_t>(),
-         .logprob = entry.at(1).get<float>(),
-         .top = entry.at(2).get<std::vector<std::pair<int32_t, float>>>()});
-  }
+  output.new_logprobs = logprobs_from_json(value.at("logprobs"));
+  output.prompt_logprobs = logprobs_from_json(value.at("prompt_logprobs"));
   const int finish = value.at("finish").get<int>();
   TIDAL_CHECK(finish >= 0 && finish <= static_cast<int>(FinishReason::kAbort),
               "unknown finish reason ", finish);

@@ -316,6 +316,11 @@ std::vector<RequestOutput> Engine::step() {
     std::vector<TokenLogprob> new_logprobs;
     if (request.params.logprobs) new_logprobs.push_back(request.logprobs.back());
     outputs.push_back(drain_output(request, {sampled.token}, std::move(new_logprobs)));
+    if (request.params.prompt_logprobs && !request.prompt_logprobs_sent) {
+      // Every prompt position has been scored by now (the prompt is all in the cache).
+      outputs.back().prompt_logprobs = std::move(request.prompt_logprobs);
+      request.prompt_logprobs_sent = true;
+    }
   }
   for (std::unique_ptr<Request>& finished : scheduler_.complete_step(batch)) {
     live_ids_.erase(finished->id);

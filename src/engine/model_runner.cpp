@@ -159,9 +159,22 @@ ModelRunner::HostSampling ModelRunner::sampling_rows(const std::vector<Request*>
   return host;
 }
 
-StepSamples ModelRunner::sample_eager(std::vector<Request*> requests, const Tensor& logits) {
-  const auto rows = static_cast<int64_t>(requests.size());
-  const HostSampling host = sampling_rows(requests);
+StepSamples ModelRunner::sample_eager(std::vector<Request*> requests, const Tensor& logits,
+                                      const std::vector<ScoringRow>& scoring) {
+  const auto num_samples = static_cast<int64_t>(requests.size());
+  const auto rows = num_samples + static_cast<int64_t>(scoring.size());
+  HostSampling host = sampling_rows(requests);
+  // A scoring row "draws" the prompt's next token, the only one it allows, greedily: its
+  // SampledToken is that token's raw logprob and the top alternatives.
+  for (const ScoringRow& score : scoring) {
+    const Request& request = *score.request;
+    const SamplingRow row{.num_top_logprobs = *request.params.prompt_logprobs,
+                          .allowed_begin = static_cast<int32_t>(host.banned.size()),
+                          .allowed_count = 1};
+    host.banned.push_back(request.prompt_ids[static_cast<size_t>(score.position + 1)]);
+    const auto* words = reinterpret_cast<const int32_t*>(&row);
+    host.rows.insert(host.rows.end(), words, words + kSamplingRowWords);
+  }
   // One buffer, one upload: the rows, the banned ids, then room for the drawn tokens.
   const auto banned = static_cast<int64_t>(host.banned.size());
   const EagerSamplingLayout layout = eager_sampling_layout(rows, banned);
@@ -180,7 +193,19 @@ StepSamples ModelRunner::sample_eager(std::vector<Request*> requests, const Tens
   backend_->sample(logits.rows(0, rows), int32_view(eager_sampling_, 0, {rows, kSamplingRowWords}),
                    banned > 0 ? int32_view(eager_sampling_, layout.banned, {banned}) : Tensor{},
                    out);
-  return {.requests = std::move(requests), .tokens = download_samples(out, rows)};
+  const std::span<const SampledToken> tokens = download_samples(out, rows);
+  for (size_t i = 0; i < scoring.size(); ++i) {
+    Request& request = *scoring[i].request;
+    const SampledToken& scored = tokens[static_cast<size_t>(num_samples) + i];
+    TokenLogprob entry{.token_id = scored.token, .logprob = scored.logprob, .top = {}};
+    for (int32_t k = 0; k < scored.num_top; ++k)
+      entry.top.emplace_back(scored.top_ids[k], scored.top_logprobs[k]);
+    request.prompt_logprobs.resize(
+        std::max(request.prompt_logprobs.size(), request.prompt_ids.size() - 1));
+    request.prompt_logprobs[static_cast<size_t>(scoring[i].position)] = std::move(entry);
+  }
+  return {.requests = std::move(requests),
+          .tokens = tokens.first(static_cast<size_t>(num_samples))};
 }
 
 Tensor ModelRunner::upload(const std::vector<int32_t>& values,
@@ -255,6 +280,7 @@ StepSamples ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
                                    int64_t total_tokens) {
   HostBatch host;
   std::vector<Request*> sampling;
+  std::vector<ScoringRow> scoring;
   const int64_t block_size = kv_cache_->block_size();
   for (const ScheduledRequest& entry : batch) {
     host.max_blocks =
@@ -282,7 +308,19 @@ StepSamples ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
       host.sample_rows.push_back(static_cast<int32_t>(host.token_ids.size()) - 1);
       sampling.push_back(entry.request);
     }
+    // Prompt logprobs: the logits at each prompt position of this chunk score the next prompt
+    // token (rows after the sampling ones).
+    const auto prompt_len = static_cast<int64_t>(request.prompt_ids.size());
+    if (request.params.prompt_logprobs && !request.prompt_logprobs_sent) {
+      const auto chunk_start = static_cast<int64_t>(host.token_ids.size()) - (end - start);
+      for (int64_t position = start; position < std::min(end, prompt_len - 1); ++position) {
+        scoring.push_back({.request = entry.request,
+                           .position = position,
+                           .row = static_cast<int32_t>(chunk_start + (position - start))});
+      }
+    }
   }
+  for (const ScoringRow& row : scoring) host.sample_rows.push_back(row.row);
   const auto own_tokens = static_cast<int64_t>(host.token_ids.size());
   TIDAL_CHECK(total_tokens == 0 || total_tokens >= own_tokens, "a group step of ", total_tokens,
               " tokens for a batch of ", own_tokens);
@@ -299,13 +337,13 @@ StepSamples ModelRunner::run_eager(const std::vector<ScheduledRequest>& batch,
     host.max_query_len = std::max(host.max_query_len, padding);
   }
   if (host.token_ids.empty()) return {};
-  if (sampling.empty()) {
+  if (host.sample_rows.empty()) {
     // Every request is mid-prefill: still compute one row so the step's shapes stay regular.
     host.sample_rows.push_back(0);
   }
   const Tensor logits = forward(host);
-  if (sampling.empty()) return {};
-  return sample_eager(std::move(sampling), logits);
+  if (sampling.empty() && scoring.empty()) return {};
+  return sample_eager(std::move(sampling), logits, scoring);
 }
 
 void ModelRunner::warm_up(int64_t max_num_seqs, int64_t max_num_batched_tokens,
@@ -346,7 +384,15 @@ void ModelRunner::warm_up_workspace(int64_t max_num_seqs, int64_t max_num_batche
     // Every table entry is block 0, so a cache of one block is enough (the engine sizes the
     // real one after this, from what the worst case left).
     host.block_tables.resize(host.block_tables.size() + static_cast<size_t>(host.max_blocks), 0);
-    if (s < num_seqs) host.sample_rows.push_back(static_cast<int32_t>(host.token_ids.size()) - 1);
+    if (backend_->draws_adjusted()) {
+      // Prompt logprobs may ask for a row per token of a step: size the logits for all of them.
+      if (s < num_seqs) {
+        for (int64_t i = length; i > 0; --i)
+          host.sample_rows.push_back(static_cast<int32_t>(host.token_ids.size() - i));
+      }
+    } else if (s < num_seqs) {
+      host.sample_rows.push_back(static_cast<int32_t>(host.token_ids.size()) - 1);
+    }
   }
   host.max_query_len = longest;
   host.max_context_len = longest;

@@ -129,7 +129,16 @@ class ModelRunner {
   HostSampling sampling_rows(const std::vector<Request*>& requests) const;
   // Samples `logits` [requests, vocab] eagerly: uploads the rows and banned ids into
   // eager_sampling_, draws, and downloads the tokens.
-  StepSamples sample_eager(std::vector<Request*> requests, const Tensor& logits);
+  // A prompt position whose logits score the next prompt token (prompt_logprobs): its logits row.
+  struct ScoringRow {
+    Request* request = nullptr;
+    int64_t position = 0;
+    int32_t row = 0;  // in the step's tokens
+  };
+  // Scoring rows' results go into their requests' prompt_logprobs; the returned samples are the
+  // requests' only.
+  StepSamples sample_eager(std::vector<Request*> requests, const Tensor& logits,
+                           const std::vector<ScoringRow>& scoring = {});
   // The first `rows` SampledTokens of `samples` (I32 words on the device) into the pinned host
   // buffer.
   std::span<const SampledToken> download_samples(const Tensor& samples, int64_t rows);

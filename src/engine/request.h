@@ -19,6 +19,10 @@ struct Request {
 
   std::vector<int32_t> output_ids;
   std::vector<TokenLogprob> logprobs;
+  // With params.prompt_logprobs: entry i is prompt token i + 1's, filled as prefill computes it
+  // (a recompute overwrites), sent once with the first output.
+  std::vector<TokenLogprob> prompt_logprobs;
+  bool prompt_logprobs_sent = false;
   int64_t num_computed_tokens = 0;  // tokens whose keys/values are in the KV cache
   std::vector<int32_t> block_ids;
   int64_t num_preemptions = 0;

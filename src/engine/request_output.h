@@ -23,6 +23,8 @@ struct RequestOutput {
   std::vector<int32_t> new_token_ids;
   std::string new_text;
   std::vector<TokenLogprob> new_logprobs;
+  // The prompt's logprobs (tokens 1..n-1), in the request's first output when it asked for them.
+  std::vector<TokenLogprob> prompt_logprobs = {};
   FinishReason finish_reason = FinishReason::kNone;
   int64_t num_prompt_tokens = 0;
   int64_t num_output_tokens = 0;

@@ -23,6 +23,10 @@ Status SamplingParams::validate(int32_t vocab_size) const {
   if (logprobs && (*logprobs < 0 || *logprobs > 20)) {
     return Status::invalid_argument(cat("logprobs must be in [0, 20], got ", *logprobs));
   }
+  if (prompt_logprobs && (*prompt_logprobs < 0 || *prompt_logprobs > 20)) {
+    return Status::invalid_argument(
+        cat("prompt_logprobs must be in [0, 20], got ", *prompt_logprobs));
+  }
   for (const std::string& text : stop) {
     if (text.empty()) return Status::invalid_argument("stop strings must not be empty");
   }
@@ -75,7 +79,8 @@ bool SamplingParams::adjusts_logits() const {
 }
 
 bool SamplingParams::needs_adjusted_sampling() const {
-  return adjusts_logits() || min_p > 0.0f || !allowed_token_ids.empty() || !bad_words_ids.empty();
+  return adjusts_logits() || min_p > 0.0f || !allowed_token_ids.empty() || !bad_words_ids.empty() ||
+         prompt_logprobs.has_value();
 }
 
 }  // namespace tidal

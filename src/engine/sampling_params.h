@@ -30,6 +30,9 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;  // in addition to the model's EOS ids
   bool ignore_eos = false;
   std::optional<int32_t> logprobs;  // number of top alternatives per generated token
+  // vLLM's prompt_logprobs: each prompt token's logprob given the tokens before it (the first
+  // has none), with this many top alternatives; the CPU backend's sampler only, for now.
+  std::optional<int32_t> prompt_logprobs;
   bool skip_special_tokens = true;
   // vLLM's definitions, applied in this order to the logits the draw (greedy included) sees;
   // logprobs stay those of the model's raw logits:
@@ -50,7 +53,8 @@ struct SamplingParams {
 
   bool greedy() const { return temperature < kGreedyBelowTemperature; }
   // Whether the draw needs more than temperature, top-k, top-p and banned ids: the logit
-  // adjustments, min_p, allowed_token_ids or bad_words (the CPU backend's sampler only, for now).
+  // adjustments, min_p, allowed_token_ids, bad_words or prompt_logprobs (the CPU backend's
+  // sampler only, for now).
   bool needs_adjusted_sampling() const;
   // Whether the logits change before the draw (penalties or bias).
   bool adjusts_logits() const;

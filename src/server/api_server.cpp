@@ -314,6 +314,7 @@ std::string ApiServer::adjusted_sampling_field(const SamplingParams& params) {
   if (!params.logit_bias.empty()) return "logit_bias";
   if (params.min_p > 0.0f) return "min_p";
   if (!params.allowed_token_ids.empty()) return "allowed_token_ids";
+  if (params.prompt_logprobs) return "prompt_logprobs";
   return "bad_words";
 }
 
@@ -421,7 +422,9 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
                               .return_token_ids = request->return_token_ids,
                               .logprobs = request->params.logprobs.has_value(),
                               .reasoning_starts_in_thinking = thinking_first,
-                              .parse_tool_calls = parse_tool_calls};
+                              .parse_tool_calls = parse_tool_calls,
+                              .echo = !chat && std::get<CompletionRequest>(completion).echo,
+                              .prompt_logprobs = request->show_prompt_logprobs};
   exchange->produce(std::make_shared<GenerationResponse>(
       std::move(std::get<std::unique_ptr<Generation>>(started)), format, request->stream,
       request->include_usage, std::move(release)));

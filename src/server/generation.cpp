@@ -120,6 +120,8 @@ std::optional<Generation::Update> Generation::next() {
   choice.text += output->new_text;
   choice.logprobs.insert(choice.logprobs.end(), output->new_logprobs.begin(),
                          output->new_logprobs.end());
+  // Sent once; a request handed to another rank may score its prompt again: the first holds.
+  if (choice.prompt_logprobs.empty()) choice.prompt_logprobs = output->prompt_logprobs;
   if (output->finished() && choice.finish_reason == FinishReason::kNone) {
     choice.finish_reason = output->finish_reason;
     if (output->finish_reason == FinishReason::kAbort && server_error_.empty()) {

@@ -24,6 +24,7 @@ struct Choice {
   std::vector<int32_t> token_ids;
   std::string text;
   std::vector<TokenLogprob> logprobs;
+  std::vector<TokenLogprob> prompt_logprobs;  // prompt tokens 1..n-1, with prompt_logprobs
   FinishReason finish_reason = FinishReason::kNone;
   std::optional<std::chrono::steady_clock::time_point> last_output_at;
 };

@@ -131,14 +131,12 @@ constexpr Unimplemented kUnimplemented[] = {
     {"functions", "[]", is_empty},
     {"function_call", R"("none" or "auto")", is_none_or_auto},
     {"suffix", R"("")", is_empty_string},
-    {"echo", "false", is_false},
     {"modalities", R"(["text"])", is_text_modality},
     {"audio", "null", only_null},
     {"prediction", "null", only_null},
     // vLLM's extensions that change what is generated.
     {"use_beam_search", "false", is_false},
     {"include_stop_str_in_output", "false", is_false},
-    {"prompt_logprobs", "null", only_null},
     {"truncate_prompt_tokens", "null", only_null},
     {"guided_json", "null", only_null},
     {"guided_regex", "null", only_null},
@@ -255,6 +253,10 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
         fail("bad_words", "'bad_words' must be a list of non-empty strings");
       request.bad_words.push_back(item.get<std::string>());
     }
+  }
+  if (const auto prompt_logprobs = bounded_field(body, "prompt_logprobs", 0, limits.max_logprobs)) {
+    params.prompt_logprobs = static_cast<int32_t>(*prompt_logprobs);
+    request.show_prompt_logprobs = true;
   }
   request.n = static_cast<int32_t>(bounded_field(body, "n", 1, limits.max_choices).value_or(1));
   request.stream = bool_field(body, "stream").value_or(false);
@@ -434,6 +436,12 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
     }
     if (const auto logprobs = bounded_field(body, "logprobs", 0, limits.max_logprobs))
       request.params.logprobs = static_cast<int32_t>(*logprobs);
+    request.echo = bool_field(body, "echo").value_or(false);
+    if (request.echo && request.params.logprobs) {
+      // The echoed prompt's tokens get their logprobs too (the first has none).
+      request.params.prompt_logprobs =
+          std::max(request.params.prompt_logprobs.value_or(0), *request.params.logprobs);
+    }
     return request;
   } catch (const ParseFailure& failure) {
     return failure.error;

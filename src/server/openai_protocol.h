@@ -66,10 +66,12 @@ struct GenerationRequest {
   // Whether text prompts get the tokenizer's special tokens (its post-processor's BOS, say): vLLM's
   // defaults, true for completions and false for chat (whose template writes them).
   bool add_special_tokens = true;
+  bool show_prompt_logprobs = false;  // the client asked for prompt_logprobs (vLLM's field)
 };
 
 struct CompletionRequest : GenerationRequest {
   std::vector<Prompt> prompts;  // one choice set per prompt
+  bool echo = false;            // the text starts with the prompt (and logprobs, with its tokens)
 };
 
 // What a chat template renders: shared by chat completions and /tokenize.

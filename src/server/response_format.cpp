@@ -71,7 +71,8 @@ std::string ResponseFormat::tool_call_id_prefix(const Generation& generation, si
   return cat("call_", generation.id(), "_", choice, "_");
 }
 
-nlohmann::json ResponseFormat::logprobs_json(const std::vector<TokenLogprob>& entries) const {
+nlohmann::json ResponseFormat::logprobs_json(const std::vector<TokenLogprob>& entries,
+                                             const Choice* prompt) const {
   auto token_text = [&](int32_t id) {
     const int32_t ids[] = {id};
     return tokenizer->decode(ids, false);
@@ -96,6 +97,25 @@ nlohmann::json ResponseFormat::logprobs_json(const std::vector<TokenLogprob>& en
   nlohmann::json tokens = nlohmann::json::array(), token_logprobs = nlohmann::json::array(),
                  top_logprobs = nlohmann::json::array(), offsets = nlohmann::json::array();
   size_t offset = 0;
+  if (prompt != nullptr) {
+    // Echo: each prompt token with its logprob given the ones before it; the first has none.
+    for (size_t i = 0; i < prompt->prompt_ids.size(); ++i) {
+      const std::string text = token_text(prompt->prompt_ids[i]);
+      tokens.push_back(text);
+      const TokenLogprob* entry = i > 0 && i - 1 < prompt->prompt_logprobs.size()
+                                      ? &prompt->prompt_logprobs[i - 1]
+                                      : nullptr;
+      token_logprobs.push_back(entry != nullptr ? nlohmann::json(entry->logprob) : nullptr);
+      nlohmann::json top = nullptr;
+      if (entry != nullptr) {
+        top = nlohmann::json::object();
+        for (const auto& [id, logprob] : entry->top) top[token_text(id)] = logprob;
+      }
+      top_logprobs.push_back(std::move(top));
+      offsets.push_back(offset);
+      offset += text.size();
+    }
+  }
   for (const TokenLogprob& entry : entries) {
     const std::string text = token_text(entry.token_id);
     tokens.push_back(text);
@@ -122,6 +142,30 @@ std::vector<ChoiceStream> ResponseFormat::choice_streams(size_t num_choices) con
   return streams;
 }
 
+nlohmann::json ResponseFormat::prompt_logprobs_json(const Choice& choice) const {
+  // vLLM's shape: one entry per prompt token, null for the first; each maps token ids (as
+  // strings) to their logprob, rank among the alternatives (null when outside them) and text.
+  nlohmann::json out = nlohmann::json::array({nullptr});
+  for (const TokenLogprob& entry : choice.prompt_logprobs) {
+    nlohmann::json alternatives = nlohmann::json::object();
+    const auto add = [&](int32_t id, float logprob, nlohmann::json rank) {
+      const int32_t ids[] = {id};
+      alternatives[std::to_string(id)] = {{"logprob", logprob},
+                                          {"rank", std::move(rank)},
+                                          {"decoded_token", tokenizer->decode(ids, false)}};
+    };
+    nlohmann::json rank = nullptr;
+    for (size_t k = 0; k < entry.top.size(); ++k) {
+      if (entry.top[k].first == entry.token_id) rank = k + 1;
+    }
+    add(entry.token_id, entry.logprob, rank);
+    for (size_t k = 0; k < entry.top.size(); ++k)
+      add(entry.top[k].first, entry.top[k].second, k + 1);
+    out.push_back(std::move(alternatives));
+  }
+  return out;
+}
+
 nlohmann::json ResponseFormat::usage(const Generation& generation) const {
   const int64_t prompt = generation.num_prompt_tokens();
   const int64_t completion = generation.num_completion_tokens();
@@ -133,9 +177,11 @@ nlohmann::json ResponseFormat::usage(const Generation& generation) const {
 nlohmann::json ResponseFormat::full_response(const Generation& generation) const {
   nlohmann::json choices = nlohmann::json::array();
   for (const Choice& choice : generation.choices()) {
-    nlohmann::json entry = {{"index", choice.index},
-                            {"logprobs", logprobs ? logprobs_json(choice.logprobs) : nullptr},
-                            {"finish_reason", finish_json(choice.finish_reason)}};
+    nlohmann::json entry = {
+        {"index", choice.index},
+        {"logprobs", logprobs ? logprobs_json(choice.logprobs, echo ? &choice : nullptr) : nullptr},
+        {"finish_reason", finish_json(choice.finish_reason)}};
+    if (prompt_logprobs) entry["prompt_logprobs"] = prompt_logprobs_json(choice);
     if (chat) {
       ChoiceStream whole = std::move(choice_streams(1)[0]);
       const ChatPiece piece = whole.push(choice.text, /*at_end=*/true);
@@ -154,7 +200,8 @@ nlohmann::json ResponseFormat::full_response(const Generation& generation) const
       entry["message"] = std::move(message);
       entry["finish_reason"] = finish_with_calls(choice.finish_reason, piece.calls.size());
     } else {
-      entry["text"] = choice.text;
+      entry["text"] =
+          echo ? tokenizer->decode(choice.prompt_ids, false) + choice.text : choice.text;
     }
     if (return_token_ids) {
       entry["prompt_token_ids"] = choice.prompt_ids;
@@ -201,9 +248,17 @@ std::vector<nlohmann::json> ResponseFormat::stream_chunks(const Generation& gene
          {"finish_reason", nullptr}});
   }
   if (output.new_text.empty() && output.new_token_ids.empty() && !output.finished()) return chunks;
-  nlohmann::json choice = {{"index", index},
-                           {"logprobs", logprobs ? logprobs_json(output.new_logprobs) : nullptr},
-                           {"finish_reason", finish_json(output.finish_reason)}};
+  // A completion's first chunk carries what echo and prompt_logprobs add.
+  const bool first = !chat && !stream.started;
+  if (!chat) stream.started = true;
+  const Choice& whole = generation.choices().at(index);
+  nlohmann::json choice = {
+      {"index", index},
+      {"logprobs",
+       logprobs ? logprobs_json(output.new_logprobs, first && echo ? &whole : nullptr) : nullptr},
+      {"finish_reason", finish_json(output.finish_reason)}};
+  if (prompt_logprobs && (first || (chat && output.num_output_tokens == 1)))
+    choice["prompt_logprobs"] = prompt_logprobs_json(whole);
   if (chat && (stream.reasoning || stream.tools)) {
     const size_t calls_before = stream.tools ? stream.tools->num_calls() : 0;
     const ChatPiece piece = stream.push(output.new_text, output.finished());
@@ -225,7 +280,8 @@ std::vector<nlohmann::json> ResponseFormat::stream_chunks(const Generation& gene
                           ? nlohmann::json::object()
                           : nlohmann::json{{"content", output.new_text}};
   } else {
-    choice["text"] = output.new_text;
+    choice["text"] = first && echo ? tokenizer->decode(whole.prompt_ids, false) + output.new_text
+                                   : output.new_text;
   }
   if (return_token_ids) choice["token_ids"] = output.new_token_ids;
   add(std::move(choice));

@@ -42,6 +42,10 @@ struct ResponseFormat {
   std::optional<bool> reasoning_starts_in_thinking;
   // Chat with --tool-call-parser and tool_choice "auto": calls become tool_calls.
   bool parse_tool_calls = false;
+  // Completions' echo: the text (and, with logprobs, the logprobs) start with the prompt's.
+  bool echo = false;
+  // vLLM's prompt_logprobs field on each choice.
+  bool prompt_logprobs = false;
 
   std::vector<ChoiceStream> choice_streams(size_t num_choices) const;
 
@@ -55,7 +59,10 @@ struct ResponseFormat {
   nlohmann::json usage(const Generation& generation) const;
 
  private:
-  nlohmann::json logprobs_json(const std::vector<TokenLogprob>& entries) const;
+  // `prompt` (with echo): the prompt's tokens first, the first with null logprobs.
+  nlohmann::json logprobs_json(const std::vector<TokenLogprob>& entries,
+                               const Choice* prompt = nullptr) const;
+  nlohmann::json prompt_logprobs_json(const Choice& choice) const;
   std::string tool_call_id_prefix(const Generation& generation, size_t choice) const;
   nlohmann::json chunk_envelope(const Generation& generation, nlohmann::json choices) const;
 };

@@ -153,7 +153,8 @@ def test_invalid_sampling_values(client, field, value):
     ({"prompt": "The", "stop_token_ids": [99999]}, "stop_token_ids"),
     ({"prompt": "The", "stop": [""]}, "stop"),
     ({"prompt": "The", "min_tokens": 10}, "min_tokens"),
-    ({"prompt": "The", "echo": True}, "echo"),
+    ({"prompt": "The", "echo": "yes"}, "echo"),
+    ({"prompt": "The", "prompt_logprobs": 21}, "prompt_logprobs"),
 ])
 def test_invalid_prompts_and_stops(http, body, param):
     error = error_of(http.post("/v1/completions", json={"model": MODEL, "max_tokens": 4, **body}), 400)

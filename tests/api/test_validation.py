@@ -159,7 +159,6 @@ def test_max_tokens_at_the_edge_of_the_context(client):
     ("function_call", {"name": "f"}),
     ("best_of", 3),
     ("suffix", "tail"),
-    ("echo", True),
     ("use_beam_search", True),
     ("guided_json", {"type": "object"}),
 ])

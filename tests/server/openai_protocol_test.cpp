@@ -114,7 +114,15 @@ TEST(OpenAiProtocol, InvalidSamplingValues) {
   EXPECT_EQ(
       parse_error(R"({"model":"m","prompt":"x","stream_options":{"include_usage":true}})").param,
       "stream_options");
-  EXPECT_EQ(parse_error(R"({"model":"m","prompt":"x","echo":true})").param, "echo");
+  EXPECT_EQ(parse_error(R"({"model":"m","prompt":"x","echo":"yes"})").param, "echo");
+  EXPECT_EQ(parse_error(R"({"model":"m","prompt":"x","prompt_logprobs":21})").param,
+            "prompt_logprobs");
+  // echo with logprobs scores the prompt too, with at least as many alternatives.
+  const CompletionRequest echoed =
+      parse_ok(R"({"model":"m","prompt":"x","echo":true,"logprobs":3,"prompt_logprobs":1})");
+  EXPECT_TRUE(echoed.echo);
+  EXPECT_EQ(echoed.params.prompt_logprobs, 3);
+  EXPECT_TRUE(echoed.show_prompt_logprobs);
 }
 
 TEST(OpenAiProtocol, ChatMessages) {
@@ -324,14 +332,12 @@ TEST(OpenAiProtocol, UnimplementedFieldsAreRefusedUnlessNeutral) {
       {"functions", "[]", R"([{"name":"f"}])"},
       {"function_call", R"("none")", R"({"name":"f"})"},
       {"suffix", R"("")", R"("tail")"},
-      {"echo", "false", "true"},
       {"best_of", "1", "2"},
       {"modalities", R"(["text"])", R"(["text","audio"])"},
       {"audio", "null", R"({"voice":"alloy"})"},
       {"prediction", "null", R"({"type":"content","content":"x"})"},
       {"use_beam_search", "false", "true"},
       {"include_stop_str_in_output", "false", "true"},
-      {"prompt_logprobs", "null", "0"},
       {"guided_json", "null", "{}"},
       {"guided_choice", "null", R"(["a"])"},
   };

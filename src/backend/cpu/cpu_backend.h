@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::kF32; }
   bool shares_host_memory() const override { return true; }
+  bool draws_adjusted() const override { return true; }
   MemoryInfo memory_info() const override;
 
   void copy_from_host(void* device_dst, const void* host_src, size_t bytes) override;
