@@ -3,20 +3,13 @@
 
 #include <algorithm>
 
+#include "server/partial_tag.h"
+
 namespace tidal {
 namespace {
 
 constexpr std::string_view kOpen = "<think>";
 constexpr std::string_view kClose = "</think>";
-
-// The length of the longest suffix of `text` that is a proper prefix of `tag`: bytes that might
-// still become the tag.
-size_t partial_tag_suffix(std::string_view text, std::string_view tag) {
-  for (size_t length = std::min(text.size(), tag.size() - 1); length > 0; --length) {
-    if (text.substr(text.size() - length) == tag.substr(0, length)) return length;
-  }
-  return 0;
-}
 
 }  // namespace
 

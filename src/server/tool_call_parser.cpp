@@ -6,18 +6,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "server/partial_tag.h"
+
 namespace tidal {
 namespace {
 
 constexpr std::string_view kOpen = "<tool_call>";
 constexpr std::string_view kClose = "</tool_call>";
-
-size_t partial_tag_suffix(std::string_view text, std::string_view tag) {
-  for (size_t length = std::min(text.size(), tag.size() - 1); length > 0; --length) {
-    if (text.substr(text.size() - length) == tag.substr(0, length)) return length;
-  }
-  return 0;
-}
 
 bool all_whitespace(std::string_view text) {
   return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
