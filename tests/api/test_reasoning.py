@@ -11,6 +11,9 @@ import pytest
 from support import BINARY, MODEL, start_server
 
 MESSAGES = [{"role": "user", "content": "Why are there two tides a day?"}]
+# The fixture's greedy answer to this one opens and closes a thinking block itself, so the tags
+# are parsed from what the model wrote, not only routed by where the answer starts.
+TAGGED = [{"role": "user", "content": "hi"}]
 # A template whose prompt ends inside an opened thinking block, as thinking-only models' do.
 OPENED_THINKING_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}" \
                            "<|im_end|>\n{% endfor %}<|im_start|>assistant\n<think>\n"
@@ -26,8 +29,8 @@ def split_reference(answer: str, thinking_first: bool) -> tuple[str | None, str 
     return reasoning or None, (content if closed else "") or None
 
 
-def ask(client: openai.OpenAI, stream: bool, **extra):
-    request = dict(model=MODEL, messages=MESSAGES, max_tokens=16, temperature=0,
+def ask(client: openai.OpenAI, stream: bool, messages=MESSAGES, **extra):
+    request = dict(model=MODEL, messages=messages, max_tokens=16, temperature=0,
                    extra_body={"ignore_eos": True, **extra})
     if not stream:
         message = client.chat.completions.create(**request).choices[0].message
@@ -84,3 +87,13 @@ def test_an_unknown_parser_is_refused():
                             capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
     assert result.returncode != 0
     assert "--reasoning-parser" in result.stderr.decode() + result.stdout.decode()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tags_the_model_writes_are_parsed(client, parsed, stream):
+    syntax, parsed_client = parsed
+    _, answer = ask(client, stream=False, messages=TAGGED)
+    assert answer.startswith("<think>") and "</think>" in answer, answer
+    reasoning, content = ask(parsed_client, stream, messages=TAGGED)
+    assert (reasoning, content) == split_reference(answer, syntax == "deepseek_r1")
+    assert "<think>" not in (content or "") and "</think>" not in (reasoning or "")
