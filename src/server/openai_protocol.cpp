@@ -462,6 +462,9 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
     parse_common(body, defaults, limits, std::numeric_limits<int64_t>::max(), request);
     // The template writes the special tokens itself (vLLM's default for chat).
     request.add_special_tokens = bool_field(body, "add_special_tokens").value_or(false);
+    // vLLM's chat echo (the last message's content first) is not built: refused, never ignored.
+    if (bool_field(body, "echo").value_or(false))
+      fail("echo", "tidal does not implement 'echo' for chat yet; only false is accepted");
     parse_chat_inputs(body, text, request);
     if (request.template_kwargs.contains("tools")) {
       const nlohmann::json* choice = field(body, "tool_choice");

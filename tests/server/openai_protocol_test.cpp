@@ -115,6 +115,11 @@ TEST(OpenAiProtocol, InvalidSamplingValues) {
       parse_error(R"({"model":"m","prompt":"x","stream_options":{"include_usage":true}})").param,
       "stream_options");
   EXPECT_EQ(parse_error(R"({"model":"m","prompt":"x","echo":"yes"})").param, "echo");
+  EXPECT_EQ(
+      chat_error(R"({"model":"m","messages":[{"role":"user","content":"x"}],"echo":true})").param,
+      "echo");
+  EXPECT_TRUE(std::holds_alternative<ChatRequest>(parse_chat_request(
+      R"({"model":"m","messages":[{"role":"user","content":"x"}],"echo":false})", {})));
   EXPECT_EQ(parse_error(R"({"model":"m","prompt":"x","prompt_logprobs":21})").param,
             "prompt_logprobs");
   // echo with logprobs scores the prompt too, with at least as many alternatives.
