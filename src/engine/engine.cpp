@@ -209,13 +209,7 @@ void Engine::append_token(Request& request, const SampledToken& sampled) {
   const SamplingParams& params = request.params;
   const int32_t token = sampled.token;
   request.output_ids.push_back(token);
-  if (params.logprobs) {
-    TokenLogprob logprob{.token_id = token, .logprob = sampled.logprob, .top = {}};
-    for (int32_t i = 0; i < sampled.num_top; ++i) {
-      logprob.top.emplace_back(sampled.top_ids[i], sampled.top_logprobs[i]);
-    }
-    request.logprobs.push_back(std::move(logprob));
-  }
+  if (params.logprobs) request.logprobs.push_back(token_logprob(sampled));
   const size_t text_before = request.text.size();
   request.text += request.detokenizer->push(token);
 

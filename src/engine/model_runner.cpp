@@ -107,6 +107,13 @@ ModelRunner::ModelRunner(Backend& backend, CausalLm& model, KvCache& kv_cache,
       workspace_(backend),
       graph_options_(graph_options) {}
 
+TokenLogprob token_logprob(const SampledToken& sampled) {
+  TokenLogprob entry{.token_id = sampled.token, .logprob = sampled.logprob, .top = {}};
+  for (int32_t i = 0; i < sampled.num_top; ++i)
+    entry.top.emplace_back(sampled.top_ids[i], sampled.top_logprobs[i]);
+  return entry;
+}
+
 ModelRunner::~ModelRunner() {
   try {
     release_graphs();
@@ -196,13 +203,10 @@ StepSamples ModelRunner::sample_eager(std::vector<Request*> requests, const Tens
   const std::span<const SampledToken> tokens = download_samples(out, rows);
   for (size_t i = 0; i < scoring.size(); ++i) {
     Request& request = *scoring[i].request;
-    const SampledToken& scored = tokens[static_cast<size_t>(num_samples) + i];
-    TokenLogprob entry{.token_id = scored.token, .logprob = scored.logprob, .top = {}};
-    for (int32_t k = 0; k < scored.num_top; ++k)
-      entry.top.emplace_back(scored.top_ids[k], scored.top_logprobs[k]);
     request.prompt_logprobs.resize(
         std::max(request.prompt_logprobs.size(), request.prompt_ids.size() - 1));
-    request.prompt_logprobs[static_cast<size_t>(scoring[i].position)] = std::move(entry);
+    request.prompt_logprobs[static_cast<size_t>(scoring[i].position)] =
+        token_logprob(tokens[static_cast<size_t>(num_samples) + i]);
   }
   return {.requests = std::move(requests),
           .tokens = tokens.first(static_cast<size_t>(num_samples))};

@@ -16,6 +16,9 @@ namespace tidal {
 
 // What a step drew: one SampledToken per sampling request (its token, and its logprobs when it
 // asked), on the host until the next step. Only these small rows leave the device, not logits.
+// A sampler row's result as the API reports it: the token, its logprob and the top alternatives.
+TokenLogprob token_logprob(const SampledToken& sampled);
+
 struct StepSamples {
   std::vector<Request*> requests;        // the requests that sample, in row order
   std::span<const SampledToken> tokens;  // tokens[i] belongs to requests[i]

@@ -78,9 +78,16 @@ bool SamplingParams::adjusts_logits() const {
          !logit_bias.empty();
 }
 
-bool SamplingParams::needs_adjusted_sampling() const {
-  return adjusts_logits() || min_p > 0.0f || !allowed_token_ids.empty() || !bad_words_ids.empty() ||
-         prompt_logprobs.has_value();
+const char* SamplingParams::adjusted_sampling_field() const {
+  if (presence_penalty != 0.0f) return "presence_penalty";
+  if (frequency_penalty != 0.0f) return "frequency_penalty";
+  if (repetition_penalty != 1.0f) return "repetition_penalty";
+  if (!logit_bias.empty()) return "logit_bias";
+  if (min_p > 0.0f) return "min_p";
+  if (!allowed_token_ids.empty()) return "allowed_token_ids";
+  if (!bad_words_ids.empty()) return "bad_words";
+  if (prompt_logprobs) return "prompt_logprobs";
+  return nullptr;
 }
 
 }  // namespace tidal

@@ -55,7 +55,9 @@ struct SamplingParams {
   // Whether the draw needs more than temperature, top-k, top-p and banned ids: the logit
   // adjustments, min_p, allowed_token_ids, bad_words or prompt_logprobs (the CPU backend's
   // sampler only, for now).
-  bool needs_adjusted_sampling() const;
+  bool needs_adjusted_sampling() const { return adjusted_sampling_field() != nullptr; }
+  // The first request field that makes the draw adjusted (for errors that name it), or nullptr.
+  const char* adjusted_sampling_field() const;
   // Whether the logits change before the draw (penalties or bias).
   bool adjusts_logits() const;
   // Returns an invalid_argument Status naming the first bad field.

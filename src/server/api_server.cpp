@@ -307,17 +307,6 @@ std::vector<std::vector<int32_t>> ApiServer::bad_words_ids(
   return ids;
 }
 
-std::string ApiServer::adjusted_sampling_field(const SamplingParams& params) {
-  if (params.presence_penalty != 0.0f) return "presence_penalty";
-  if (params.frequency_penalty != 0.0f) return "frequency_penalty";
-  if (params.repetition_penalty != 1.0f) return "repetition_penalty";
-  if (!params.logit_bias.empty()) return "logit_bias";
-  if (params.min_p > 0.0f) return "min_p";
-  if (!params.allowed_token_ids.empty()) return "allowed_token_ids";
-  if (params.prompt_logprobs) return "prompt_logprobs";
-  return "bad_words";
-}
-
 void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExchange>& exchange,
                          bool chat) {
   std::variant<CompletionRequest, ApiError> completion;
@@ -346,11 +335,11 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
   SamplingParams& params = chat ? std::get<ChatRequest>(chat_request).params
                                 : std::get<CompletionRequest>(completion).params;
   if (!request->bad_words.empty()) params.bad_words_ids = bad_words_ids(request->bad_words);
-  if (params.needs_adjusted_sampling() && !context_.adjusted_sampling) {
-    return exchange->respond(error_response(
-        ApiError::bad_request(cat("the GPU sampler does not implement ",
-                                  adjusted_sampling_field(params), " yet (the CPU backend's does)"),
-                              adjusted_sampling_field(params))));
+  if (const char* field = params.adjusted_sampling_field();
+      field != nullptr && !context_.adjusted_sampling) {
+    return exchange->respond(error_response(ApiError::bad_request(
+        cat("the GPU sampler does not implement ", field, " yet (the CPU backend's does)"),
+        field)));
   }
   bool parse_tool_calls = false;
   if (chat && std::get<ChatRequest>(chat_request).tool_choice == "auto") {

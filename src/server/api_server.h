@@ -80,8 +80,6 @@ class ApiServer {
   static ApiError model_not_found(const std::string& model);
   // vLLM's bad_words as token sequences (each word with and without a leading space).
   std::vector<std::vector<int32_t>> bad_words_ids(const std::vector<std::string>& words) const;
-  // The first field of `params` that needs the adjusted sampler, for an error's param.
-  static std::string adjusted_sampling_field(const SamplingParams& params);
 
   ServingContext context_;
   ApiServerOptions options_;
