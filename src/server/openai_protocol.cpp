@@ -267,7 +267,6 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
     request.include_usage = bool_field(*options, "include_usage").value_or(false);
   }
   request.return_token_ids = bool_field(body, "return_token_ids").value_or(false);
-
   if (const auto best_of = integer_field(body, "best_of"); best_of && *best_of != request.n) {
     fail("best_of", cat("tidal does not implement 'best_of' yet; only best_of = n (", request.n,
                         ") is accepted"));

@@ -29,26 +29,15 @@ bool starts_in_reasoning(ReasoningSyntax syntax, std::string_view rendered_promp
 ReasoningSplitter::ReasoningSplitter(bool starts_in_reasoning)
     : starts_in_reasoning_(starts_in_reasoning) {}
 
-ReasoningDelta ReasoningSplitter::push(std::string_view text) {
+ReasoningDelta ReasoningSplitter::push(std::string_view text, bool at_end) {
   pending_.append(text);
   ReasoningDelta out;
-  drain(out, /*at_end=*/false);
-  return out;
-}
-
-ReasoningDelta ReasoningSplitter::finish() {
-  ReasoningDelta out;
-  drain(out, /*at_end=*/true);
+  drain(out, at_end);
   return out;
 }
 
 ReasoningDelta ReasoningSplitter::split(std::string_view answer, bool starts_in_reasoning) {
-  ReasoningSplitter splitter(starts_in_reasoning);
-  ReasoningDelta out = splitter.push(answer);
-  ReasoningDelta rest = splitter.finish();
-  out.reasoning += rest.reasoning;
-  out.content += rest.content;
-  return out;
+  return ReasoningSplitter(starts_in_reasoning).push(answer, /*at_end=*/true);
 }
 
 void ReasoningSplitter::drain(ReasoningDelta& out, bool at_end) {

@@ -38,10 +38,10 @@ class ReasoningSplitter {
   explicit ReasoningSplitter(bool starts_in_reasoning);
 
   // The parts of `text` (the answer's next bytes) that can be told apart now; bytes that may
-  // begin a tag are held until the next push or finish.
-  ReasoningDelta push(std::string_view text);
+  // begin a tag are held until the next push, or returned too when `at_end` (the answer ends).
+  ReasoningDelta push(std::string_view text, bool at_end = false);
   // The held bytes, at the end of the answer.
-  ReasoningDelta finish();
+  ReasoningDelta finish() { return push({}, /*at_end=*/true); }
 
   // push(answer) + finish() of a fresh splitter.
   static ReasoningDelta split(std::string_view answer, bool starts_in_reasoning);

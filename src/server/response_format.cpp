@@ -43,24 +43,14 @@ nlohmann::json finish_with_calls(FinishReason reason, size_t num_calls) {
 ChatPiece ChoiceStream::push(std::string_view text, bool at_end) {
   ChatPiece piece;
   if (reasoning) {
-    ReasoningDelta delta = reasoning->push(text);
-    if (at_end) {
-      const ReasoningDelta rest = reasoning->finish();
-      delta.reasoning += rest.reasoning;
-      delta.content += rest.content;
-    }
+    ReasoningDelta delta = reasoning->push(text, at_end);
     piece.reasoning = std::move(delta.reasoning);
     piece.content = std::move(delta.content);
   } else {
     piece.content = std::string(text);
   }
   if (tools) {
-    ToolCallDelta delta = tools->push(piece.content);
-    if (at_end) {
-      ToolCallDelta rest = tools->finish();
-      delta.content += rest.content;
-      delta.calls.insert(delta.calls.end(), rest.calls.begin(), rest.calls.end());
-    }
+    ToolCallDelta delta = tools->push(piece.content, at_end);
     piece.content = std::move(delta.content);
     piece.calls = std::move(delta.calls);
   }
@@ -97,35 +87,29 @@ nlohmann::json ResponseFormat::logprobs_json(const std::vector<TokenLogprob>& en
   nlohmann::json tokens = nlohmann::json::array(), token_logprobs = nlohmann::json::array(),
                  top_logprobs = nlohmann::json::array(), offsets = nlohmann::json::array();
   size_t offset = 0;
-  if (prompt != nullptr) {
-    // Echo: each prompt token with its logprob given the ones before it; the first has none.
-    for (size_t i = 0; i < prompt->prompt_ids.size(); ++i) {
-      const std::string text = token_text(prompt->prompt_ids[i]);
-      tokens.push_back(text);
-      const TokenLogprob* entry = i > 0 && i - 1 < prompt->prompt_logprobs.size()
-                                      ? &prompt->prompt_logprobs[i - 1]
-                                      : nullptr;
-      token_logprobs.push_back(entry != nullptr ? nlohmann::json(entry->logprob) : nullptr);
-      nlohmann::json top = nullptr;
-      if (entry != nullptr) {
-        top = nlohmann::json::object();
-        for (const auto& [id, logprob] : entry->top) top[token_text(id)] = logprob;
-      }
-      top_logprobs.push_back(std::move(top));
-      offsets.push_back(offset);
-      offset += text.size();
-    }
-  }
-  for (const TokenLogprob& entry : entries) {
-    const std::string text = token_text(entry.token_id);
+  // One token of the text; `entry` null for the echoed prompt's first token, which has none.
+  const auto append = [&](int32_t id, const TokenLogprob* entry) {
+    const std::string text = token_text(id);
     tokens.push_back(text);
-    token_logprobs.push_back(entry.logprob);
-    nlohmann::json top = nlohmann::json::object();
-    for (const auto& [id, logprob] : entry.top) top[token_text(id)] = logprob;
-    top_logprobs.push_back(top);
+    token_logprobs.push_back(entry != nullptr ? nlohmann::json(entry->logprob) : nullptr);
+    nlohmann::json top = nullptr;
+    if (entry != nullptr) {
+      top = nlohmann::json::object();
+      for (const auto& [alternative, logprob] : entry->top) top[token_text(alternative)] = logprob;
+    }
+    top_logprobs.push_back(std::move(top));
     offsets.push_back(offset);
     offset += text.size();
+  };
+  if (prompt != nullptr) {
+    // Echo: each prompt token with its logprob given the ones before it.
+    for (size_t i = 0; i < prompt->prompt_ids.size(); ++i) {
+      append(prompt->prompt_ids[i], i > 0 && i - 1 < prompt->prompt_logprobs.size()
+                                        ? &prompt->prompt_logprobs[i - 1]
+                                        : nullptr);
+    }
   }
+  for (const TokenLogprob& entry : entries) append(entry.token_id, &entry);
   return {{"tokens", tokens},
           {"token_logprobs", token_logprobs},
           {"top_logprobs", top_logprobs},

@@ -65,26 +65,15 @@ std::optional<ToolCall> parse_call(std::string_view body) {
 
 }  // namespace
 
-ToolCallDelta ToolCallSplitter::push(std::string_view text) {
+ToolCallDelta ToolCallSplitter::push(std::string_view text, bool at_end) {
   pending_.append(text);
   ToolCallDelta out;
-  drain(out, /*at_end=*/false);
-  return out;
-}
-
-ToolCallDelta ToolCallSplitter::finish() {
-  ToolCallDelta out;
-  drain(out, /*at_end=*/true);
+  drain(out, at_end);
   return out;
 }
 
 ToolCallDelta ToolCallSplitter::split(std::string_view answer) {
-  ToolCallSplitter splitter;
-  ToolCallDelta out = splitter.push(answer);
-  ToolCallDelta rest = splitter.finish();
-  out.content += rest.content;
-  out.calls.insert(out.calls.end(), rest.calls.begin(), rest.calls.end());
-  return out;
+  return ToolCallSplitter().push(answer, /*at_end=*/true);
 }
 
 void ToolCallSplitter::drain(ToolCallDelta& out, bool at_end) {

@@ -33,10 +33,11 @@ struct ToolCallDelta {
 class ToolCallSplitter {
  public:
   // The parts of `text` (the answer's next bytes) that can be told apart now; bytes that may
-  // begin a tag, and the body of an open block, are held until the next push or finish.
-  ToolCallDelta push(std::string_view text);
+  // begin a tag, and the body of an open block, are held until the next push, or settled too
+  // when `at_end` (the answer ends).
+  ToolCallDelta push(std::string_view text, bool at_end = false);
   // The held bytes, at the end of the answer.
-  ToolCallDelta finish();
+  ToolCallDelta finish() { return push({}, /*at_end=*/true); }
   // Calls found so far (across push and finish).
   size_t num_calls() const { return num_calls_; }
 
