@@ -159,7 +159,6 @@ void refuse_unimplemented(const nlohmann::json& body) {
 void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
                   const RequestLimits& limits, int64_t default_max_tokens,
                   GenerationRequest& request) {
-  if (!body.is_object()) fail("", "the request body must be a JSON object");
   const nlohmann::json* model = field(body, "model");
   if (model == nullptr) fail("model", "'model' is required");
   if (!model->is_string()) fail("model", "'model' must be a string");
@@ -280,10 +279,34 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
   }
 }
 
+// The body as a JSON object (every endpoint's body is one).
 nlohmann::json parse_body(std::string_view text, const RequestLimits& limits) {
   std::variant<nlohmann::json, ApiError> body = parse_request_json(text, limits.max_json_depth);
   if (auto* error = std::get_if<ApiError>(&body)) throw ParseFailure{std::move(*error)};
+  if (!std::get<nlohmann::json>(body).is_object())
+    fail("", "the request body must be a JSON object");
   return std::move(std::get<nlohmann::json>(body));
+}
+
+// Runs one endpoint's parser, turning its failures into the 400 the client gets.
+template <typename Parse>
+auto guarded(Parse&& parse) -> std::variant<decltype(parse()), ApiError> {
+  try {
+    return parse();
+  } catch (const ParseFailure& failure) {
+    return failure.error;
+  } catch (const nlohmann::json::exception& error) {
+    // A field of an unexpected JSON type deep inside (e.g. a non-string "type" of a part).
+    return ApiError::bad_request(cat("malformed request: ", error.what()));
+  }
+}
+
+// /tokenize's and /detokenize's optional "model", checked against the served name by the caller.
+std::optional<std::string> optional_model(const nlohmann::json& body) {
+  const nlohmann::json* model = field(body, "model");
+  if (model == nullptr) return std::nullopt;
+  if (!model->is_string()) fail("model", "'model' must be a string");
+  return model->get<std::string>();
 }
 
 // Chat content: a string, or a list of {"type":"text","text":...} parts joined together.
@@ -398,7 +421,7 @@ SamplingDefaults SamplingDefaults::from_model_dir(const std::string& directory) 
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view text,
                                                                    const SamplingDefaults& defaults,
                                                                    const RequestLimits& limits) {
-  try {
+  return guarded([&] {
     const nlohmann::json body = parse_body(text, limits);
     CompletionRequest request;
     parse_common(body, defaults, limits, /*default_max_tokens=*/16, request);  // OpenAI's default
@@ -442,18 +465,13 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
           std::max(request.params.prompt_logprobs.value_or(0), *request.params.logprobs);
     }
     return request;
-  } catch (const ParseFailure& failure) {
-    return failure.error;
-  } catch (const nlohmann::json::exception& error) {
-    // A field of an unexpected JSON type deep inside (e.g. a non-string "type" of a part).
-    return ApiError::bad_request(cat("malformed request: ", error.what()));
-  }
+  });
 }
 
 std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
                                                        const SamplingDefaults& defaults,
                                                        const RequestLimits& limits) {
-  try {
+  return guarded([&] {
     const nlohmann::json body = parse_body(text, limits);
     ChatRequest request;
     // Chat without max_tokens runs to EOS or the end of the context (OpenAI, vLLM):
@@ -477,24 +495,15 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
       request.params.logprobs = 0;
     }
     return request;
-  } catch (const ParseFailure& failure) {
-    return failure.error;
-  } catch (const nlohmann::json::exception& error) {
-    // A field of an unexpected JSON type deep inside (e.g. a non-string "type" of a part).
-    return ApiError::bad_request(cat("malformed request: ", error.what()));
-  }
+  });
 }
 
 std::variant<TokenizeRequest, ApiError> parse_tokenize_request(std::string_view text,
                                                                const RequestLimits& limits) {
-  try {
+  return guarded([&] {
     const nlohmann::json body = parse_body(text, limits);
-    if (!body.is_object()) fail("", "the request body must be a JSON object");
     TokenizeRequest request;
-    if (const nlohmann::json* model = field(body, "model")) {
-      if (!model->is_string()) fail("model", "'model' must be a string");
-      request.model = model->get<std::string>();
-    }
+    request.model = optional_model(body);
     const nlohmann::json* prompt = field(body, "prompt");
     const bool has_messages = field(body, "messages") != nullptr;
     if ((prompt != nullptr) == has_messages)
@@ -510,33 +519,21 @@ std::variant<TokenizeRequest, ApiError> parse_tokenize_request(std::string_view 
         bool_field(body, "add_special_tokens").value_or(!request.chat.has_value());
     request.return_token_strs = bool_field(body, "return_token_strs").value_or(false);
     return request;
-  } catch (const ParseFailure& failure) {
-    return failure.error;
-  } catch (const nlohmann::json::exception& error) {
-    return ApiError::bad_request(cat("malformed request: ", error.what()));
-  }
+  });
 }
 
 std::variant<DetokenizeRequest, ApiError> parse_detokenize_request(std::string_view text,
                                                                    const RequestLimits& limits) {
-  try {
+  return guarded([&] {
     const nlohmann::json body = parse_body(text, limits);
-    if (!body.is_object()) fail("", "the request body must be a JSON object");
     DetokenizeRequest request;
-    if (const nlohmann::json* model = field(body, "model")) {
-      if (!model->is_string()) fail("model", "'model' must be a string");
-      request.model = model->get<std::string>();
-    }
+    request.model = optional_model(body);
     const nlohmann::json* tokens = field(body, "tokens");
     if (tokens == nullptr || !tokens->is_array())
       fail("tokens", "'tokens' must be a list of token ids");
     for (const nlohmann::json& item : *tokens) request.tokens.push_back(token_id(item, "tokens"));
     return request;
-  } catch (const ParseFailure& failure) {
-    return failure.error;
-  } catch (const nlohmann::json::exception& error) {
-    return ApiError::bad_request(cat("malformed request: ", error.what()));
-  }
+  });
 }
 
 }  // namespace tidal
