@@ -29,6 +29,9 @@ Command add_rank_command(CLI::App& app) {
   command->add_option(
       "--lifeline-fd", options->lifeline_fd,
       "a pipe from the front that started this rank: the rank exits when it closes");
+  command->add_option("--spawn-ticket", options->spawn_ticket,
+                      "set by the front that started this rank: which of its starts this "
+                      "process is (a rank started by hand has none)");
   return [options, secret_file]() {
     const Result<std::string> secret = rank_side_secret(*secret_file, std::getenv(kRankSecretEnv));
     if (!secret.is_ok()) TIDAL_FAIL(secret.status().message());

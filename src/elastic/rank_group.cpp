@@ -157,9 +157,8 @@ RankGroup::RankGroup(RankGroupOptions options) : options_(std::move(options)) {
       options_.num_local_ranks < 0 ? options_.num_ranks : options_.num_local_ranks;
   for (int attempt = 1;; ++attempt) {
     for (int rank = 0; rank < std::min(num_local, options_.num_ranks); ++rank) {
-      const int pid = spawn_rank(rank, members_.at(ranks_[static_cast<size_t>(rank)]).device);
       std::lock_guard lock(mutex_);
-      members_.at(ranks_[static_cast<size_t>(rank)]).pid = pid;
+      spawn_rank_locked(members_.at(ranks_[static_cast<size_t>(rank)]));
     }
     std::string failure;
     {
@@ -241,15 +240,17 @@ int RankGroup::add_member_locked(int place, const std::string& device, bool join
   return id;
 }
 
-int RankGroup::spawn_rank(int place, const std::string& device) {
-  (void)device;  // the configuration names the device; the process only asks for its place
-  const std::string place_arg = std::to_string(place);
+void RankGroup::spawn_rank_locked(Member& member) {
+  // The configuration names the device; the process only asks for its place, and shows its
+  // ticket (the member id: never reused by this process) to prove which start it is.
+  const std::string place_arg = std::to_string(member.place);
+  const std::string ticket_arg = std::to_string(member.id);
   const std::string lifeline_arg = std::to_string(lifeline_[0]);
   std::vector<const char*> envp;
   for (const std::string& entry : rank_environment_) envp.push_back(entry.c_str());
   envp.push_back(nullptr);
   const pid_t pid = ::fork();
-  if (pid < 0) TIDAL_FAIL("cannot start rank ", place, ": fork failed");
+  if (pid < 0) TIDAL_FAIL("cannot start rank ", member.place, ": fork failed");
   if (pid == 0) {
     // The child becomes `tidal rank`. The front blocks SIGTERM and SIGINT for its signal
     // thread; a rank must not inherit that, or no signal would stop it. No PR_SET_PDEATHSIG: it
@@ -259,16 +260,18 @@ int RankGroup::spawn_rank(int place, const std::string& device) {
     sigemptyset(&none);
     ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
     ::fcntl(lifeline_[0], F_SETFD, 0);  // the read end survives the exec; the write end does not
-    const char* argv[] = {"tidal",         "rank",
-                          "--coordinator", control_endpoint_.c_str(),
-                          "--rank",        place_arg.c_str(),
-                          "--lifeline-fd", lifeline_arg.c_str(),
+    const char* argv[] = {"tidal",          "rank",
+                          "--coordinator",  control_endpoint_.c_str(),
+                          "--rank",         place_arg.c_str(),
+                          "--lifeline-fd",  lifeline_arg.c_str(),
+                          "--spawn-ticket", ticket_arg.c_str(),
                           nullptr};
     ::execve(options_.rank_binary.c_str(), const_cast<char* const*>(argv),
              const_cast<char* const*>(envp.data()));
     ::_exit(127);
   }
-  return pid;
+  member.pid = pid;
+  member.spawned = true;
 }
 
 void RankGroup::send_locked(int member_id, const nlohmann::json& message) {
@@ -404,6 +407,9 @@ void RankGroup::handle(const std::string& identity, const std::string& peer,
   if (type == protocol::kHeartbeat) return;
   if (type == protocol::kHello) {
     const int asked = message.at("rank").get<int>();
+    // A process we started shows the ticket of its start; the hello of one we have since killed
+    // (a start done again) may still be queued, and must not take its successor's place.
+    const int ticket = message.value("spawn_ticket", -1);
     // A rank started by hand without an index takes the first place nobody of ours will ask
     // for: after the ranks this process starts, so that the two never race for a place; or,
     // when joining ranks are started outside, the first place of the scale-up in preparation.
@@ -414,7 +420,8 @@ void RankGroup::handle(const std::string& identity, const std::string& peer,
       if (!member.identity.empty()) continue;
       const bool by_hand =
           member.joining ? !options_.spawn_joining_ranks : member.place >= num_local;
-      const bool fits = asked >= 0 ? member.place == asked : (member.pid < 0 && by_hand);
+      const bool fits = (asked >= 0 ? member.place == asked : (!member.spawned && by_hand)) &&
+                        (member.spawned ? ticket == member.id : ticket < 0);
       if (fits && (place == nullptr || member.place < place->place)) place = &member;
     }
     if (place == nullptr) {

@@ -137,7 +137,8 @@ class RankGroup final : public EngineClient, public ScaleControl {
     int place = -1;        // the rank index it was started for (matched against its hello)
     std::string identity;  // ZeroMQ routing id; "" until it says hello
     std::string device;    // e.g. "cpu", "cuda:2"
-    int pid = -1;          // a local process of ours; -1 for one started by hand
+    int pid = -1;          // a local process of ours; -1 for one started by hand (or reaped)
+    bool spawned = false;  // we forked it: its hello must show its ticket (the member id)
     bool joining = false;  // started for a transition that has not committed yet
     bool leaving = false;  // leaves at the commit in progress: no new requests
     bool ready = false;
@@ -187,7 +188,9 @@ class RankGroup final : public EngineClient, public ScaleControl {
   void send_locked(int member_id, const nlohmann::json& message);
   // To the rank's heartbeat thread, which reads it even while the stepping thread is blocked.
   void send_heartbeat_locked(int member_id, const nlohmann::json& message);
-  int spawn_rank(int place, const std::string& device);  // returns the pid
+  // Forks `tidal rank` for the member and records its pid. Under the lock, so that the I/O thread
+  // never sees a member we started without its pid (which its hello is matched against).
+  void spawn_rank_locked(Member& member);
   // Before the group first serves: kills the ranks started so far and makes fresh places for a
   // new attempt at a new epoch.
   void restart_first_ranks();

@@ -343,7 +343,7 @@ void RankGroup::run_recovery(std::unique_lock<std::mutex>& lock) {
       const int id = add_member_locked(static_cast<int>(survivors.size()) + joiner,
                                        free_device_locked(), true);
       joiners.push_back(id);
-      members_.at(id).pid = spawn_rank(members_.at(id).place, members_.at(id).device);
+      spawn_rank_locked(members_.at(id));
     }
     log_info("recovery ", op.id, ": epoch ", epoch, " with ", survivors.size(),
              " surviving ranks and ", num_joining, " replacement(s), ", plan.value().num_loads,

@@ -229,10 +229,8 @@ void RankGroup::run_transition_steps(Operation& op, const ScaleRequest& request,
            op.joining.size(), ")");
   if (options_.spawn_joining_ranks) {
     for (const int id : op.joining) {
-      Member& member = members_.at(id);
-      // fork() outside the lock would let the I/O thread see a joining member without a pid;
-      // the wait below reaps whatever it started either way.
-      member.pid = spawn_rank(member.place, member.device);
+      // The wait below reaps whatever it started either way.
+      spawn_rank_locked(members_.at(id));
     }
   } else if (!op.joining.empty()) {
     log_info("scale ", op.id, ": waiting ", options_.prepare_timeout.count(), " ms for ",

@@ -550,7 +550,10 @@ int run_rank_worker(const RankWorkerOptions& options) {
                                  .identity = control.identity(),
                                  .secret = options.secret,
                                  .lifeline_fd = options.lifeline_fd});
-  control.send({{"type", protocol::kHello}, {"rank", options.rank}, {"secret", options.secret}});
+  control.send({{"type", protocol::kHello},
+                {"rank", options.rank},
+                {"spawn_ticket", options.spawn_ticket},
+                {"secret", options.secret}});
   int rank_idx = options.rank;
   try {
     std::optional<nlohmann::json> message = control.receive(std::chrono::seconds(120));

@@ -12,6 +12,10 @@ struct RankWorkerOptions {
   int rank = 0;
   // The read end of the front's lifeline pipe (ranks the front starts); -1: none.
   int lifeline_fd = -1;
+  // Set by the front that forked this process: which of its starts it is, so that the hello of
+  // a process it has since killed (a restarted start) cannot take the place of its successor.
+  // -1: started by hand.
+  int spawn_ticket = -1;
   std::string secret = {};  // the front's rank secret (rank_secret.h), sent in hello and heartbeats
 };
 

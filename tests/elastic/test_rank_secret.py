@@ -114,6 +114,11 @@ def test_only_a_rank_with_the_secret_joins(tmp_path):
         wrong = start_rank(coordinator, secret="not-the-secret-of-this-server")
         said = refused(wrong)
         assert "refused this rank: wrong rank secret" in said, said
+        # With the secret but a spawn ticket (the mark of a process this front forked, here of
+        # one it never started): no start of ours waits for it, so it takes no place, as the
+        # queued hello of a start the front killed and did again must not.
+        said = refused(start_rank(coordinator, "--spawn-ticket", "0", secret=secret))
+        assert "refused this rank: no place is free" in said, said
         unchanged(before, topology(url))
         completes(url)
         # Logged once, naming the process, for its hello and its heartbeats together.
