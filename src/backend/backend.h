@@ -91,6 +91,33 @@ struct RouterSpec {
 struct ExpertSlots {
   Tensor gate_up;  // [num_slots, 2 * intermediate, hidden]
   Tensor down;     // [num_slots, hidden, intermediate]
+
+  // One buffer of the layer's slots, slot s at base + s * slot_bytes.
+  struct Region {
+    std::byte* base = nullptr;
+    size_t slot_bytes = 0;
+  };
+  // Everything a slot's expert is: the weights and, for FP8 weights, their block scales; what
+  // moving an expert to another slot or rank copies.
+  std::vector<Region> regions() const {
+    const auto slots = static_cast<size_t>(gate_up.dim(0));
+    std::vector<Region> all;
+    for (const Tensor* weight : {&gate_up, &down}) {
+      all.push_back({static_cast<std::byte*>(weight->data), weight->num_bytes() / slots});
+      if (weight->scales.data != nullptr) {
+        const int64_t rows = weight->dim(1);
+        const int64_t cols = weight->dim(2);
+        all.push_back({reinterpret_cast<std::byte*>(weight->scales.data),
+                       static_cast<size_t>(weight->scales.per_matrix(rows, cols)) * 4});
+      }
+    }
+    return all;
+  }
+  size_t slot_bytes() const {
+    size_t bytes = 0;
+    for (const Region& region : regions()) bytes += region.slot_bytes;
+    return bytes;
+  }
 };
 
 // A reproducible uniform fill (dummy weights, benchmark inputs): element i of a tensor gets
@@ -247,6 +274,8 @@ class Backend {
   // Whether sample() honours SamplingRow's adjusted-draw fields (allowed ids, logit adjustments,
   // min_p); the others must not be given rows that use them.
   virtual bool draws_adjusted() const { return false; }
+  // Whether linear and moe_experts take FP8 (F8_E4M3, block-scaled) weights.
+  virtual bool runs_fp8_weights() const { return false; }
   virtual void begin_capture() { TIDAL_FAIL(name(), ": this backend has no graphs"); }
   // Returns the graph's id for replay().
   virtual int64_t end_capture() { TIDAL_FAIL(name(), ": this backend has no graphs"); }

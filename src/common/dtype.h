@@ -1,4 +1,4 @@
-// Element types of tensors and the bf16/f16 <-> f32 conversions every backend shares.
+// Element types of tensors and the bf16/f16/fp8 <-> f32 conversions every backend shares.
 #pragma once
 
 #include <bit>
@@ -8,7 +8,9 @@
 
 namespace tidal {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64 };
+// kF8E4M3: float8_e4m3fn (no infinities; 0x7f/0xff are NaN; largest finite 448), the weights of
+// block-quantized FP8 checkpoints; it never holds activations.
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64, kF8E4M3 };
 
 constexpr size_t dtype_size(DType dtype) {
   switch (dtype) {
@@ -22,6 +24,8 @@ constexpr size_t dtype_size(DType dtype) {
       return 4;
     case DType::kI64:
       return 8;
+    case DType::kF8E4M3:
+      return 1;
   }
   return 0;
 }
@@ -38,6 +42,8 @@ constexpr std::string_view dtype_name(DType dtype) {
       return "I32";
     case DType::kI64:
       return "I64";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
   }
   return "?";
 }
@@ -68,5 +74,22 @@ inline float f16_to_f32(uint16_t half) {
 }
 
 uint16_t f32_to_f16(float value);
+
+// float8_e4m3fn: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent 0 is subnormal
+// (mantissa * 2^-9).
+inline float fp8_e4m3_to_f32(uint8_t bits) {
+  const uint32_t sign = uint32_t{bits & 0x80u} << 24;
+  const uint32_t exponent = (bits >> 3) & 0xfu;
+  const uint32_t mantissa = bits & 0x7u;
+  if (exponent == 0xfu && mantissa == 0x7u) return std::bit_cast<float>(sign | 0x7fc00000u);
+  if (exponent == 0) {
+    const float magnitude = static_cast<float>(mantissa) * 0.001953125f;  // 2^-9
+    return sign ? -magnitude : magnitude;
+  }
+  return std::bit_cast<float>(sign | ((exponent + 120u) << 23) | (mantissa << 20));
+}
+
+// Round to nearest even, saturating at +-448 (what quantizers clamp to); NaN stays NaN.
+uint8_t f32_to_fp8_e4m3(float value);
 
 }  // namespace tidal

@@ -12,8 +12,8 @@
 namespace tidal {
 
 // One per-layer weight buffer of S slots, slot s at base + s * slot_bytes, in the memory of the
-// rank's backend (host for CPU, device for CUDA). A layer has several (gate_up, down); every move
-// copies the slot of each.
+// rank's backend (host for CPU, device for CUDA). A layer has several (gate_up, down, and their
+// block scales for FP8 weights: ExpertSlots::regions); every move copies the slot of each.
 struct SlotBuffer {
   std::byte* base = nullptr;
   size_t slot_bytes = 0;

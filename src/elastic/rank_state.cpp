@@ -145,12 +145,14 @@ std::vector<std::vector<int32_t>> held_experts(const RankState& rank) {
 std::vector<SlotBuffer> layer_slot_buffers(const RankState& rank, size_t moe_layer) {
   const std::vector<ExpertSlots> slots = rank.model->moe_expert_slots();
   TIDAL_CHECK(moe_layer < slots.size(), "MoE layer ", moe_layer, " of ", slots.size());
-  const auto num_slots = static_cast<size_t>(rank.config.slots_per_rank);
-  const ExpertSlots& layer = slots[moe_layer];
-  return {{.base = static_cast<std::byte*>(layer.gate_up.data),
-           .slot_bytes = layer.gate_up.num_bytes() / num_slots},
-          {.base = static_cast<std::byte*>(layer.down.data),
-           .slot_bytes = layer.down.num_bytes() / num_slots}};
+  TIDAL_CHECK(slots[moe_layer].gate_up.dim(0) == rank.config.slots_per_rank, "MoE layer ",
+              moe_layer, " has ", slots[moe_layer].gate_up.dim(0), " slots, not ",
+              rank.config.slots_per_rank);
+  std::vector<SlotBuffer> buffers;
+  for (const ExpertSlots::Region& region : slots[moe_layer].regions()) {
+    buffers.push_back({.base = region.base, .slot_bytes = region.slot_bytes});
+  }
+  return buffers;
 }
 
 }  // namespace tidal

@@ -227,6 +227,7 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
   result.tie_word_embeddings = fields.boolean("tie_word_embeddings", false);
   result.attention_bias = fields.boolean("attention_bias", false);
   result.dtype = parse_dtype(fields, source);
+  result.fp8 = parse_quantization_config(fields);
 
   result.eos_token_ids = fields.token_ids("eos_token_id");
   if (const auto bos = fields.token_ids("bos_token_id"); !bos.empty()) result.bos_token_id = bos[0];

@@ -5,12 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "common/dtype.h"
+#include "model/quantization_config.h"
 
 namespace tidal {
 
@@ -88,7 +90,9 @@ struct ModelConfig {
   // What the KV cache keeps per token and layer; the common parser sets grouped-query attention's
   // (num_kv_heads x head_dim keys and values), a family may change it.
   KvCacheLayout kv_cache;
-  DType dtype = DType::kBF16;          // torch_dtype / dtype
+  DType dtype = DType::kBF16;  // torch_dtype / dtype
+  // An FP8 block-quantized checkpoint (quantization_config); empty: every weight as stored.
+  std::optional<Fp8BlockQuantization> fp8;
   std::vector<int32_t> eos_token_ids;  // from config.json and generation_config.json
   int32_t bos_token_id = -1;
 

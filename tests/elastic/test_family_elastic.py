@@ -3,7 +3,8 @@ the checks of test_elastic_scaling.py's transitions (every request finishes with
 transformers reference's greedy tokens, the reference prompts at every stage, one warm-up per
 rank per transition), on each family's own fixture. DeepSeek's latent KV cache, its shared
 experts (replicated, never moved) and its grouped routing cross the transitions with the
-requests handed between ranks."""
+requests handed between ranks. The FP8 fixtures move their experts as stored, e4m3 values with
+their block scales."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ FIXTURES = SOURCE_DIR / "tests" / "fixtures"
 
 
 @pytest.mark.parametrize("family", [
-    "tiny-qwen2-moe", "tiny-mixtral", "tiny-deepseek-v2-lite", "tiny-deepseek-v3"])
+    "tiny-qwen2-moe", "tiny-mixtral", "tiny-deepseek-v2-lite", "tiny-deepseek-v3",
+    # FP8 checkpoints: the expert moves carry the e4m3 weights with their block scales.
+    "tiny-qwen3-moe-fp8", "tiny-deepseek-v3-fp8"])
 def test_family_scales_2_3_2_under_traffic(family):
     model_dir = FIXTURES / family
     config = json.loads((model_dir / "config.json").read_text())

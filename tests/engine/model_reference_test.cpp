@@ -221,5 +221,61 @@ TEST(ModelReference, SingleFileF16Weights) {
   expect_converted_checkpoint_matches(DType::kF16);
 }
 
+// FP8 block-quantized checkpoints (tools/make_fp8_fixture.py): e4m3 weights with block scales,
+// dequantized by the CPU backend as it reads them, against transformers' fp32 run of the
+// dequantized weights. Qwen's config style with blocks of [16, 24] (several per matrix, partial
+// at the edge, BF16 scales); DeepSeek-V3's with [128, 128] (F32 scales; latent attention's split
+// projections dequantized at load).
+TEST(Fp8Reference, QwenStyleBlocksMatchTransformers) {
+  expect_matches_reference(testing_util::fixture_model_dir("tiny-qwen3-moe-fp8"), "default",
+                           "tiny-qwen3-moe-fp8");
+}
+
+TEST(Fp8Reference, DeepSeekStyleMatchesTransformers) {
+  expect_matches_reference(testing_util::fixture_model_dir("tiny-deepseek-v3-fp8"), "default",
+                           "tiny-deepseek-v3-fp8");
+}
+
+// The weights stay FP8 in memory: the loaded expert slots are F8_E4M3 with their scales.
+TEST(Fp8Reference, ExpertSlotsKeepFp8WithScales) {
+  testing_util::LoadedModel loaded =
+      testing_util::load_cpu_model(testing_util::fixture_model_dir("tiny-qwen3-moe-fp8"));
+  const std::vector<ExpertSlots> slots = loaded.model->moe_expert_slots();
+  ASSERT_FALSE(slots.empty());
+  for (const ExpertSlots& layer : slots) {
+    EXPECT_EQ(layer.gate_up.dtype, DType::kF8E4M3);
+    EXPECT_EQ(layer.down.dtype, DType::kF8E4M3);
+    // gate_up [8, 64, 64] in blocks of [16, 24]: 2 + 2 row blocks (gate, up) x 3 column blocks
+    // (24, 24, 16), F32; then the weights; down [8, 64, 32]: 4 x 2 blocks.
+    const std::vector<ExpertSlots::Region> regions = layer.regions();
+    ASSERT_EQ(regions.size(), 4u);
+    EXPECT_EQ(regions[0].slot_bytes, 64u * 64u);
+    EXPECT_EQ(regions[1].slot_bytes, 4u * 3u * 4u);
+    EXPECT_EQ(regions[2].slot_bytes, 64u * 32u);
+    EXPECT_EQ(regions[3].slot_bytes, 4u * 2u * 4u);
+  }
+}
+
+// An F8_E4M3 checkpoint whose config.json lost its quantization_config: nothing says how its
+// scales are laid out, so loading stops naming the tensor, never guessing a block size.
+TEST(Fp8Reference, Fp8WeightsWithoutAQuantizationConfigAreRefused) {
+  const std::filesystem::path copy = std::filesystem::temp_directory_path() /
+                                     ("tidal_fp8_unconfigured_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(copy);
+  std::filesystem::copy(testing_util::fixture_model_dir("tiny-qwen3-moe-fp8"), copy,
+                        std::filesystem::copy_options::recursive);
+  rewrite_config(copy, [](nlohmann::json& config) { config.erase("quantization_config"); });
+  try {
+    testing_util::load_cpu_model(copy.string());
+    ADD_FAILURE() << "FP8 weights loaded without a quantization_config";
+  } catch (const Error& error) {
+    EXPECT_NE(
+        std::string(error.what()).find("is F8_E4M3 but config.json has no quantization_config"),
+        std::string::npos)
+        << error.what();
+  }
+  std::filesystem::remove_all(copy);
+}
+
 }  // namespace
 }  // namespace tidal

@@ -5,11 +5,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "backend/backend.h"
 #include "backend/workspace.h"
+#include "common/mapped_file.h"
 #include "engine/kv_cache.h"
 #include "model/layers/feed_forward.h"
 #include "model/load_model.h"
@@ -151,6 +155,64 @@ TEST(DummyWeights, ErrorsNameTheFileAndTheProblem) {
   }
   EXPECT_THROW(load_dummy_config({.config_file = "/nonexistent/config.json"}), Error);
   EXPECT_THROW(load_dummy_config({}), Error);
+}
+
+// The tiny fixture's config with an FP8 quantization_config (blocks of [16, 24]), in a file.
+std::string fp8_fixture_config() {
+  nlohmann::json config = nlohmann::json::parse(read_text_file(fixture_config()));
+  config["quantization_config"] = {
+      {"quant_method", "fp8"}, {"activation_scheme", "dynamic"}, {"weight_block_size", {16, 24}}};
+  const std::string path = ::testing::TempDir() + "tidal_dummy_fp8_config.json";
+  std::ofstream(path) << config.dump();
+  return path;
+}
+
+// --load-format dummy with an FP8 config: projections and experts are F8_E4M3 with block scales
+// (as the checkpoints store them), dequantizing to the range of the bf16 dummy weights; a
+// forward stays finite, and an expert has the same values and scales in any slot.
+TEST(DummyWeights, Fp8ConfigMakesFp8WeightsWithScales) {
+  const auto backend = make_backend("cpu");
+  const auto model = load_dummy_model({.config_file = fp8_fixture_config(), .seed = 1}, *backend);
+  const std::vector<float> logits = prefill_then_decode(*backend, *model);
+  for (const float value : logits) ASSERT_TRUE(std::isfinite(value));
+  const auto [low, high] = std::minmax_element(logits.begin(), logits.end());
+  EXPECT_GT(*high - *low, 1e-3f) << "logits are all alike: the weights did not reach them";
+
+  const ModelConfig config = load_dummy_config({.config_file = fp8_fixture_config()});
+  ASSERT_TRUE(config.fp8.has_value());
+  WeightStore store(*backend, dummy_checkpoint(config, 4), config.fp8);
+  const Tensor q = store.get("model.layers.2.self_attn.q_proj.weight",
+                             {config.num_heads * config.head_dim, config.hidden_size});
+  ASSERT_EQ(q.dtype, DType::kF8E4M3);
+  ASSERT_NE(q.scales.data, nullptr);
+  float largest = 0;
+  for (int64_t r = 0; r < q.dim(0); ++r) {
+    for (int64_t c = 0; c < q.dim(1); ++c) {
+      const float value =
+          fp8_e4m3_to_f32(q.as<uint8_t>()[r * q.dim(1) + c]) *
+          q.scales.data[q.scales.row_block(r) * q.scales.col_blocks(q.dim(1)) + c / 24];
+      largest = std::max(largest, std::abs(value));
+    }
+  }
+  EXPECT_LE(largest, 0.03125f);
+  EXPECT_GT(largest, 0.02f);
+
+  WeightStore all(*backend, dummy_checkpoint(config, 3), config.fp8);
+  WeightStore some(*backend, dummy_checkpoint(config, 3), config.fp8);
+  const std::string prefix = "model.layers.1.mlp.";
+  const MoeWeights full =
+      MoeWeights::load(all, config, prefix, MoeWeightNames{}, {0, 1, 2, 3, 4, 5, 6, 7});
+  const MoeWeights placed = MoeWeights::load(some, config, prefix, MoeWeightNames{}, {5, 2});
+  const std::vector<ExpertSlots::Region> whole = full.experts.regions();
+  const std::vector<ExpertSlots::Region> slots = placed.experts.regions();
+  ASSERT_EQ(whole.size(), 4u);  // gate_up, its scales, down, its scales
+  ASSERT_EQ(slots.size(), 4u);
+  for (size_t i = 0; i < whole.size(); ++i) {
+    const size_t bytes = whole[i].slot_bytes;
+    ASSERT_EQ(slots[i].slot_bytes, bytes);
+    EXPECT_EQ(std::memcmp(slots[i].base, whole[i].base + 5 * bytes, bytes), 0) << i;
+    EXPECT_EQ(std::memcmp(slots[i].base + bytes, whole[i].base + 2 * bytes, bytes), 0) << i;
+  }
 }
 
 }  // namespace

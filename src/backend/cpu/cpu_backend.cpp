@@ -14,6 +14,7 @@
 #include "backend/sampling_check.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/dense.h"
+#include "kernels/cpu/element.h"
 #include "kernels/cpu/expert_route.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/cpu/random_fill.h"
@@ -36,6 +37,17 @@ int64_t last_dim(const Tensor& tensor) {
 }
 int64_t leading_rows(const Tensor& tensor) {
   return tensor.num_elements() / last_dim(tensor);
+}
+// The first matrix [rows, cols] of `weight` as the kernels read it.
+cpu::WeightMatrix weight_matrix(const Tensor& weight, int64_t rows, int64_t cols) {
+  TIDAL_CHECK((weight.dtype == DType::kF8E4M3) == (weight.scales.data != nullptr),
+              "weights of dtype ", dtype_name(weight.dtype),
+              weight.scales.data != nullptr ? " with" : " without", " block scales");
+  return {.data = weight.data,
+          .dtype = weight.dtype,
+          .rows = rows,
+          .cols = cols,
+          .scales = weight.scales};
 }
 
 // MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim, which
@@ -171,7 +183,7 @@ void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bia
               last_dim(x), " does not match weight [", weight.dim(0), ", ", weight.dim(1), "]");
   TIDAL_CHECK(last_dim(out) == weight.dim(0) && leading_rows(out) == leading_rows(x),
               "linear output shape mismatch");
-  cpu::linear(x.as<float>(), leading_rows(x), last_dim(x), weight.data, weight.dtype, weight.dim(0),
+  cpu::linear(x.as<float>(), leading_rows(x), weight_matrix(weight, weight.dim(0), weight.dim(1)),
               bias ? bias->data : nullptr, bias ? bias->dtype : DType::kF32, out.as<float>());
 }
 
@@ -346,6 +358,7 @@ void CpuBackend::head_linear(const Tensor& x, const Tensor& weight, bool weight_
                              : (weight.dim(1) == n && weight.dim(2) == k),
               "head_linear: weight [heads, ", weight_k_major ? "k, n" : "n, k", "] for k ", k,
               " and n ", n);
+  TIDAL_CHECK(weight.dtype != DType::kF8E4M3, "head_linear: FP8 weights (dequantized at load)");
   cpu::head_linear(x.as<float>(), x.dim(0), x.dim(1), k, weight.data, weight.dtype, n,
                    weight_k_major, out.as<float>());
 }
@@ -355,18 +368,18 @@ void CpuBackend::moe_experts(const Tensor& x, const Tensor& topk_slots, const Te
   expect_f32(x, "MoE input");
   expect_i32(topk_slots, "top-k slots");
   TIDAL_CHECK(experts.gate_up.dtype == experts.down.dtype, "expert weights of mixed dtypes");
-  cpu::moe_experts({.x = x.as<float>(),
-                    .num_tokens = x.dim(0),
-                    .hidden = x.dim(1),
-                    .intermediate = experts.down.dim(2),
-                    .k = topk_slots.dim(1),
-                    .topk_slots = topk_slots.as<int32_t>(),
-                    .topk_weights = topk_weights.as<float>(),
-                    .gate_up = experts.gate_up.data,
-                    .down = experts.down.data,
-                    .weight_dtype = experts.gate_up.dtype,
-                    .num_slots = experts.gate_up.dim(0),
-                    .out = out.as<float>()});
+  cpu::moe_experts(
+      {.x = x.as<float>(),
+       .num_tokens = x.dim(0),
+       .hidden = x.dim(1),
+       .intermediate = experts.down.dim(2),
+       .k = topk_slots.dim(1),
+       .topk_slots = topk_slots.as<int32_t>(),
+       .topk_weights = topk_weights.as<float>(),
+       .gate_up = weight_matrix(experts.gate_up, experts.gate_up.dim(1), experts.gate_up.dim(2)),
+       .down = weight_matrix(experts.down, experts.down.dim(1), experts.down.dim(2)),
+       .num_slots = experts.gate_up.dim(0),
+       .out = out.as<float>()});
 }
 
 void CpuBackend::moe_combine(const Tensor& expert_out, const Tensor& topk_weights,

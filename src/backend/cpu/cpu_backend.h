@@ -25,6 +25,7 @@ class CpuBackend final : public Backend {
   DType activation_dtype() const override { return DType::kF32; }
   bool shares_host_memory() const override { return true; }
   bool draws_adjusted() const override { return true; }
+  bool runs_fp8_weights() const override { return true; }
   MemoryInfo memory_info() const override;
 
   void copy_from_host(void* device_dst, const void* host_src, size_t bytes) override;

@@ -9,17 +9,16 @@
 
 namespace tidal::cpu {
 
-void linear(const float* x, int64_t num_tokens, int64_t in_features, const void* weight,
-            DType weight_dtype, int64_t out_features, const void* bias, DType bias_dtype,
-            float* out) {
+void linear(const float* x, int64_t num_tokens, const WeightMatrix& weight, const void* bias,
+            DType bias_dtype, float* out) {
+  const int64_t in_features = weight.cols;
+  const int64_t out_features = weight.rows;
   // Convert each weight row once and reuse it for every token: weights dominate the bytes.
   thread_local std::vector<float> row;
   row.resize(static_cast<size_t>(in_features));
   float bias_value = 0;
-  const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(weight_dtype);
   for (int64_t n = 0; n < out_features; ++n) {
-    row_to_f32(static_cast<const char*>(weight) + static_cast<size_t>(n) * row_bytes, weight_dtype,
-               in_features, row.data());
+    weight.row(n, row.data());
     if (bias != nullptr) {
       row_to_f32(static_cast<const char*>(bias) + static_cast<size_t>(n) * dtype_size(bias_dtype),
                  bias_dtype, 1, &bias_value);
@@ -54,8 +53,9 @@ void head_linear(const float* x, int64_t num_tokens, int64_t num_heads, int64_t 
     for (int64_t t = 0; t < num_tokens; ++t) {
       std::copy_n(x + (t * num_heads + h) * k, k, head_x.data() + t * k);
     }
-    linear(head_x.data(), num_tokens, k, head_weight.data(), DType::kF32, n, nullptr, DType::kF32,
-           head_out.data());
+    linear(head_x.data(), num_tokens,
+           {.data = head_weight.data(), .dtype = DType::kF32, .rows = n, .cols = k, .scales = {}},
+           nullptr, DType::kF32, head_out.data());
     for (int64_t t = 0; t < num_tokens; ++t) {
       std::copy_n(head_out.data() + t * n, n, out + (t * num_heads + h) * n);
     }

@@ -1,6 +1,7 @@
 // CPU reference kernels for the dense ops: linear, embedding, RMSNorm, add (and the two fused),
 // SwiGLU, row gather.
-// Activations are f32; weights are F32/F16/BF16 given by their DType.
+// Activations are f32; weights are F32/F16/BF16 given by their DType (linear's also F8_E4M3 with
+// block scales, kernels/cpu/element.h's WeightMatrix).
 #pragma once
 
 #include <cstdint>
@@ -9,10 +10,11 @@
 
 namespace tidal::cpu {
 
-// out[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]).
-void linear(const float* x, int64_t num_tokens, int64_t in_features, const void* weight,
-            DType weight_dtype, int64_t out_features, const void* bias, DType bias_dtype,
-            float* out);
+struct WeightMatrix;
+
+// out[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]) for w [out_features = rows, in_features = cols].
+void linear(const float* x, int64_t num_tokens, const WeightMatrix& weight, const void* bias,
+            DType bias_dtype, float* out);
 
 // A linear map per head: out[t, h, :] = x[t, h, :] . weight[h]^T for weight [heads, n, k], or
 // x[t, h, :] . weight[h] for weight [heads, k, n] when `weight_k_major`; the same dot products as

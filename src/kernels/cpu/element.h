@@ -7,6 +7,7 @@
 
 #include "common/dtype.h"
 #include "common/error.h"
+#include "common/tensor.h"
 
 namespace tidal::cpu {
 
@@ -32,6 +33,37 @@ inline void row_to_f32(const void* row, DType dtype, int64_t count, float* out) 
       TIDAL_FAIL("weights of dtype ", dtype_name(dtype), " are not supported on CPU");
   }
 }
+
+// A weight matrix [rows, cols] as the kernels read it, a row at a time in f32: F32, F16, BF16,
+// or F8_E4M3 times its block scales (common/tensor.h), dequantized as the checkpoint defines it,
+// fp8 value times scale in f32.
+struct WeightMatrix {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  BlockScales scales = {};
+
+  void row(int64_t r, float* out) const {
+    const auto* start =
+        static_cast<const char*>(data) + static_cast<size_t>(r * cols) * dtype_size(dtype);
+    if (dtype != DType::kF8E4M3) return row_to_f32(start, dtype, cols, out);
+    TIDAL_CHECK(scales.data != nullptr, "FP8 weights without their block scales");
+    const float* block_scales = scales.data + scales.row_block(r) * scales.col_blocks(cols);
+    const auto* bits = reinterpret_cast<const uint8_t*>(start);
+    for (int64_t c = 0; c < cols; ++c) {
+      out[c] = fp8_e4m3_to_f32(bits[c]) * block_scales[c / scales.block_cols];
+    }
+  }
+  // Matrix `index` of a stack of them ([n, rows, cols]) given as its first.
+  WeightMatrix matrix(int64_t index) const {
+    WeightMatrix next = *this;
+    next.data = static_cast<const char*>(data) +
+                static_cast<size_t>(index * rows * cols) * dtype_size(dtype);
+    if (scales.data != nullptr) next.scales.data += index * scales.per_matrix(rows, cols);
+    return next;
+  }
+};
 
 // Eight independent partial sums: vectorisable without fast-math, and always the same order.
 inline float dot(const float* a, const float* b, int64_t count) {

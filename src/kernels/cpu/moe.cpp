@@ -92,10 +92,6 @@ void router_topk(const RouterTopkArgs& args) {
 void moe_experts(const MoeExpertsArgs& args) {
   const int64_t hidden = args.hidden;
   const int64_t inter = args.intermediate;
-  const size_t gate_up_slot_bytes =
-      static_cast<size_t>(2 * inter * hidden) * dtype_size(args.weight_dtype);
-  const size_t down_slot_bytes =
-      static_cast<size_t>(hidden * inter) * dtype_size(args.weight_dtype);
   // Per (token, choice) expert outputs, summed in top-k order at the end.
   thread_local std::vector<float> expert_out, gate_up_rows, activated, assignment_x;
   thread_local std::vector<int64_t> assignments;
@@ -114,15 +110,12 @@ void moe_experts(const MoeExpertsArgs& args) {
     }
     gate_up_rows.resize(static_cast<size_t>(count * 2 * inter));
     activated.resize(static_cast<size_t>(count * inter));
-    const char* gate_up = static_cast<const char*>(args.gate_up) + slot * gate_up_slot_bytes;
-    const char* down = static_cast<const char*>(args.down) + slot * down_slot_bytes;
-    linear(assignment_x.data(), count, hidden, gate_up, args.weight_dtype, 2 * inter, nullptr,
-           DType::kF32, gate_up_rows.data());
+    linear(assignment_x.data(), count, args.gate_up.matrix(slot), nullptr, DType::kF32,
+           gate_up_rows.data());
     silu_and_mul(gate_up_rows.data(), count, inter, activated.data());
     thread_local std::vector<float> down_rows;
     down_rows.resize(static_cast<size_t>(count * hidden));
-    linear(activated.data(), count, inter, down, args.weight_dtype, hidden, nullptr, DType::kF32,
-           down_rows.data());
+    linear(activated.data(), count, args.down.matrix(slot), nullptr, DType::kF32, down_rows.data());
     for (int64_t i = 0; i < count; ++i) {
       std::copy_n(down_rows.data() + i * hidden, hidden,
                   expert_out.data() + assignments[i] * hidden);

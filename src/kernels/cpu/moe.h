@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "kernels/cpu/element.h"
 
 namespace tidal::cpu {
 
@@ -37,9 +38,8 @@ struct MoeExpertsArgs {
   int64_t k = 0;
   const int32_t* topk_slots = nullptr;  // [tokens, k]; < 0: no contribution
   const float* topk_weights = nullptr;  // [tokens, k]
-  const void* gate_up = nullptr;        // [num_slots, 2 * intermediate, hidden]
-  const void* down = nullptr;           // [num_slots, hidden, intermediate]
-  DType weight_dtype = DType::kBF16;
+  WeightMatrix gate_up = {};            // slot 0's [2 * intermediate, hidden], the others after it
+  WeightMatrix down = {};               // slot 0's [hidden, intermediate], the others after it
   int64_t num_slots = 0;
   float* out = nullptr;  // [tokens, hidden]
 };

@@ -25,8 +25,11 @@ void random_fill(void* data, DType dtype, int64_t count, uint64_t seed, int64_t 
       case DType::kF16:
         static_cast<uint16_t*>(data)[i] = f32_to_f16(value);
         break;
+      case DType::kF8E4M3:
+        static_cast<uint8_t*>(data)[i] = f32_to_fp8_e4m3(value);
+        break;
       default:
-        TIDAL_FAIL("random_fill: dtype ", dtype_name(dtype), " is not F32, F16 or BF16");
+        TIDAL_FAIL("random_fill: dtype ", dtype_name(dtype), " is not F32, F16, BF16 or F8_E4M3");
     }
   }
 }

@@ -42,10 +42,10 @@ DenseMlpWeights DenseMlpWeights::load(WeightStore& store, const ModelConfig& con
   const Checkpoint& checkpoint = store.checkpoint();
   const TensorInfo& gate = checkpoint.tensor(prefix + "gate_proj.weight", {inter, hidden});
   const TensorInfo& up = checkpoint.tensor(prefix + "up_proj.weight", {inter, hidden});
-  DenseMlpWeights weights{.gate_up = store.allocate(*gate.dtype, {2 * inter, hidden}),
+  DenseMlpWeights weights{.gate_up = store.allocate(*gate.dtype, {2 * inter, hidden}, inter),
                           .down = store.get(prefix + "down_proj.weight", {hidden, inter})};
-  store.copy_into(weights.gate_up, 0, gate);
-  store.copy_into(weights.gate_up, gate.data.size(), up);
+  store.copy_matrix_into(weights.gate_up, 0, 0, gate);
+  store.copy_matrix_into(weights.gate_up, 0, inter, up);
   return weights;
 }
 
@@ -112,7 +112,7 @@ MoeWeights MoeWeights::load(WeightStore& store, const ModelConfig& config,
         *checkpoint.tensor(prefix + "experts.0." + names.experts.gate + ".weight", {inter, hidden})
              .dtype;
   }
-  weights.experts.gate_up = store.allocate(dtype, {slots, 2 * inter, hidden});
+  weights.experts.gate_up = store.allocate(dtype, {slots, 2 * inter, hidden}, inter);
   weights.experts.down = store.allocate(dtype, {slots, hidden, inter});
   for (int64_t slot = 0; slot < slots; ++slot) {
     // -1: an empty slot (a placement may leave spare slots empty); nothing routes to it.
@@ -132,27 +132,23 @@ void MoeWeights::load_expert(WeightStore& store, const ModelConfig& config,
   TIDAL_CHECK(slot >= 0 && slot < experts.gate_up.dim(0), "slot ", slot, " of ",
               experts.gate_up.dim(0));
   const Checkpoint& checkpoint = store.checkpoint();
-  const size_t projection_bytes =
-      static_cast<size_t>(inter * hidden) * dtype_size(experts.gate_up.dtype);
-  const auto s = static_cast<size_t>(slot);
   if (checkpoint.has(prefix + "experts.gate_up_proj")) {
-    store.copy_slice_into(
-        experts.gate_up, s * 2 * projection_bytes,
+    store.copy_matrix_into(
+        experts.gate_up, slot, 0,
         checkpoint.tensor(prefix + "experts.gate_up_proj", {num_experts, 2 * inter, hidden}),
-        static_cast<size_t>(expert) * 2 * projection_bytes, 2 * projection_bytes);
-    store.copy_slice_into(
-        experts.down, s * projection_bytes,
-        checkpoint.tensor(prefix + "experts.down_proj", {num_experts, hidden, inter}),
-        static_cast<size_t>(expert) * projection_bytes, projection_bytes);
+        expert);
+    store.copy_matrix_into(
+        experts.down, slot, 0,
+        checkpoint.tensor(prefix + "experts.down_proj", {num_experts, hidden, inter}), expert);
     return;
   }
   const std::string name = prefix + "experts." + std::to_string(expert) + ".";
-  store.copy_into(experts.gate_up, s * 2 * projection_bytes,
-                  checkpoint.tensor(name + names.experts.gate + ".weight", {inter, hidden}));
-  store.copy_into(experts.gate_up, (s * 2 + 1) * projection_bytes,
-                  checkpoint.tensor(name + names.experts.up + ".weight", {inter, hidden}));
-  store.copy_into(experts.down, s * projection_bytes,
-                  checkpoint.tensor(name + names.experts.down + ".weight", {hidden, inter}));
+  store.copy_matrix_into(experts.gate_up, slot, 0,
+                         checkpoint.tensor(name + names.experts.gate + ".weight", {inter, hidden}));
+  store.copy_matrix_into(experts.gate_up, slot, inter,
+                         checkpoint.tensor(name + names.experts.up + ".weight", {inter, hidden}));
+  store.copy_matrix_into(experts.down, slot, 0,
+                         checkpoint.tensor(name + names.experts.down + ".weight", {hidden, inter}));
 }
 
 Tensor dense_mlp_forward(Backend& backend, Workspace& workspace, const DenseMlpWeights& weights,

@@ -2,6 +2,8 @@
 // once, at load) and the forward step over the latent cache.
 #include "model/layers/latent_attention.h"
 
+#include <functional>
+
 #include "model/rope_scaling.h"
 
 namespace tidal {
@@ -46,17 +48,24 @@ LatentAttentionWeights LatentAttentionWeights::load(WeightStore& store, const Mo
     q_input = mla.q_lora_rank;
     q_name = prefix + "q_b_proj.weight";
   }
-  const TensorInfo& q = checkpoint.tensor(q_name, {heads * (nope + rope), q_input});
+  // The projections split by rows here keep no FP8 blocks (a head's rows straddle them): an FP8
+  // checkpoint's are dequantized once, to the dtype the backend computes in (f32 on the CPU
+  // reference, so that it computes what the checkpoint defines), as vLLM does for kv_b_proj.
+  const DType widened = store.backend().activation_dtype();
+  const auto split_source = [&](const std::string& name, std::initializer_list<int64_t> shape) {
+    return std::cref(store.dequantized(checkpoint.tensor(name, shape), widened));
+  };
+  const TensorInfo& q = split_source(q_name, {heads * (nope + rope), q_input});
   weights.q_nope_proj = gather_rows(store, q, heads, nope + rope, 0, nope, q_input);
   weights.q_rope_proj = gather_rows(store, q, heads, nope + rope, nope, rope, q_input);
   const TensorInfo& kv_a =
-      checkpoint.tensor(prefix + "kv_a_proj_with_mqa.weight", {latent + rope, hidden});
+      split_source(prefix + "kv_a_proj_with_mqa.weight", {latent + rope, hidden});
   weights.latent_proj = gather_rows(store, kv_a, 1, latent + rope, 0, latent, hidden);
   weights.k_rope_proj = gather_rows(store, kv_a, 1, latent + rope, latent, rope, hidden);
   weights.latent_norm = store.get(prefix + "kv_a_layernorm.weight", {latent});
   const int64_t v_dim = mla.v_head_dim;
   const TensorInfo& kv_b =
-      checkpoint.tensor(prefix + "kv_b_proj.weight", {heads * (nope + v_dim), latent});
+      split_source(prefix + "kv_b_proj.weight", {heads * (nope + v_dim), latent});
   weights.k_up = gather_rows(store, kv_b, heads, nope + v_dim, 0, nope, latent)
                      .reshaped({heads, nope, latent});
   weights.v_up = gather_rows(store, kv_b, heads, nope + v_dim, nope, v_dim, latent)

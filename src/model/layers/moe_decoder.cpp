@@ -14,7 +14,7 @@ MoeDecoder::MoeDecoder(Backend& backend, ModelConfig config, Checkpoint checkpoi
       config_(std::move(config)),
       names_(std::move(names)),
       executor_(shard.executor != nullptr ? shard.executor : &local_executor_),
-      store_(backend, std::move(checkpoint)) {
+      store_(backend, std::move(checkpoint), config_.fp8) {
   const int64_t hidden = config_.hidden_size;
   const auto started = std::chrono::steady_clock::now();
   if (shard.slot_experts.empty()) {
@@ -80,10 +80,21 @@ std::vector<SyntheticTensor> MoeDecoder::checkpoint_tensors(const ModelConfig& c
   const auto add = [&](std::string name, std::vector<int64_t> shape) {
     tensors.push_back({.name = std::move(name), .dtype = config.dtype, .shape = std::move(shape)});
   };
+  // A projection: FP8 with its block scales when the config is block-quantized (as FP8
+  // checkpoints store them: embeddings, norms, routers and lm_head stay in the model's dtype).
+  const auto add_linear = [&](const std::string& name, std::vector<int64_t> shape) {
+    if (!config.fp8) return add(name, std::move(shape));
+    std::vector<int64_t> scales(shape.begin(), shape.end() - 2);
+    scales.push_back(BlockScales::blocks(shape[shape.size() - 2], config.fp8->block_rows));
+    scales.push_back(BlockScales::blocks(shape.back(), config.fp8->block_cols));
+    tensors.push_back({.name = name, .dtype = DType::kF8E4M3, .shape = std::move(shape)});
+    tensors.push_back(
+        {.name = block_scales_name(name), .dtype = DType::kF32, .shape = std::move(scales)});
+  };
   const auto add_mlp = [&](const std::string& prefix, int64_t inter) {
-    add(prefix + "gate_proj.weight", {inter, hidden});
-    add(prefix + "up_proj.weight", {inter, hidden});
-    add(prefix + "down_proj.weight", {hidden, inter});
+    add_linear(prefix + "gate_proj.weight", {inter, hidden});
+    add_linear(prefix + "up_proj.weight", {inter, hidden});
+    add_linear(prefix + "down_proj.weight", {hidden, inter});
   };
   add("model.embed_tokens.weight", {config.vocab_size, hidden});
   for (int64_t i = 0; i < config.num_layers; ++i) {
@@ -94,10 +105,10 @@ std::vector<SyntheticTensor> MoeDecoder::checkpoint_tensors(const ModelConfig& c
     if (config.mla.enabled()) {
       LatentAttentionWeights::add_checkpoint_tensors(config, attention, tensors);
     } else {
-      add(attention + "q_proj.weight", {q_width, hidden});
-      add(attention + "k_proj.weight", {kv_width, hidden});
-      add(attention + "v_proj.weight", {kv_width, hidden});
-      add(attention + "o_proj.weight", {hidden, q_width});
+      add_linear(attention + "q_proj.weight", {q_width, hidden});
+      add_linear(attention + "k_proj.weight", {kv_width, hidden});
+      add_linear(attention + "v_proj.weight", {kv_width, hidden});
+      add_linear(attention + "o_proj.weight", {hidden, q_width});
     }
     if (config.qk_norm) {
       add(attention + "q_norm.weight", {config.head_dim});
@@ -118,8 +129,8 @@ std::vector<SyntheticTensor> MoeDecoder::checkpoint_tensors(const ModelConfig& c
                            .dtype = DType::kF32,
                            .shape = {config.num_experts}});
       }
-      add(moe + "experts.gate_up_proj", {config.num_experts, 2 * inter, hidden});
-      add(moe + "experts.down_proj", {config.num_experts, hidden, inter});
+      add_linear(moe + "experts.gate_up_proj", {config.num_experts, 2 * inter, hidden});
+      add_linear(moe + "experts.down_proj", {config.num_experts, hidden, inter});
       if (config.shared_expert_intermediate_size > 0) {
         add_mlp(moe + names.moe.shared_expert, config.shared_expert_intermediate_size);
         if (config.shared_expert_gated) add(moe + names.moe.shared_expert_gate, {1, hidden});
@@ -148,9 +159,7 @@ size_t MoeDecoder::load_expert(size_t moe_layer, int64_t slot, int32_t expert) {
     layers_[i].moe.load_expert(store_, config_,
                                "model.layers." + std::to_string(i) + "." + names_.moe_block, slot,
                                expert);
-    const ExpertSlots& experts = layers_[i].moe.experts;
-    return (experts.gate_up.num_bytes() + experts.down.num_bytes()) /
-           static_cast<size_t>(experts.gate_up.dim(0));
+    return layers_[i].moe.experts.slot_bytes();
   }
   TIDAL_FAIL("MoE layer ", moe_layer, " of ", seen);
 }

@@ -36,6 +36,7 @@ std::optional<DType> supported_dtype(const std::string& name) {
   if (name == "BF16") return DType::kBF16;
   if (name == "F16") return DType::kF16;
   if (name == "F32") return DType::kF32;
+  if (name == "F8_E4M3") return DType::kF8E4M3;  // weights of FP8 checkpoints, with their scales
   return std::nullopt;
 }
 
@@ -308,7 +309,7 @@ const TensorInfo& Checkpoint::tensor(const std::string& name) const {
   if (info == nullptr) TIDAL_FAIL(directory_, ": tensor '", name, "' not found in the checkpoint");
   if (!info->dtype) {
     TIDAL_FAIL(info->file, ": tensor '", name, "' has unsupported dtype ", info->dtype_name,
-               " (tidal reads BF16, F16, F32)");
+               " (tidal reads BF16, F16, F32, and F8_E4M3 with block scales)");
   }
   return *info;
 }

@@ -41,6 +41,11 @@ std::vector<std::byte> encode_floats(std::span<const float> values, DType dtype)
         std::memcpy(bytes.data() + 2 * i, &bits, 2);
       }
       break;
+    case DType::kF8E4M3:
+      for (size_t i = 0; i < values.size(); ++i) {
+        bytes[i] = static_cast<std::byte>(f32_to_fp8_e4m3(values[i]));
+      }
+      break;
     default:
       TIDAL_FAIL("encode_floats: cannot store floats as ", dtype_name(dtype));
   }

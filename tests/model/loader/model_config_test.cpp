@@ -317,5 +317,49 @@ TEST_F(LoadModelConfigTest, BadGenerationConfigIsNamed) {
               AllOf(StartsWith(path("generation_config.json")), HasSubstr("field 'eos_token_id'")));
 }
 
+// FP8 block-quantized checkpoints: DeepSeek's and Qwen's quantization_config parse; every other
+// quantization is refused by name rather than loaded wrong.
+TEST(ModelConfigTest, Fp8QuantizationConfig) {
+  EXPECT_FALSE(parse_model_config(json::parse(kConfigV5), "x").fp8.has_value());
+  const json deepseek = {{"activation_scheme", "dynamic"},
+                         {"fmt", "e4m3"},
+                         {"quant_method", "fp8"},
+                         {"weight_block_size", {128, 128}}};
+  const ModelConfig config = parse_model_config(v5_with("quantization_config", deepseek), "x");
+  ASSERT_TRUE(config.fp8.has_value());
+  EXPECT_EQ(config.fp8->block_rows, 128);
+  EXPECT_EQ(config.fp8->block_cols, 128);
+  json qwen = deepseek;
+  qwen.erase("fmt");
+  qwen["modules_to_not_convert"] = {"lm_head", "model.layers.0.mlp.gate"};
+  qwen["weight_block_size"] = {64, 32};
+  const ModelConfig qwen_config = parse_model_config(v5_with("quantization_config", qwen), "x");
+  ASSERT_TRUE(qwen_config.fp8.has_value());
+  EXPECT_EQ(qwen_config.fp8->block_rows, 64);
+  EXPECT_EQ(qwen_config.fp8->block_cols, 32);
+  EXPECT_EQ(qwen_config.fp8->modules_to_not_convert.size(), 2u);
+
+  const auto error_with = [&](const std::string& key, const json& value) {
+    json edited = deepseek;
+    if (value.is_discarded()) {
+      edited.erase(key);
+    } else {
+      edited[key] = value;
+    }
+    return parse_error(v5_with("quantization_config", edited));
+  };
+  EXPECT_THAT(error_with("quant_method", "awq"),
+              AllOf(HasSubstr("/m/config.json: quantization_config: field 'quant_method'"),
+                    HasSubstr("'awq'"), HasSubstr("quant_method 'fp8'")));
+  EXPECT_THAT(error_with("quant_method", kRemove), HasSubstr("'quant_method' is missing"));
+  EXPECT_THAT(error_with("activation_scheme", "static"), HasSubstr("no static activation scales"));
+  EXPECT_THAT(error_with("fmt", "e5m2"), HasSubstr("e4m3"));
+  EXPECT_THAT(error_with("weight_block_size", kRemove), HasSubstr("block-scaled FP8"));
+  EXPECT_THAT(error_with("weight_block_size", json::array({128})),
+              HasSubstr("two positive integers"));
+  EXPECT_THAT(error_with("weight_block_size", json::array({0, 128})),
+              HasSubstr("two positive integers"));
+}
+
 }  // namespace
 }  // namespace tidal

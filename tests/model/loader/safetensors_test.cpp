@@ -265,7 +265,7 @@ TEST_F(SafetensorsTest, UnsupportedDtypeIsRecordedButRefusedOnAccess) {
   SafetensorsWriter writer;
   add_pair(writer);
   const std::vector<std::byte> scales(4, std::byte{0x38});
-  writer.add_raw("w_scale", "F8_E4M3", {2, 2}, scales);
+  writer.add_raw("w_scale", "F8_E5M2", {2, 2}, scales);
   writer.add_raw("mask", "BOOL", {4}, scales);
   writer.write(path("model.safetensors"));
 
@@ -274,13 +274,33 @@ TEST_F(SafetensorsTest, UnsupportedDtypeIsRecordedButRefusedOnAccess) {
   const TensorInfo* raw = checkpoint.find("w_scale");
   ASSERT_NE(raw, nullptr);
   EXPECT_FALSE(raw->dtype.has_value());
-  EXPECT_EQ(raw->dtype_name, "F8_E4M3");
+  EXPECT_EQ(raw->dtype_name, "F8_E5M2");
   EXPECT_EQ(raw->data.size(), 4u);
   EXPECT_THAT(testing_util::error_of([&] { checkpoint.tensor("w_scale"); }),
               AllOf(StartsWith(path("model.safetensors")), HasSubstr("tensor 'w_scale'"),
-                    HasSubstr("unsupported dtype F8_E4M3"), HasSubstr("BF16, F16, F32")));
+                    HasSubstr("unsupported dtype F8_E5M2"), HasSubstr("BF16, F16, F32")));
   EXPECT_THAT(testing_util::error_of([&] { checkpoint.tensor("mask", {4}); }),
               HasSubstr("unsupported dtype BOOL"));
+}
+
+TEST_F(SafetensorsTest, Fp8E4M3IsReadAsIs) {
+  SafetensorsWriter writer;
+  const std::vector<std::byte> values{std::byte{0x38}, std::byte{0xb8}, std::byte{0x7e},
+                                      std::byte{0x01}};
+  writer.add_raw("w", "F8_E4M3", {2, 2}, values);
+  writer.write(path("model.safetensors"));
+  const Checkpoint checkpoint = Checkpoint::open(dir_.string());
+  const TensorInfo& w = checkpoint.tensor("w", {2, 2});
+  EXPECT_EQ(w.dtype, DType::kF8E4M3);
+  // 1, -1, the largest finite (448) and the smallest subnormal (2^-9).
+  const float expected[] = {1.0f, -1.0f, 448.0f, 0.001953125f};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(fp8_e4m3_to_f32(static_cast<uint8_t>(w.data[i])), expected[i]) << i;
+    EXPECT_EQ(f32_to_fp8_e4m3(expected[i]), static_cast<uint8_t>(values[i])) << i;
+  }
+  EXPECT_EQ(f32_to_fp8_e4m3(1000.0f), 0x7e);  // saturates, never NaN
+  EXPECT_EQ(f32_to_fp8_e4m3(1.0625f), 0x38);  // half a step above 1: to even (1)
+  EXPECT_EQ(f32_to_fp8_e4m3(1.1875f), 0x3a);  // half a step above 1.125: to even (1.25)
 }
 
 TEST_F(SafetensorsTest, DirectoryWithoutSafetensors) {
