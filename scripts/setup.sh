@@ -48,3 +48,24 @@ for line in open(sys.argv[1]):
 PY
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
 fi
+# xgrammar's C++ core (grammar-constrained decoding: JSON schema, regex, choice, EBNF), which
+# Debian lacks: its pinned source distribution from PyPI, checked, and only the C++ sources and
+# the headers it vendors (picojson, dlpack) unpacked into the git-ignored .third_party/ (about
+# 2 MB, small enough to carry to a GPU machine). CMake builds it as a static library.
+xgrammar_version=0.2.9
+xgrammar_sha256=87b466bca2475e29bb0323abc62c6c33cbcbcff47e5fb800a3e2099ac9620b90
+xgrammar_dir="$repo_root/.third_party/xgrammar-$xgrammar_version"
+if [ ! -f "$xgrammar_dir/.unpacked" ]; then
+  download="$(mktemp -d)"
+  "$venv/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary xgrammar \
+    "xgrammar==$xgrammar_version" -d "$download"
+  archive="$download/xgrammar-$xgrammar_version.tar.gz"
+  echo "$xgrammar_sha256  $archive" | sha256sum -c --quiet -
+  rm -rf "$xgrammar_dir" && mkdir -p "$repo_root/.third_party"
+  tar -xzf "$archive" -C "$repo_root/.third_party" \
+    "xgrammar-$xgrammar_version/cpp" "xgrammar-$xgrammar_version/include" \
+    "xgrammar-$xgrammar_version/3rdparty/picojson" "xgrammar-$xgrammar_version/3rdparty/dlpack" \
+    "xgrammar-$xgrammar_version/LICENSE" "xgrammar-$xgrammar_version/NOTICE"
+  rm -rf "$download" "$xgrammar_dir/cpp/tvm_ffi"
+  touch "$xgrammar_dir/.unpacked"
+fi

@@ -115,6 +115,9 @@ nlohmann::json to_json(const SamplingParams& params) {
   value["logit_bias"] = params.logit_bias;
   value["allowed_token_ids"] = params.allowed_token_ids;
   value["bad_words_ids"] = params.bad_words_ids;
+  value["structured_output"] = {{"kind", static_cast<int>(params.structured_output.kind)},
+                                {"spec", params.structured_output.spec},
+                                {"field", params.structured_output.field}};
   value["prompt_logprobs"] = nullptr;
   if (params.prompt_logprobs) value["prompt_logprobs"] = *params.prompt_logprobs;
   return value;
@@ -140,6 +143,13 @@ SamplingParams params_from_json(const nlohmann::json& value) {
   params.logit_bias = value.at("logit_bias").get<std::vector<std::pair<int32_t, float>>>();
   params.allowed_token_ids = value.at("allowed_token_ids").get<std::vector<int32_t>>();
   params.bad_words_ids = value.at("bad_words_ids").get<std::vector<std::vector<int32_t>>>();
+  const nlohmann::json& structured = value.at("structured_output");
+  const int kind = structured.at("kind").get<int>();
+  TIDAL_CHECK(kind >= 0 && kind <= static_cast<int>(StructuredOutput::Kind::kGrammar),
+              "structured output of kind ", kind);
+  params.structured_output = {.kind = static_cast<StructuredOutput::Kind>(kind),
+                              .spec = structured.at("spec").get<std::string>(),
+                              .field = structured.at("field").get<std::string>()};
   if (!value.at("prompt_logprobs").is_null())
     params.prompt_logprobs = value.at("prompt_logprobs").get<int32_t>();
   return params;

@@ -181,6 +181,13 @@ Status Engine::add_request(const std::string& id, std::vector<int32_t> prompt_id
   request->seed = params.seed ? *params.seed : (uint64_t{entropy_()} << 32) ^ entropy_();
   request->detokenizer =
       std::make_unique<IncrementalDetokenizer>(*tokenizer_, params.skip_special_tokens);
+  if (params.structured_output.active()) {
+    try {
+      request->grammar = grammars().start(params.structured_output, {});
+    } catch (const Error& error) {
+      return Status::invalid_argument(error.what());
+    }
+  }
   request->params = std::move(params);
   live_ids_.insert(id);
   scheduler_.add(std::move(request));
@@ -212,6 +219,16 @@ void Engine::append_token(Request& request, const SampledToken& sampled) {
   if (params.logprobs) request.logprobs.push_back(token_logprob(sampled));
   const size_t text_before = request.text.size();
   request.text += request.detokenizer->push(token);
+  if (request.grammar) {
+    // The sampler drew from the ids the grammar allowed.
+    TIDAL_CHECK(request.grammar->accept(token), "request '", request.id, "': token ", token,
+                " is outside its grammar");
+    if (request.grammar->terminated()) {
+      // The grammar is complete and its stop id came: nothing may follow, ignore_eos or not.
+      request.finish_reason = FinishReason::kStop;
+      return;
+    }
+  }
 
   const auto num_output = static_cast<int64_t>(request.output_ids.size());
   const std::vector<int32_t>& eos = model_->config().eos_token_ids;
@@ -374,10 +391,28 @@ Status Engine::adopt(RequestHandoff handoff) {
               "': ", handoff.text_sent, " bytes were sent but its output decodes to only ",
               request->text.size());
   request->text_sent = handoff.text_sent;
+  if (request->params.structured_output.active()) {
+    // The grammar's state is the output so far, replayed: nothing else needs to travel.
+    try {
+      request->grammar = grammars().start(request->params.structured_output, handoff.output_ids);
+    } catch (const Error& error) {
+      return Status::invalid_argument(cat("request '", handoff.id, "': ", error.what()));
+    }
+  }
   request->output_ids = std::move(handoff.output_ids);
   live_ids_.insert(request->id);
   scheduler_.add(std::move(request));
   return Status::ok();
+}
+
+GrammarEngine& Engine::grammars() {
+  // Made at the first request with a grammar: the vocabulary's table costs a pass over it.
+  if (!grammars_) {
+    grammars_ = std::make_unique<GrammarEngine>(*tokenizer_,
+                                                static_cast<int32_t>(model_->config().vocab_size),
+                                                model_->config().eos_token_ids);
+  }
+  return *grammars_;
 }
 
 }  // namespace tidal

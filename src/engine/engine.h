@@ -94,6 +94,8 @@ class Engine {
   const StepSeconds& step_seconds() const { return step_seconds_; }
 
  private:
+  // The engine's grammars (structured output), made at the first request that has one.
+  GrammarEngine& grammars();
   // The plan known at construction: the real one, or a one-block placeholder when the size is
   // cut from device memory after the worst case has run.
   KvCachePlan initial_kv_plan() const;
@@ -109,6 +111,7 @@ class Engine {
   Backend* backend_;
   CausalLm* model_;
   const Tokenizer* tokenizer_;
+  std::unique_ptr<GrammarEngine> grammars_;  // structured output's, made when first needed
   EngineOptions options_;
   int64_t max_model_len_ = 0;
   KvCachePlan kv_plan_;

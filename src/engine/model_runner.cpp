@@ -68,6 +68,12 @@ void add_adjusted_sampling(const Request& request, SamplingRow& row, std::vector
     row.allowed_begin = static_cast<int32_t>(ids.size());
     row.allowed_count = static_cast<int32_t>(params.allowed_token_ids.size());
     ids.insert(ids.end(), params.allowed_token_ids.begin(), params.allowed_token_ids.end());
+  } else if (request.grammar) {
+    // Structured output: what the grammar allows next (never nothing: a stop id at its end).
+    row.allowed_begin = static_cast<int32_t>(ids.size());
+    request.grammar->allowed_ids(ids);
+    row.allowed_count = static_cast<int32_t>(ids.size()) - row.allowed_begin;
+    TIDAL_CHECK(row.allowed_count > 0, "request '", request.id, "': its grammar allows no token");
   }
   if (!params.adjusts_logits()) return;
   std::map<int32_t, LogitAdjustment> entries;  // by id: the adjustments come out in id order

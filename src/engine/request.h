@@ -8,6 +8,7 @@
 
 #include "engine/request_output.h"
 #include "engine/sampling_params.h"
+#include "engine/structured_output.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace tidal {
@@ -34,6 +35,8 @@ struct Request {
   // Detokenized output: text_ is everything decoded so far (stop strings cut), of which
   // text_sent_ bytes were already handed to the caller.
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
+  // With params.structured_output: where the output is in its grammar (which ids may come next).
+  std::unique_ptr<GrammarState> grammar;
   std::string text;
   size_t text_sent = 0;
 

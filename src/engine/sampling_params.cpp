@@ -63,6 +63,10 @@ Status SamplingParams::validate(int32_t vocab_size) const {
     if (id < 0 || id >= vocab_size)
       return Status::invalid_argument(cat("allowed_token_ids: ", id, " is outside the vocabulary"));
   }
+  if (structured_output.active() && !allowed_token_ids.empty()) {
+    return Status::invalid_argument(cat("allowed_token_ids: not with '", structured_output.field,
+                                        "' (its grammar says which tokens may come)"));
+  }
   for (const std::vector<int32_t>& word : bad_words_ids) {
     if (word.empty()) return Status::invalid_argument("bad_words: a word has no tokens");
     for (const int32_t id : word) {
@@ -87,6 +91,7 @@ const char* SamplingParams::adjusted_sampling_field() const {
   if (!allowed_token_ids.empty()) return "allowed_token_ids";
   if (!bad_words_ids.empty()) return "bad_words";
   if (prompt_logprobs) return "prompt_logprobs";
+  if (structured_output.active()) return structured_output.field.c_str();
   return nullptr;
 }
 

@@ -19,6 +19,21 @@ constexpr float kGreedyBelowTemperature = 1e-5f;
 // at warm-up.
 constexpr size_t kMaxStopTokenIds = 64;
 
+// The grammar a request's output must follow (structured output), as the API gave it; the
+// engine compiles it (engine/structured_output.h).
+struct StructuredOutput {
+  enum class Kind : uint8_t { kNone, kJsonObject, kJsonSchema, kRegex, kChoice, kGrammar };
+  Kind kind = Kind::kNone;
+  // kJsonSchema: the schema as JSON text; kRegex: the pattern; kGrammar: EBNF (xgrammar's
+  // dialect, root rule "root"); kChoice: a JSON array of the strings allowed.
+  std::string spec;
+  // The request field it came from (response_format, guided_json, structured_outputs, ...), for
+  // messages that name it.
+  std::string field;
+
+  bool active() const { return kind != Kind::kNone; }
+};
+
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
   int32_t top_k = 0;         // 0 or -1: off
@@ -50,6 +65,7 @@ struct SamplingParams {
   // Token sequences that may not be completed: the last id of one is banned whenever the output
   // ends with the rest of it (a one-token sequence is banned always).
   std::vector<std::vector<int32_t>> bad_words_ids;
+  StructuredOutput structured_output;
 
   bool greedy() const { return temperature < kGreedyBelowTemperature; }
   // Whether the draw needs more than temperature, top-k, top-p and banned ids: the logit

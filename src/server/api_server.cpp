@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "common/logging.h"
+#include "engine/structured_output.h"
 #include "server/admin_routes.h"
 #include "server/generation.h"
 #include "server/generation_response.h"
@@ -340,6 +341,10 @@ void ApiServer::generate(HttpRequest http_request, const std::shared_ptr<HttpExc
     return exchange->respond(error_response(ApiError::bad_request(
         cat("the GPU sampler does not implement ", field, " yet (the CPU backend's does)"),
         field)));
+  }
+  if (const Status status = check_structured_output(params.structured_output); !status.is_ok()) {
+    return exchange->respond(
+        error_response(ApiError::bad_request(status.message(), params.structured_output.field)));
   }
   bool parse_tool_calls = false;
   if (chat && std::get<ChatRequest>(chat_request).tool_choice == "auto") {

@@ -101,9 +101,6 @@ bool is_empty(const Json& value, const Json&) {
 bool is_none_or_auto(const Json& value, const Json&) {
   return value == "none" || value == "auto";
 }
-bool is_text_format(const Json& value, const Json&) {
-  return value == Json{{"type", "text"}};
-}
 bool is_text_modality(const Json& value, const Json&) {
   return value == Json::array({"text"});
 }
@@ -125,7 +122,6 @@ struct Unimplemented {
 };
 
 constexpr Unimplemented kUnimplemented[] = {
-    {"response_format", R"({"type": "text"})", is_text_format},
     {"tool_choice", R"("none" or "auto")", is_none_or_auto},
     {"parallel_tool_calls", "true, or false without tools", allows_parallel_calls},
     {"functions", "[]", is_empty},
@@ -138,11 +134,6 @@ constexpr Unimplemented kUnimplemented[] = {
     {"use_beam_search", "false", is_false},
     {"include_stop_str_in_output", "false", is_false},
     {"truncate_prompt_tokens", "null", only_null},
-    {"guided_json", "null", only_null},
-    {"guided_regex", "null", only_null},
-    {"guided_choice", "null", only_null},
-    {"guided_grammar", "null", only_null},
-    {"structured_outputs", "null", only_null},
 };
 
 void refuse_unimplemented(const nlohmann::json& body) {
@@ -155,10 +146,132 @@ void refuse_unimplemented(const nlohmann::json& body) {
   }
 }
 
+// One way of asking for structured output, as `field` gives it: a JSON schema (an object, or
+// its text), or a string (regex, EBNF), or a list of strings (choices).
+StructuredOutput structured_output_of(StructuredOutput::Kind kind, const Json& value,
+                                      const std::string& field_name) {
+  using Kind = StructuredOutput::Kind;
+  StructuredOutput output{.kind = kind, .spec = {}, .field = field_name};
+  switch (kind) {
+    case Kind::kJsonSchema:
+      if (value.is_string()) {
+        const Json parsed = Json::parse(value.get<std::string>(), nullptr, false);
+        if (!parsed.is_object()) fail(field_name, cat("'", field_name, "' is not a JSON schema"));
+        output.spec = parsed.dump();
+      } else if (value.is_object() || value.is_boolean()) {
+        output.spec = value.dump();
+      } else {
+        fail(field_name, cat("'", field_name, "' must be a JSON schema"));
+      }
+      break;
+    case Kind::kRegex:
+    case Kind::kGrammar:
+      if (!value.is_string() || value.get_ref<const std::string&>().empty())
+        fail(field_name, cat("'", field_name, "' must be a non-empty string"));
+      output.spec = value.get<std::string>();
+      break;
+    case Kind::kChoice:
+      if (!value.is_array() || value.empty() ||
+          !std::all_of(value.begin(), value.end(), [](const Json& item) {
+            return item.is_string() && !item.get_ref<const std::string&>().empty();
+          })) {
+        fail(field_name, cat("'", field_name, "' must be a non-empty list of non-empty strings"));
+      }
+      output.spec = value.dump();
+      break;
+    case Kind::kJsonObject:
+    case Kind::kNone:
+      break;
+  }
+  return output;
+}
+
+// Structured output: OpenAI's response_format, vLLM's guided_json/_regex/_choice/_grammar and
+// its newer structured_outputs; one of them per request.
+StructuredOutput parse_structured_output(const Json& body) {
+  using Kind = StructuredOutput::Kind;
+  std::vector<StructuredOutput> asked;
+  if (const Json* format = field(body, "response_format")) {
+    const Json* type = format->is_object() ? field(*format, "type") : nullptr;
+    if (type == nullptr || !type->is_string())
+      fail("response_format", "'response_format' must be an object with a 'type'");
+    if (*type == "json_object") {
+      asked.push_back({.kind = Kind::kJsonObject, .spec = {}, .field = "response_format"});
+    } else if (*type == "json_schema") {
+      const Json* wrapper = field(*format, "json_schema");
+      const Json* schema =
+          wrapper != nullptr && wrapper->is_object() ? field(*wrapper, "schema") : nullptr;
+      if (schema == nullptr) {
+        fail("response_format",
+             "'response_format' of type json_schema needs json_schema.schema (the schema)");
+      }
+      asked.push_back(structured_output_of(Kind::kJsonSchema, *schema, "response_format"));
+    } else if (*type != "text") {
+      fail("response_format", "'response_format' type must be text, json_object or json_schema");
+    }
+  }
+  const std::pair<const char*, Kind> guided[] = {{"guided_json", Kind::kJsonSchema},
+                                                 {"guided_regex", Kind::kRegex},
+                                                 {"guided_choice", Kind::kChoice},
+                                                 {"guided_grammar", Kind::kGrammar}};
+  for (const auto& [name, kind] : guided) {
+    if (const Json* value = field(body, name))
+      asked.push_back(structured_output_of(kind, *value, name));
+  }
+  if (const Json* outputs = field(body, "structured_outputs")) {
+    if (!outputs->is_object()) fail("structured_outputs", "'structured_outputs' must be an object");
+    const std::pair<const char*, Kind> keys[] = {{"json", Kind::kJsonSchema},
+                                                 {"regex", Kind::kRegex},
+                                                 {"choice", Kind::kChoice},
+                                                 {"grammar", Kind::kGrammar}};
+    for (const auto& [key, value] : outputs->items()) {
+      if (value.is_null()) continue;
+      const auto* known = std::end(keys);
+      for (const auto& entry : keys) {
+        if (key == entry.first) known = &entry;
+      }
+      if (known != std::end(keys)) {
+        asked.push_back(structured_output_of(known->second, value, "structured_outputs"));
+      } else if (key == "json_object" && value == true) {
+        asked.push_back({.kind = Kind::kJsonObject, .spec = {}, .field = "structured_outputs"});
+      } else if (key != "json_object") {
+        fail("structured_outputs",
+             cat("'structured_outputs' has '", key,
+                 "'; tidal reads json, regex, choice, grammar and json_object"));
+      }
+    }
+  }
+  if (asked.size() > 1) {
+    fail(asked[1].field, cat("'", asked[0].field, "' and '", asked[1].field,
+                             "' both constrain the output; give one"));
+  }
+  return asked.empty() ? StructuredOutput{} : asked.front();
+}
+
+// The schema `output` came from, as the client wrote it: an object's properties are generated
+// in the schema's order (as vLLM does), which the key-sorted body has lost. Only the field that
+// holds it is parsed again.
+std::string schema_in_client_order(std::string_view text, const StructuredOutput& output) {
+  const std::string& name = output.field;
+  const nlohmann::ordered_json::parser_callback_t only_that_field =
+      [&name](int depth, nlohmann::ordered_json::parse_event_t event,
+              nlohmann::ordered_json& parsed) {
+        return depth != 1 || event != nlohmann::ordered_json::parse_event_t::key || parsed == name;
+      };
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text, only_that_field);
+  const nlohmann::ordered_json& holder = ordered.at(name);
+  const nlohmann::ordered_json& schema = name == "response_format"
+                                             ? holder.at("json_schema").at("schema")
+                                         : name == "structured_outputs" ? holder.at("json")
+                                                                        : holder;
+  return schema.is_string() ? nlohmann::ordered_json::parse(schema.get<std::string>()).dump()
+                            : schema.dump();
+}
+
 // default_max_tokens: what an absent max_tokens means for this endpoint.
-void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
-                  const RequestLimits& limits, int64_t default_max_tokens,
-                  GenerationRequest& request) {
+void parse_common(const nlohmann::json& body, std::string_view text,
+                  const SamplingDefaults& defaults, const RequestLimits& limits,
+                  int64_t default_max_tokens, GenerationRequest& request) {
   const nlohmann::json* model = field(body, "model");
   if (model == nullptr) fail("model", "'model' is required");
   if (!model->is_string()) fail("model", "'model' must be a string");
@@ -192,12 +305,12 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
   if (const nlohmann::json* stop = field(body, "stop")) {
     auto add_stop = [&](const nlohmann::json& item) {
       if (!item.is_string()) fail("stop", "'stop' must be a string or a list of strings");
-      const auto& text = item.get_ref<const std::string&>();
-      if (text.size() > static_cast<size_t>(limits.max_stop_bytes)) {
+      const auto& stop_text = item.get_ref<const std::string&>();
+      if (stop_text.size() > static_cast<size_t>(limits.max_stop_bytes)) {
         fail("stop", cat("'stop' strings may be ", limits.max_stop_bytes,
-                         " bytes long at most; one is ", text.size()));
+                         " bytes long at most; one is ", stop_text.size()));
       }
-      params.stop.push_back(text);
+      params.stop.push_back(stop_text);
     };
     if (stop->is_array()) {
       if (stop->size() > static_cast<size_t>(limits.max_stop)) {
@@ -252,6 +365,10 @@ void parse_common(const nlohmann::json& body, const SamplingDefaults& defaults,
         fail("bad_words", "'bad_words' must be a list of non-empty strings");
       request.bad_words.push_back(item.get<std::string>());
     }
+  }
+  params.structured_output = parse_structured_output(body);
+  if (params.structured_output.kind == StructuredOutput::Kind::kJsonSchema) {
+    params.structured_output.spec = schema_in_client_order(text, params.structured_output);
   }
   if (const auto prompt_logprobs = bounded_field(body, "prompt_logprobs", 0, limits.max_logprobs)) {
     params.prompt_logprobs = static_cast<int32_t>(*prompt_logprobs);
@@ -424,7 +541,8 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   return guarded([&] {
     const nlohmann::json body = parse_body(text, limits);
     CompletionRequest request;
-    parse_common(body, defaults, limits, /*default_max_tokens=*/16, request);  // OpenAI's default
+    parse_common(body, text, defaults, limits, /*default_max_tokens=*/16,
+                 request);  // OpenAI's default
     request.add_special_tokens = bool_field(body, "add_special_tokens").value_or(true);
     const nlohmann::json* prompt = field(body, "prompt");
     if (prompt == nullptr) fail("prompt", "'prompt' is required");
@@ -476,7 +594,7 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string_view text,
     ChatRequest request;
     // Chat without max_tokens runs to EOS or the end of the context (OpenAI, vLLM):
     // Generation::start bounds it by what the prompt leaves.
-    parse_common(body, defaults, limits, std::numeric_limits<int64_t>::max(), request);
+    parse_common(body, text, defaults, limits, std::numeric_limits<int64_t>::max(), request);
     // The template writes the special tokens itself (vLLM's default for chat).
     request.add_special_tokens = bool_field(body, "add_special_tokens").value_or(false);
     // vLLM's chat echo (the last message's content first) is not built: refused, never ignored.

@@ -151,7 +151,6 @@ def test_max_tokens_at_the_edge_of_the_context(client):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("response_format", {"type": "json_object"}),
     ("tool_choice", "required"),
     ("tool_choice", {"type": "function", "function": {"name": "f"}}),
     ("tools_with_parallel_tool_calls", False),
@@ -160,7 +159,6 @@ def test_max_tokens_at_the_edge_of_the_context(client):
     ("best_of", 3),
     ("suffix", "tail"),
     ("use_beam_search", True),
-    ("guided_json", {"type": "object"}),
 ])
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
 def test_unimplemented_fields_are_named(server, http, path, field, value):

@@ -490,3 +490,46 @@ def test_shutdown_during_a_transition(monkeypatch):
             return True
 
     wait_for(lambda: gone(joining[0]), 10, what="the joining rank to be gone")
+
+
+def test_structured_output_is_handed_over_with_its_grammar():
+    """Constrained requests in flight on a leaving rank continue on another under their grammar
+    (replayed from the output so far there): every answer still validates, streamed or not."""
+    schema = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 999},
+              "minItems": 24, "maxItems": 24}
+    with start_server("--ranks", "3", "--expert-slots", "4", "--max-num-seqs", "16") as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
+                               timeout=TIMEOUT_S)
+        texts: dict[int, str] = {}
+        errors: list[BaseException] = []
+        started = threading.Semaphore(0)
+
+        def constrained(seed: int) -> None:
+            try:
+                text = ""
+                for chunk in client.completions.create(
+                        model=MODEL, prompt="Numbers:", max_tokens=200, temperature=1.0,
+                        seed=seed, stream=True, extra_body={"guided_json": schema}):
+                    if not text:
+                        started.release()
+                    text += chunk.choices[0].text if chunk.choices else ""
+                texts[seed] = text
+            except BaseException as error:  # noqa: BLE001 (reported below)
+                errors.append(error)
+                started.release()
+
+        threads = [threading.Thread(target=constrained, args=(seed,)) for seed in range(12)]
+        for thread in threads:
+            thread.start()
+        for _ in threads:
+            assert started.acquire(timeout=TIMEOUT_S)
+        operation = scale(server.url, 2)
+        for thread in threads:
+            thread.join(timeout=TIMEOUT_S)
+        assert not errors, errors
+        assert operation["result"] == "ok", operation
+        assert operation["requests_migrated"] > 0, operation
+        for seed, text in texts.items():
+            values = json.loads(text)
+            assert len(values) == 24 and all(0 <= v <= 999 for v in values), (seed, text)
+        server.assert_alive()

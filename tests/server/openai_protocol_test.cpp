@@ -330,7 +330,6 @@ TEST(OpenAiProtocol, UnimplementedFieldsAreRefusedUnlessNeutral) {
     const char* other;
   };
   const Case cases[] = {
-      {"response_format", R"({"type":"text"})", R"({"type":"json_object"})"},
       {"tool_choice", R"("none")", R"("required")"},
       {"tool_choice", R"("auto")", R"({"type":"function","function":{"name":"f"}})"},
       {"parallel_tool_calls", "true", R"("yes")"},
@@ -343,8 +342,6 @@ TEST(OpenAiProtocol, UnimplementedFieldsAreRefusedUnlessNeutral) {
       {"prediction", "null", R"({"type":"content","content":"x"})"},
       {"use_beam_search", "false", "true"},
       {"include_stop_str_in_output", "false", "true"},
-      {"guided_json", "null", "{}"},
-      {"guided_choice", "null", R"(["a"])"},
   };
   for (const Case& c : cases) {
     const std::string neutral = cat(R"(")", c.field, R"(":)", c.neutral);
@@ -369,6 +366,50 @@ TEST(OpenAiProtocol, UnimplementedFieldsAreRefusedUnlessNeutral) {
             "parallel_tool_calls");
   // Fields nobody defines, and OpenAI's bookkeeping ones, are ignored.
   parse_ok(completion_with(R"("user":"u","store":false,"metadata":{"a":"b"},"whatever":[1])"));
+}
+
+// Structured output: OpenAI's response_format and vLLM's fields, one per request, each into the
+// same StructuredOutput; a JSON schema keeps the client's key order (properties come out in it).
+TEST(OpenAiProtocol, StructuredOutputFields) {
+  using Kind = StructuredOutput::Kind;
+  const auto parsed = [](const std::string& fields) {
+    return parse_ok(completion_with(fields)).params.structured_output;
+  };
+  EXPECT_FALSE(parsed(R"("response_format":{"type":"text"})").active());
+  EXPECT_EQ(parsed(R"("response_format":{"type":"json_object"})").kind, Kind::kJsonObject);
+  const StructuredOutput schema = parsed(
+      R"("response_format":{"type":"json_schema","json_schema":{"name":"p","schema":)"
+      R"({"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"string"}}}}})");
+  EXPECT_EQ(schema.kind, Kind::kJsonSchema);
+  EXPECT_EQ(schema.field, "response_format");
+  EXPECT_EQ(
+      schema.spec,
+      R"({"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"string"}}})");
+  EXPECT_EQ(parsed(R"("guided_json":"{\"type\":\"object\"}")").spec, R"({"type":"object"})");
+  EXPECT_EQ(parsed(R"("guided_regex":"[a-z]+")").kind, Kind::kRegex);
+  const StructuredOutput choice = parsed(R"("guided_choice":["yes","no"])");
+  EXPECT_EQ(choice.kind, Kind::kChoice);
+  EXPECT_EQ(choice.spec, R"(["yes","no"])");
+  EXPECT_EQ(parsed(R"("guided_grammar":"root ::= \"a\"")").kind, Kind::kGrammar);
+  EXPECT_EQ(parsed(R"("structured_outputs":{"choice":["a","b"]})").field, "structured_outputs");
+  EXPECT_EQ(
+      parsed(R"("structured_outputs":{"json":{"type":"object","properties":{"b":{},"a":{}}}})")
+          .spec,
+      R"({"type":"object","properties":{"b":{},"a":{}}})");
+  EXPECT_EQ(parsed(R"("structured_outputs":{"json_object":true})").kind, Kind::kJsonObject);
+
+  for (const auto& [body, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"("response_format":{"type":"xml"})", "response_format"},
+           {R"("response_format":{"type":"json_schema"})", "response_format"},
+           {R"("guided_choice":[])", "guided_choice"},
+           {R"("guided_choice":["a",1])", "guided_choice"},
+           {R"("guided_regex":"")", "guided_regex"},
+           {R"("guided_json":"not json")", "guided_json"},
+           {R"("structured_outputs":{"yaml":"x"})", "structured_outputs"},
+           {R"("guided_regex":"a","guided_choice":["a"])", "guided_choice"},
+       }) {
+    EXPECT_EQ(parse_error(completion_with(body)).param, field) << body;
+  }
 }
 
 TEST(OpenAiProtocol, EmptyToolsAreNoTools) {

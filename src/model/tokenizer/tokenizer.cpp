@@ -198,4 +198,8 @@ bool Tokenizer::is_special(int32_t id) const {
   return impl_->special(id);
 }
 
+std::string_view Tokenizer::token_bytes(int32_t id) const {
+  return impl_->known(id) ? impl_->decoded(id) : std::string_view();
+}
+
 }  // namespace tidal

@@ -37,6 +37,9 @@ class Tokenizer {
   std::optional<int32_t> token_to_id(std::string_view token) const;
   std::string id_to_token(int32_t id) const;
   bool is_special(int32_t id) const;
+  // The bytes the decoder makes of `id` alone (possibly part of a UTF-8 character; empty for an
+  // unknown id): what a grammar engine matches the token's text against.
+  std::string_view token_bytes(int32_t id) const;
 
  private:
   struct Impl;
