@@ -2,7 +2,8 @@
 # On the GPU machine: configure the cuda preset (tests on) against the carried .deps, build the GPU
 # tests with every core, run the op test and the fixture test, the CLI and rank checks, then the
 # benchmarks (tidal bench and the transformers baseline), and write their logs under $OUT.
-#   run: scripts/gpu/run.sh            (from the repo root, with carry: [".deps"])
+#   run: scripts/gpu/run.sh            (from the repo root, with carry: [".deps", ".third_party"]: the
+#                                   Debian files and xgrammar's sources that scripts/setup.sh unpacks)
 #   env: SANITIZE=1 also runs the small op cases under compute-sanitizer memcheck;
 #        GTEST_FILTER narrows the op test as usual;
 #        BENCH=0 skips the benchmarks, BENCH_LAYERS=N runs them on N layers (default 48),
@@ -33,6 +34,7 @@ if [ -n "${TIDAL_SOURCE:-}" ]; then
     exit 1
   fi
   [ -e "$snapshot/.deps" ] || ln -s "$repo_root/.deps" "$snapshot/.deps"
+  [ -e "$snapshot/.third_party" ] || ln -s "$repo_root/.third_party" "$snapshot/.third_party"
   echo "building the snapshot in $TIDAL_SOURCE ($(cat "$snapshot/SNAPSHOT" 2>/dev/null))"
   repo_root="$snapshot"
   cd "$repo_root"
