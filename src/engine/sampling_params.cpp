@@ -63,9 +63,22 @@ Status SamplingParams::validate(int32_t vocab_size) const {
     if (id < 0 || id >= vocab_size)
       return Status::invalid_argument(cat("allowed_token_ids: ", id, " is outside the vocabulary"));
   }
-  if (structured_output.active() && !allowed_token_ids.empty()) {
-    return Status::invalid_argument(cat("allowed_token_ids: not with '", structured_output.field,
-                                        "' (its grammar says which tokens may come)"));
+  // A grammar decides which tokens may come and where the output ends: what would narrow it
+  // further could leave nothing to draw.
+  if (structured_output.active()) {
+    const std::string& by = structured_output.field;
+    if (!allowed_token_ids.empty()) {
+      return Status::invalid_argument(cat("allowed_token_ids cannot be combined with '", by,
+                                          "' (its grammar says which tokens may come)"));
+    }
+    if (!bad_words_ids.empty()) {
+      return Status::invalid_argument(cat("bad_words cannot be combined with '", by,
+                                          "' (its grammar says which tokens may come)"));
+    }
+    if (min_tokens > 0) {
+      return Status::invalid_argument(cat("min_tokens cannot be combined with '", by,
+                                          "' (its grammar says where the output ends)"));
+    }
   }
   for (const std::vector<int32_t>& word : bad_words_ids) {
     if (word.empty()) return Status::invalid_argument("bad_words: a word has no tokens");

@@ -121,6 +121,11 @@ def test_choice_is_what_the_model_prefers_among_them(client):
     ({"guided_grammar": "root ::= "}, "guided_grammar", "does not compile to a grammar"),
     ({"guided_choice": ["a"], "guided_regex": "a"}, "guided_choice", "give one"),
     ({"response_format": {"type": "xml"}}, "response_format", "json_object or json_schema"),
+    # What would narrow the grammar further could leave nothing to draw.
+    ({"guided_choice": ["a"], "min_tokens": 1}, "min_tokens", "cannot be combined"),
+    ({"guided_choice": ["a"], "allowed_token_ids": [5]}, "allowed_token_ids",
+     "cannot be combined"),
+    ({"guided_choice": ["a"], "bad_words": ["a"]}, "bad_words", "cannot be combined"),
 ])
 def test_bad_grammars_are_refused_by_field(client, fields, param, message):
     with pytest.raises(openai.BadRequestError) as caught:
