@@ -131,21 +131,10 @@ void WeightStore::copy_scales(float* dst, const TensorInfo& weight, int64_t firs
                static_cast<size_t>(count) * 4);
     return;
   }
-  const size_t width = dtype_size(*scales.dtype);
-  std::vector<float> values(static_cast<size_t>(count));
-  for (size_t i = 0; i < values.size(); ++i) {
-    // memcpy per element: a mapping need not be aligned for its dtype.
-    const std::byte* source = scales.data.data() + (static_cast<size_t>(first) + i) * width;
-    if (scales.dtype == DType::kF32) {
-      std::memcpy(&values[i], source, 4);
-    } else {
-      uint16_t bits = 0;
-      std::memcpy(&bits, source, 2);
-      values[i] = scales.dtype == DType::kBF16 ? bf16_to_f32(bits) : f16_to_f32(bits);
-    }
-  }
+  const std::vector<float> values =
+      decode_floats(scales, static_cast<size_t>(first), static_cast<size_t>(count));
   backend_->copy_from_host(dst, values.data(), values.size() * 4);
-  bytes_copied_ += values.size() * width;
+  bytes_copied_ += values.size() * dtype_size(*scales.dtype);
 }
 
 void WeightStore::copy_matrix_into(const Tensor& dst, int64_t matrix, int64_t first_row,

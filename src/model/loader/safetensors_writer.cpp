@@ -53,15 +53,21 @@ std::vector<std::byte> encode_floats(std::span<const float> values, DType dtype)
 }
 
 std::vector<float> decode_floats(const TensorInfo& tensor) {
+  const size_t width = tensor.dtype ? dtype_size(*tensor.dtype) : 1;
+  return decode_floats(tensor, 0, tensor.data.size() / width);
+}
+
+std::vector<float> decode_floats(const TensorInfo& tensor, size_t first, size_t count) {
   if (!tensor.dtype || !is_float_dtype(*tensor.dtype)) {
     TIDAL_FAIL(tensor.file, ": tensor '", tensor.name, "' has dtype ", tensor.dtype_name,
                ", not BF16, F16 or F32");
   }
   const size_t width = dtype_size(*tensor.dtype);
-  std::vector<float> values(tensor.data.size() / width);
+  TIDAL_CHECK((first + count) * width <= tensor.data.size(), "decode_floats out of bounds");
+  std::vector<float> values(count);
   // memcpy per element: tensor data inside a mapping need not be aligned for uint16_t/float.
   for (size_t i = 0; i < values.size(); ++i) {
-    const std::byte* source = tensor.data.data() + i * width;
+    const std::byte* source = tensor.data.data() + (first + i) * width;
     if (*tensor.dtype == DType::kF32) {
       std::memcpy(&values[i], source, 4);
     } else {

@@ -20,6 +20,8 @@ std::vector<std::byte> encode_floats(std::span<const float> values, DType dtype)
 // The values of a BF16/F16/F32 tensor widened to f32. A copy: for tests and tools, never the
 // loading path. Throws naming the tensor and its file for other dtypes.
 std::vector<float> decode_floats(const TensorInfo& tensor);
+// Elements [first, first + count) only.
+std::vector<float> decode_floats(const TensorInfo& tensor, size_t first, size_t count);
 
 // Collects tensors in memory, then writes them in insertion order. The header is padded with
 // spaces to a multiple of 8 bytes, as the reference writer does, so the data area stays aligned.
